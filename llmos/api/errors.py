@@ -1,0 +1,44 @@
+"""Map llmos errors and validation failures to JSON error bodies (OpenAI's error shape)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from llmos.errors import LlmosError, Unavailable
+
+log = logging.getLogger("llmos.api")
+
+
+def error_body(message: str, type_: str, **extra: object) -> dict[str, object]:
+    return {"error": {"message": message, "type": type_, **extra}}
+
+
+async def _llmos_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LlmosError)
+    headers = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    msg = f"{field}: {first.get('msg', 'invalid')}"
+    return JSONResponse(error_body(msg, "invalid_request_error", param=field), status_code=422)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(error_body("internal error; see the daemon log", "internal_error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LlmosError, _llmos_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,87 @@
+"""`llmos models ...`: list, show, import, rm, tag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from llmos.cli.common import RichProgress, console, human_bytes, print_json, runtime
+from llmos.store.importer import ImportOptions
+
+app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List stored models."""
+    infos = runtime().store.registry.list()
+    if as_json:
+        print_json([{"name": i.ref, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
+                     "size": i.manifest.size_bytes, "parameters": i.manifest.parameters} for i in infos])
+        return
+    table = Table("NAME", "KIND", "TASKS", "PARAMS", "SIZE", "DIGEST", "CREATED")
+    table.columns[0].no_wrap = True
+    for i in infos:
+        table.add_row(i.ref, i.manifest.kind, ",".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
+                      human_bytes(i.manifest.size_bytes), i.digest[7:19], i.created_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@app.command()
+def show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a model's manifest: metadata, files and lineage."""
+    info = runtime().store.registry.get(name)
+    data = {"name": info.ref, "digest": info.digest, "created_at": info.created_at,
+            **info.manifest.model_dump(mode="json")}
+    if as_json:
+        print_json(data)
+        return
+    files = data.pop("files")
+    template = data.pop("chat_template")
+    for key, value in data.items():
+        console.print(f"[bold]{key:>15}[/bold]  {value}")
+    console.print(f"[bold]{'chat_template':>15}[/bold]  {'yes' if template else 'none'}")
+    for f in files:
+        console.print(f"{'':>17}{f['path']}  {human_bytes(f['size'])}  {f['digest'][:19]}")
+
+
+@app.command("import")
+def import_model(
+    path: Path,
+    name: Annotated[str, typer.Argument(help="NAME or NAME:TAG to register it as")],
+    config: Annotated[Optional[Path], typer.Option(help="config.json for a single .safetensors file")] = None,
+    base: Annotated[Optional[str], typer.Option(help="base model, for a PEFT adapter folder")] = None,
+    license: Annotated[Optional[str], typer.Option(help="licence to record")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="permit .bin/.pt pickle weights "
+                                               "(they can run code when loaded; only for trusted files)")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="re-point an existing NAME:TAG")] = False,
+) -> None:
+    """Import a Hugging Face folder, a .safetensors file (+config) or a .gguf file."""
+    rt = runtime()
+    opts = ImportOptions(license=license, allow_pickle=allow_pickle or rt.settings.allow_pickle, config=config,
+                         parent=base, replace=replace)
+    info = rt.store.importer.import_path(path, name, opts, RichProgress())
+    console.print(f"imported [bold]{info.ref}[/bold] {info.digest[:19]} ({human_bytes(info.manifest.size_bytes)}, "
+                  f"tasks: {', '.join(info.manifest.tasks)})")
+
+
+@app.command("rm")
+def remove(name: str, keep_blobs: Annotated[bool, typer.Option(help="leave unreferenced blobs for `gc`")] = False) -> None:
+    """Remove a model name (its blobs are freed when nothing else uses them)."""
+    rt = runtime()
+    info = rt.store.registry.remove(name)
+    msg = f"removed {info.ref}"
+    if not keep_blobs:
+        report = rt.store.registry.gc()
+        msg += f"; freed {human_bytes(report.bytes_freed)}"
+    console.print(msg)
+
+
+@app.command()
+def tag(source: str, target: str, replace: Annotated[bool, typer.Option("--replace")] = False) -> None:
+    """Give a model another NAME:TAG (no data is copied)."""
+    info = runtime().store.registry.tag(source, target, replace=replace)
+    console.print(f"tagged {source} as {info.ref}")

@@ -1,0 +1,121 @@
+"""Settings: the ONLY module that reads environment variables (prefix ``LLMOS_``).
+
+Every other module receives a ``Settings`` object. Values are validated when loaded, and a bad value
+stops the daemon or CLI at start with a message naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import psutil
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmos.errors import ConfigError
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4,
+          "tib": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: str | int | float) -> int:
+    """``"8GiB"`` / ``"512MB"`` / ``1024`` -> bytes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    match = _SIZE.match(str(value))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _UNITS:
+        raise ValueError(f"{value!r} is not a size; use a number of bytes or e.g. '512MiB', '8GB'")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def default_memory_budget() -> int:
+    """60% of the machine's RAM: room for the daemon, training jobs and the OS beside the models."""
+    return int(psutil.virtual_memory().total * 0.6)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMOS_", extra="forbid", validate_default=True)
+
+    home: Path = Field(default=Path("~/.llmos"), description="folder for the store, database and logs")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty: SQLite file in home")
+    host: str = "127.0.0.1"
+    port: int = Field(default=7440, ge=1, le=65535)
+    memory_budget: int = Field(default=0, description="bytes for loaded models; 0: 60% of RAM")
+    keep_alive: float = Field(default=300.0, ge=0, description="seconds an idle model stays loaded")
+    max_queue: int = Field(default=64, ge=1, description="waiting requests per model before 503")
+    max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together")
+    policy: Literal["fcfs", "priority", "fair"] = "fair"
+    log_prompts: bool = Field(default=False, description="store prompt and output text in the request log")
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    builtins: bool = Field(default=True, description="register the embedded default models at start")
+    allow_pickle: bool = Field(default=False, description="permit importing pickle weights (.bin/.pt)")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> int:
+        return parse_size(v) if v not in (None, "") else 0  # type: ignore[arg-type]
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and "://" not in v:
+            raise ValueError("must be a SQLAlchemy URL such as sqlite:////path/llmos.db or postgresql://...")
+        return v
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'llmos.db'}"
+        if self.memory_budget <= 0:
+            self.memory_budget = default_memory_budget()
+        return self
+
+    # -- derived paths ---------------------------------------------------------------------------
+    @property
+    def blobs_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (plus explicit overrides); raise ConfigError if invalid."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    unknown = sorted(k for k in os.environ if k.startswith("LLMOS_") and k[6:].lower() not in Settings.model_fields)
+    if unknown:
+        known = ", ".join("LLMOS_" + f.upper() for f in Settings.model_fields)
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known settings: {known}")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        lines.append(f"  LLMOS_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Engines execute models: generate, embed, classify and tag."""

@@ -1,0 +1,200 @@
+"""The engine contract: one loaded model (plus its adapters) on one device.
+
+The scheduler decides what runs; an engine only executes what it is told. Every argument and result
+is a dataclass of built-in types (see ``llmos.kernel.request``), so an engine may live in another
+process or on another machine behind the same interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from llmos.kernel.request import RequestStatus, SequenceSpec, StepOutput
+
+
+@dataclass
+class Span:
+    """An entity found by ``tag``: character offsets into the input text (end exclusive)."""
+
+    start: int
+    end: int
+    label: str
+    text: str
+    score: float
+
+
+@dataclass
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass
+class EngineInfo:
+    """What a loaded engine can do; cheap to ask, serialisable."""
+
+    model: str
+    tasks: list[str]  # subset of: generate, embed, classify, tag
+    context_length: int
+    footprint_bytes: int
+    adapters: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # classify / tag label names, if any
+
+
+class Engine(ABC):
+    """Executes one model. Methods are called from ONE kernel thread at a time.
+
+    Generation is split into steps so the kernel can batch at iteration level:
+
+    - ``prefill(seqs)`` adds new sequences to the engine's live batch and returns the first token
+      of each (one StepOutput per sequence, in input order).
+    - ``decode(ids)`` produces the next token for each named live sequence (one StepOutput each,
+      in input order). Sequences prefilled in different calls may be decoded together, and
+      sequences for different adapters of the same base run in one forward pass.
+    - ``release(ids)`` drops sequences and frees their cache; it must accept ids that already
+      finished or were never known.
+
+    The engine marks a StepOutput finished when the sequence hits end-of-sequence, a stop string,
+    ``max_tokens`` or the context limit; the kernel then releases it. An engine never chooses
+    which sequences run next.
+    """
+
+    @abstractmethod
+    def info(self) -> EngineInfo: ...
+
+    @abstractmethod
+    def footprint(self) -> int:
+        """Bytes of memory the engine holds now (weights, adapters, caches)."""
+
+    # -- tokenisation -------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def encode_chat(self, messages: list[ChatMessage]) -> list[int]:
+        """Prompt ids for a chat, built with the chat template stored with the model."""
+
+    # -- adapters -----------------------------------------------------------------------------
+    @abstractmethod
+    def add_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter from a folder onto this (already loaded) base model."""
+
+    @abstractmethod
+    def remove_adapter(self, name: str) -> None: ...
+
+    # -- generation ---------------------------------------------------------------------------
+    @abstractmethod
+    def prefill(self, seqs: list[SequenceSpec]) -> list[StepOutput]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[str]) -> list[StepOutput]: ...
+
+    @abstractmethod
+    def release(self, ids: list[str]) -> None: ...
+
+    # -- encoder tasks ------------------------------------------------------------------------
+    @abstractmethod
+    def embed(self, texts: list[str], *, adapter: str | None = None) -> list[list[float]]:
+        """Mean-pooled, L2-normalised sentence embeddings."""
+
+    @abstractmethod
+    def classify(self, texts: list[str], *, adapter: str | None = None) -> list[dict[str, float]]:
+        """Label -> probability for each text."""
+
+    @abstractmethod
+    def tag(self, texts: list[str], *, adapter: str | None = None) -> list[list[Span]]:
+        """Entity spans with character offsets for each text."""
+
+    def close(self) -> None:
+        """Free everything; the engine is unusable afterwards."""
+
+
+class FakeEngine(Engine):
+    """A deterministic engine for scheduler and API tests: no model, no tensors.
+
+    Sequence ``s`` emits tokens ``1, 2, 3, ...`` (text ``"t1 t2 ..."``) and stops at ``max_tokens``
+    or when ``eos_after`` tokens were produced. Every call is recorded in ``calls`` so tests can
+    assert how the kernel batched work.
+    """
+
+    def __init__(
+        self,
+        name: str = "fake",
+        *,
+        footprint_bytes: int = 1_000,
+        context_length: int = 2048,
+        eos_after: int | None = None,
+        tasks: tuple[str, ...] = ("generate", "embed", "classify", "tag"),
+    ) -> None:
+        self.name = name
+        self._footprint = footprint_bytes
+        self._context = context_length
+        self._eos_after = eos_after
+        self._tasks = list(tasks)
+        self._live: dict[str, tuple[SequenceSpec, int]] = {}
+        self.adapters: dict[str, str] = {}
+        self.calls: list[tuple[str, list[str]]] = []
+        self.closed = False
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, self._tasks, self._context, self._footprint, sorted(self.adapters))
+
+    def footprint(self) -> int:
+        return self._footprint
+
+    def encode(self, text: str) -> list[int]:
+        return [len(w) for w in text.split()] or [0]
+
+    def encode_chat(self, messages: list[ChatMessage]) -> list[int]:
+        return self.encode(" ".join(m.content for m in messages))
+
+    def add_adapter(self, name: str, path: str) -> None:
+        self.adapters[name] = path
+
+    def remove_adapter(self, name: str) -> None:
+        self.adapters.pop(name, None)
+
+    def _emit(self, seq_id: str) -> StepOutput:
+        spec, produced = self._live[seq_id]
+        produced += 1
+        self._live[seq_id] = (spec, produced)
+        status = RequestStatus.RUNNING
+        if self._eos_after is not None and produced >= self._eos_after:
+            status = RequestStatus.FINISHED_STOPPED
+        elif produced >= spec.params.max_tokens:
+            status = RequestStatus.FINISHED_LENGTH
+        return StepOutput(seq_id, produced, f"t{produced} ", status.finished, status)
+
+    def prefill(self, seqs: list[SequenceSpec]) -> list[StepOutput]:
+        self.calls.append(("prefill", [s.id for s in seqs]))
+        for s in seqs:
+            if s.adapter is not None and s.adapter not in self.adapters:
+                raise KeyError(f"unknown adapter {s.adapter!r}")
+            self._live[s.id] = (s, 0)
+        return [self._emit(s.id) for s in seqs]
+
+    def decode(self, ids: list[str]) -> list[StepOutput]:
+        self.calls.append(("decode", list(ids)))
+        return [self._emit(i) for i in ids]
+
+    def release(self, ids: list[str]) -> None:
+        for i in ids:
+            self._live.pop(i, None)
+
+    @property
+    def live(self) -> list[str]:
+        return list(self._live)
+
+    def embed(self, texts: list[str], *, adapter: str | None = None) -> list[list[float]]:
+        return [[float(len(t)), 1.0] for t in texts]
+
+    def classify(self, texts: list[str], *, adapter: str | None = None) -> list[dict[str, float]]:
+        return [{"positive": 0.5, "negative": 0.5} for _ in texts]
+
+    def tag(self, texts: list[str], *, adapter: str | None = None) -> list[list[Span]]:
+        return [[] for _ in texts]
+
+    def close(self) -> None:
+        self.closed = True
+        self._live.clear()

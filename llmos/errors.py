@@ -1,0 +1,130 @@
+"""The exception hierarchy. Each error carries the HTTP status and CLI exit code it maps to.
+
+Messages are written for the person who hit them: what went wrong and, where possible, what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ExitCode:
+    OK = 0
+    FAILURE = 1  # unexpected failure
+    USAGE = 2  # bad arguments, bad settings, bad input
+    NOT_FOUND = 3
+    CONFLICT = 4
+    INTEGRITY = 5  # corrupt data detected
+    UNAVAILABLE = 6  # overloaded, no memory, daemon unreachable
+
+
+class LlmosError(Exception):
+    """Base class: ``code`` is a stable machine-readable name, ``message`` is for people."""
+
+    http_status = 500
+    exit_code = ExitCode.FAILURE
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, object]:
+        return {"message": self.message, "type": self.code, **self.details}
+
+
+class ConfigError(LlmosError):
+    http_status = 500
+    exit_code = ExitCode.USAGE
+    code = "config_error"
+
+
+class InvalidInput(LlmosError):
+    http_status = 400
+    exit_code = ExitCode.USAGE
+    code = "invalid_request_error"
+
+
+class InvalidName(InvalidInput):
+    code = "invalid_name"
+
+
+class UnsafeFormat(InvalidInput):
+    code = "unsafe_format"
+
+
+class ImportFailed(InvalidInput):
+    code = "import_failed"
+
+
+class PayloadTooLarge(InvalidInput):
+    http_status = 413
+    code = "payload_too_large"
+
+
+class WrongTask(InvalidInput):
+    code = "wrong_task"
+
+
+class NotFound(LlmosError):
+    http_status = 404
+    exit_code = ExitCode.NOT_FOUND
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    @classmethod
+    def for_name(cls, name: str, known: Iterable[str]) -> "ModelNotFound":
+        known = sorted(set(known))
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        have = f" Known models: {', '.join(known)}." if known else " The store holds no models."
+        return cls(f"model {name!r} not found.{hint}{have}", suggestions=close, available=known)
+
+
+class Conflict(LlmosError):
+    http_status = 409
+    exit_code = ExitCode.CONFLICT
+    code = "conflict"
+
+
+class IntegrityError(LlmosError):
+    http_status = 500
+    exit_code = ExitCode.INTEGRITY
+    code = "integrity_error"
+
+
+class StoreFull(LlmosError):
+    http_status = 507
+    exit_code = ExitCode.UNAVAILABLE
+    code = "storage_full"
+
+
+class Unavailable(LlmosError):
+    http_status = 503
+    exit_code = ExitCode.UNAVAILABLE
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **details: object) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
+
+
+class QueueFull(Unavailable):
+    code = "queue_full"
+
+
+class WontFit(Unavailable):
+    """A model cannot be loaded within the memory budget, even with everything idle evicted."""
+
+    http_status = 507
+    code = "insufficient_memory"
+
+
+class EngineFailed(LlmosError):
+    http_status = 500
+    code = "engine_error"

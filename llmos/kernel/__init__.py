@@ -1,0 +1,1 @@
+"""The kernel: request queues, the scheduler, the resource manager and background jobs."""
