@@ -80,7 +80,9 @@ class ModelNotFound(NotFound):
     @classmethod
     def for_name(cls, name: str, known: Iterable[str]) -> "ModelNotFound":
         known = sorted(set(known))
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        stem = name.split(":")[0].lower()
+        close = [k for k in known if stem and stem in k.lower()][:3]
+        close += [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.5) if k not in close]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         have = f" Known models: {', '.join(known)}." if known else " The store holds no models."
         return cls(f"model {name!r} not found.{hint}{have}", suggestions=close, available=known)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from llmos.errors import Conflict, ImportFailed, InvalidName, ModelNotFound, UnsafeFormat
+from llmos.errors import Conflict, ImportFailed, IntegrityError, InvalidName, ModelNotFound, UnsafeFormat
 from llmos.runtime import Runtime
 from llmos.store.importer import ImportOptions
 from tests.store.helpers import copy_model, flipped_header, huge_header, truncated, write_weights
@@ -147,3 +147,13 @@ def test_adapter_import_links_its_base(runtime: Runtime, minilm_dir: Path, tmp_p
     info = runtime.store.importer.import_path(tmp_path / "lora", "enc-lora", ImportOptions(parent="enc"))
     assert info.manifest.kind == "adapter" and info.manifest.parent.startswith("enc:latest@sha256:")
     assert info.manifest.tasks == ["embed"]
+
+
+def test_corrupt_blob_is_refused_when_loading(runtime: Runtime, minilm_dir: Path) -> None:
+    info = runtime.store.importer.import_path(minilm_dir, "enc")
+    blob = runtime.store.blobs.path(info.manifest.file("config.json").digest)
+    blob.chmod(0o644)
+    blob.write_text(blob.read_text().replace("384", "385"))
+    with pytest.raises(IntegrityError, match="corrupt"):
+        runtime.store.registry.snapshot("enc")
+    assert [p.what for p in runtime.store.registry.check()] == ["corrupt_blob"]

@@ -1,0 +1,45 @@
+"""Admin routes: health, loaded models and queues, load / unload."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from llmos import __version__
+from llmos.api.deps import get_kernel, get_runtime
+from llmos.api.schemas import LoadIn
+from llmos.kernel.core import Kernel
+from llmos.runtime import Runtime
+
+router = APIRouter(tags=["admin"])
+KernelDep = Annotated[Kernel, Depends(get_kernel)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+@router.get("/health")
+def health(request: Request, runtime: RuntimeDep) -> dict[str, object]:
+    return {"status": "ok", "version": __version__, "models": len(runtime.store.registry.list()),
+            "uptime_s": round(time.time() - request.app.state.started, 1)}
+
+
+@router.get("/admin/ps")
+def ps(kernel: KernelDep) -> dict[str, object]:
+    res = kernel.resources
+    return {"budget_bytes": res.budget_bytes, "used_bytes": res.used_bytes,
+            "models": [asdict(s) for s in kernel.ps()]}
+
+
+@router.post("/admin/load")
+async def load(body: LoadIn, kernel: KernelDep) -> dict[str, object]:
+    state = await run_in_threadpool(kernel.load, body.model, body.keep_alive)
+    return asdict(state)
+
+
+@router.post("/admin/unload")
+async def unload(body: LoadIn, kernel: KernelDep) -> dict[str, object]:
+    unloaded = await run_in_threadpool(kernel.unload, body.model)
+    return {"model": body.model, "unloaded": unloaded}

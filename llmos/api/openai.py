@@ -1,0 +1,101 @@
+"""OpenAI-compatible routes: models, chat completions, completions, embeddings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
+from llmos.api.generation import (
+    check_prompt_size, created, make_job, respond_once, respond_stream, usage,
+)
+from llmos.api.reqlog import LogEntry, record
+from llmos.api.schemas import ChatCompletionIn, CompletionIn, EmbeddingsIn
+from llmos.engines.base import ChatMessage
+from llmos.kernel.core import Kernel
+from llmos.kernel.request import Request, new_request_id
+from llmos.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+KernelDep = Annotated[Kernel, Depends(get_kernel)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+@router.get("/models")
+def list_models(runtime: RuntimeDep) -> dict[str, object]:
+    data = [{"id": i.name if i.tag == "latest" else i.ref, "object": "model", "owned_by": "llmos",
+             "created": int(i.created_at.timestamp()), "tasks": i.manifest.tasks, "kind": i.manifest.kind}
+            for i in runtime.store.registry.list()]
+    return {"object": "list", "data": data}
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: RuntimeDep,
+                           caller: CallerDep) -> Response:
+    resolved = await run_in_threadpool(kernel.resolve, body.model, "generate")
+    messages = [ChatMessage(m.role, m.text()) for m in body.messages]
+    prompt_text = "\n".join(m.content for m in messages)
+    check_prompt_size(kernel, prompt_text)
+    codec = await run_in_threadpool(kernel.codec, resolved)
+    ids = codec.encode_chat(messages)
+    job = make_job(kernel, body, resolved, ids, caller, "chat", prompt_text)
+    name = resolved.name
+
+    def chunk(req: Request, text: str, finish: str | None) -> dict[str, object]:
+        delta = {"content": text} if text else {}
+        return {"id": req.id, "object": "chat.completion.chunk", "created": created(), "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def whole(req: Request, text: str, finish: str | None) -> dict[str, object]:
+        return {"id": req.id, "object": "chat.completion", "created": created(), "model": name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": finish}], "usage": usage(req)}
+
+    if body.stream:
+        first = {**chunk(job.req, "", None), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                         "finish_reason": None}]}
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return await respond_stream(kernel, runtime, job, chunk, first, include)
+    return await respond_once(kernel, runtime, job, whole)
+
+
+@router.post("/completions", response_model=None)
+async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> Response:
+    resolved = await run_in_threadpool(kernel.resolve, body.model, "generate")
+    check_prompt_size(kernel, body.text())
+    codec = await run_in_threadpool(kernel.codec, resolved)
+    job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text())
+    name = resolved.name
+
+    def chunk(req: Request, text: str, finish: str | None) -> dict[str, object]:
+        return {"id": req.id, "object": "text_completion", "created": created(), "model": name,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+    def whole(req: Request, text: str, finish: str | None) -> dict[str, object]:
+        return {**chunk(req, text, finish), "usage": usage(req)}
+
+    if body.stream:
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return await respond_stream(kernel, runtime, job, chunk, None, include)
+    return await respond_once(kernel, runtime, job, whole)
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingsIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> JSONResponse:
+    resolved = await run_in_threadpool(kernel.resolve, body.model, "embed")
+    texts = body.texts()
+    check_prompt_size(kernel, "".join(texts))
+    codec = await run_in_threadpool(kernel.codec, resolved)
+    n_tokens = sum(codec.count(t) for t in texts)
+    vectors = await kernel.call(resolved, lambda e: e.embed(texts, adapter=resolved.adapter))
+    rid = new_request_id()
+    await record(runtime, LogEntry(rid, "embeddings", resolved.info.ref, caller, adapter=resolved.adapter,
+                                   prompt_tokens=n_tokens, prompt="\n".join(texts)))
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    return JSONResponse({"object": "list", "id": rid, "model": resolved.name, "data": data,
+                         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}},
+                        headers={"X-Request-Id": rid})

@@ -1,0 +1,44 @@
+"""The request log: one row per inference call, written before the response completes, so a
+client that holds a response id can always name it later (feedback, audits)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from llmos.api.deps import Caller
+from llmos.db.tables import RequestLog
+from llmos.runtime import Runtime
+
+
+@dataclass
+class LogEntry:
+    id: str
+    route: str
+    model: str
+    caller: Caller
+    adapter: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    prompt: str | None = None
+    output: Any = None
+
+
+def _write(runtime: Runtime, e: LogEntry) -> None:
+    keep = runtime.settings.log_prompts
+    with runtime.db.session() as s:
+        s.add(RequestLog(id=e.id, tenant=e.caller.tenant, key_id=e.caller.key_id, route=e.route, model=e.model,
+                         adapter=e.adapter, status=e.status, prompt_tokens=e.prompt_tokens,
+                         completion_tokens=e.completion_tokens,
+                         latency_ms=(time.monotonic() - e.started) * 1000, ttft_ms=e.ttft_ms,
+                         prompt=e.prompt if keep else None, output=e.output if keep else None))
+
+
+async def record(runtime: Runtime, entry: LogEntry) -> None:
+    await run_in_threadpool(_write, runtime, entry)

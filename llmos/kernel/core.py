@@ -1,0 +1,178 @@
+"""The kernel: owns the resource manager and one worker per base model; bridges them to asyncio.
+
+API handlers call ``resolve`` (name -> what runs), ``generate`` (an async stream of tokens), ``call``
+(one engine call such as embed), ``cancel``, ``load`` / ``unload`` and ``ps``. Engines are reached
+only through workers, with serialisable arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmos.config import Settings
+from llmos.engines.base import Engine
+from llmos.engines.loader import base_of, load_engine
+from llmos.errors import WrongTask
+from llmos.kernel.codec import CodecCache, PromptCodec
+from llmos.kernel.request import Request, StepOutput
+from llmos.kernel.resources import ResourceManager
+from llmos.kernel.scheduler import Scheduler, SchedulerStats
+from llmos.kernel.worker import ModelWorker
+from llmos.store.manifest import ModelInfo
+from llmos.store.registry import Registry
+
+EngineFactory = Callable[[str], Engine]
+KV_RESERVE = 1.25  # weights x this: room for activations and KV caches of a full batch
+
+
+@dataclass
+class Resolved:
+    info: ModelInfo  # what the caller named
+    base: ModelInfo  # the full-weights model that runs
+    adapter: str | None  # the adapter's ref when ``info`` is an adapter
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info.tag == "latest" else self.info.ref
+
+
+@dataclass
+class ModelState:
+    model: str
+    loaded: bool
+    footprint_bytes: int
+    in_use: int
+    queue: SchedulerStats | None
+    expires_in_s: float | None = None
+    adapters: list[str] = field(default_factory=list)
+
+
+class Kernel:
+    def __init__(self, settings: Settings, registry: Registry, *, engine_factory: EngineFactory | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.codecs = CodecCache(registry)
+        self._factory = engine_factory or self._load_engine
+        self.resources = ResourceManager(settings.memory_budget, loader=self._factory, estimate=self._estimate,
+                                         keep_alive_s=settings.keep_alive)
+        self._workers: dict[str, ModelWorker] = {}
+        self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="keep-alive", daemon=True)
+        self._sweeper.start()
+
+    # -- models ----------------------------------------------------------------------------------
+    def resolve(self, name: str, task: str) -> Resolved:
+        """What runs for ``name``; WrongTask (400) naming the models that can do ``task``."""
+        info = self.registry.get(name)
+        if task not in info.manifest.tasks:
+            able = [i.ref for i in self.registry.list() if task in i.manifest.tasks]
+            raise WrongTask(f"model {info.ref} cannot {task} (it serves: {', '.join(info.manifest.tasks)}); "
+                            f"models that can: {', '.join(able) or 'none'}", models=able)
+        base = base_of(self.registry, info)
+        return Resolved(info, base, info.ref if base is not info else None)
+
+    def codec(self, r: Resolved) -> PromptCodec:
+        return self.codecs.get(r.info, r.base)
+
+    def _load_engine(self, ref: str) -> Engine:
+        return load_engine(self.registry, ref, max_batch_size=self.settings.max_batch)
+
+    def _estimate(self, ref: str) -> int:
+        return int(self.registry.get(ref).manifest.size_bytes * KV_RESERVE)
+
+    def _adapter_path(self, ref: str) -> str:
+        return str(self.registry.snapshot(ref))
+
+    def worker(self, base_ref: str) -> ModelWorker:
+        with self._lock:
+            w = self._workers.get(base_ref)
+            if w is None:
+                sched = Scheduler(self.settings.policy, max_queue=self.settings.max_queue,
+                                  max_batch=self.settings.max_batch)
+                w = self._workers[base_ref] = ModelWorker(base_ref, sched, self.resources, self._deliver,
+                                                          self._adapter_path)
+            return w
+
+    # -- generation --------------------------------------------------------------------------------
+    async def generate(self, req: Request) -> AsyncIterator[StepOutput]:
+        """Queue ``req`` (QueueFull -> 503 before anything streams) and yield its tokens.
+
+        When the consumer stops early (client gone), the request is cancelled and its slot freed.
+        Afterwards ``req.status`` / ``req.finish_reason`` / ``req.error`` tell how it ended.
+        """
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._listeners[req.id] = (asyncio.get_running_loop(), queue)
+        try:
+            self.worker(req.model).submit(req)
+        except Exception:
+            self._listeners.pop(req.id, None)
+            raise
+        return self._drain(req, queue)
+
+    async def _drain(self, req: Request, queue: asyncio.Queue[Any]) -> AsyncIterator[StepOutput]:
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Request):
+                    return
+                yield item
+        finally:
+            self._listeners.pop(req.id, None)
+            if not req.status.finished:
+                self.cancel(req)
+
+    def cancel(self, req: Request) -> None:
+        w = self._workers.get(req.model)
+        if w is not None:
+            w.cancel(req.id)
+
+    def _deliver(self, req_id: str, item: StepOutput | Request) -> None:
+        target = self._listeners.get(req_id)
+        if target is not None:
+            loop, queue = target
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    async def call(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
+        """Run one engine call (embed, classify, tag) on the model's worker thread."""
+        return await asyncio.wrap_future(self.worker(r.base.ref).call(fn))
+
+    # -- admin -------------------------------------------------------------------------------------
+    def load(self, name: str, keep_alive_s: float | None = None) -> ModelState:
+        base = base_of(self.registry, self.registry.get(name))
+        self.resources.load(base.ref, keep_alive_s=keep_alive_s)
+        return next(s for s in self.ps() if s.model == base.ref)
+
+    def unload(self, name: str) -> bool:
+        base = base_of(self.registry, self.registry.get(name))
+        return self.resources.unload(base.ref)
+
+    def ps(self) -> list[ModelState]:
+        loaded = {m.model: m for m in self.resources.snapshot()}
+        now = time.monotonic()
+        out = []
+        for ref in sorted(set(loaded) | set(self._workers)):
+            m, w = loaded.get(ref), self._workers.get(ref)
+            expires = m.expires_at if m else None
+            out.append(ModelState(ref, m is not None, m.footprint if m else 0, m.refcount if m else 0,
+                                  w.scheduler.stats() if w else None,
+                                  None if expires is None else max(0.0, expires - now)))
+        return out
+
+    def _sweep_loop(self) -> None:
+        while not self._closed.wait(timeout=5.0):
+            self.resources.sweep()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for w in list(self._workers.values()):
+            w.stop()
+        self.resources.close()

@@ -1,0 +1,181 @@
+"""One thread per base model: the step loop that feeds the scheduler's batches to the engine.
+
+The worker is the only thread that calls its engine. Generation runs as iteration-level batches
+(``Scheduler.step``); one-off engine calls (embeddings, classification, tagging) run between steps.
+The worker holds a reference on its engine while it has work, so the resource manager never evicts
+a model in use, and drops it when idle so keep-alive and LRU eviction can take over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from llmos.engines.base import Engine
+from llmos.kernel.request import Request, SequenceSpec, StepOutput
+from llmos.kernel.resources import ResourceManager
+from llmos.kernel.scheduler import Scheduler
+
+log = logging.getLogger("llmos.kernel")
+
+Deliver = Callable[[str, StepOutput | Request], None]  # req id, token or final request
+AdapterPath = Callable[[str], str]
+
+
+class ModelWorker:
+    def __init__(self, model: str, scheduler: Scheduler, resources: ResourceManager, deliver: Deliver,
+                 adapter_path: AdapterPath) -> None:
+        self.model = model
+        self.scheduler = scheduler
+        self.resources = resources
+        self.deliver = deliver
+        self.adapter_path = adapter_path
+        self._calls: deque[tuple[Callable[[Engine], Any], Future[Any]]] = deque()
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._engine: Engine | None = None
+        self._adapters: set[str] = set()
+        self.thread = threading.Thread(target=self._run, name=f"worker-{model}", daemon=True)
+        self.thread.start()
+
+    # -- called from other threads ---------------------------------------------------------------
+    def submit(self, req: Request) -> None:
+        self.scheduler.add(req)  # raises QueueFull
+        self._notify()
+
+    def call(self, fn: Callable[[Engine], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._wake:
+            self._calls.append((fn, fut))
+            self._wake.notify()
+        return fut
+
+    def cancel(self, req_id: str) -> None:
+        if self.scheduler.cancel(req_id) is not None:
+            self._notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        self.thread.join(timeout=30)
+
+    @property
+    def busy(self) -> bool:
+        return self.scheduler.has_work() or bool(self._calls)
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopped and not self.busy:
+                    self._release_cancelled()
+                    self._drop_engine()
+                    self._wake.wait(timeout=1.0)
+                if self._stopped:
+                    break
+            try:
+                self._iteration()
+            except Exception:  # noqa: BLE001 - the loop must survive anything a step throws
+                log.exception("worker %s: step failed", self.model)
+        self._shutdown()
+
+    def _iteration(self) -> None:
+        engine = self._ensure_engine()
+        if engine is None:
+            return
+        self._run_calls(engine)
+        self._release_cancelled()
+        batch = self.scheduler.step()
+        if batch is not None:
+            self._step(engine, batch.prefill, batch.decode)
+
+    def _ensure_engine(self) -> Engine | None:
+        if self._engine is not None:
+            return self._engine
+        try:
+            self._engine = self.resources.acquire(self.model)
+            self._adapters = set()
+            return self._engine
+        except Exception as exc:  # noqa: BLE001 - a failed load fails its waiters, not the kernel
+            message = f"model {self.model} failed to load: {getattr(exc, 'message', exc)}"
+            log.error(message)
+            self._fail_everything(exc, message)
+            return None
+
+    def _fail_everything(self, exc: Exception, message: str) -> None:
+        for req in self.scheduler.fail_all(message):
+            self.deliver(req.id, req)
+        while self._calls:
+            _, fut = self._calls.popleft()
+            fut.set_exception(exc)
+
+    def _release_cancelled(self) -> None:
+        ids = self.scheduler.drain_cancelled()
+        if ids and self._engine is not None:
+            self._engine.release(ids)
+
+    def _drop_engine(self) -> None:
+        if self._engine is not None:
+            self._engine = None
+            self.resources.release(self.model)
+
+    def _run_calls(self, engine: Engine) -> None:
+        while self._calls:
+            fn, fut = self._calls.popleft()
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(engine))
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(exc)
+
+    def _step(self, engine: Engine, prefill: list[Request], decode: list[Request]) -> None:
+        outputs: list[StepOutput] = []
+        prefill = self._with_adapters(engine, prefill)
+        for reqs, run in ((prefill, lambda: engine.prefill([SequenceSpec.of(r) for r in prefill])),
+                          (decode, lambda: engine.decode([r.id for r in decode]))):
+            if not reqs:
+                continue
+            try:
+                outputs += run()
+            except Exception as exc:  # noqa: BLE001 - the engine failed these requests only
+                log.exception("worker %s: engine step failed", self.model)
+                self._fail(engine, [r.id for r in reqs], f"engine error: {exc}")
+        finished = self.scheduler.update(outputs)
+        for out in outputs:
+            self.deliver(out.id, out)
+        engine.release([r.id for r in finished])
+        for req in finished:
+            self.deliver(req.id, req)
+
+    def _with_adapters(self, engine: Engine, reqs: list[Request]) -> list[Request]:
+        ok = []
+        for req in reqs:
+            if req.adapter and req.adapter not in self._adapters:
+                try:
+                    engine.add_adapter(req.adapter, self.adapter_path(req.adapter))
+                    self._adapters.add(req.adapter)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(engine, [req.id], f"adapter {req.adapter} failed to load: {exc}")
+                    continue
+            ok.append(req)
+        return ok
+
+    def _fail(self, engine: Engine, ids: list[str], message: str) -> None:
+        engine.release(ids)
+        for req in self.scheduler.fail(ids, message):
+            self.deliver(req.id, req)
+
+    def _shutdown(self) -> None:
+        for req in self.scheduler.fail_all("the daemon is shutting down"):
+            self.deliver(req.id, req)
+        self._drop_engine()
+

@@ -1,0 +1,90 @@
+"""The CLI as a script uses it: real processes, real stores, exit codes and messages."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmos.errors import ExitCode
+from llmos.runtime import Runtime
+
+
+def llmos(home: Path, *args: str, builtins: bool = True, stdin: str | None = None,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "LLMOS_HOME": str(home), "LLMOS_BUILTINS": str(builtins).lower(),
+                "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "llmos", *args], env=full_env, capture_output=True, text=True,
+                          input=stdin, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def home(builtin_runtime: Runtime) -> Path:
+    return builtin_runtime.settings.home
+
+
+def test_models_list_and_show(home: Path) -> None:
+    out = llmos(home, "models", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    names = {m["name"] for m in json.loads(out.stdout)}
+    assert {"smollm2-135m-instruct:latest", "minilm-l6:latest"} <= names
+    show = json.loads(llmos(home, "models", "show", "smollm2-135m-instruct", "--json").stdout)
+    assert show["architecture"] == "LlamaForCausalLM" and "<|im_start|>" in show["chat_template"]
+    table = llmos(home, "models", "list")
+    assert "smollm2-135m-instruct:latest" in table.stdout
+
+
+def test_unknown_model_exit_code_and_suggestion(home: Path) -> None:
+    out = llmos(home, "models", "show", "smollm")
+    assert out.returncode == ExitCode.NOT_FOUND
+    assert "Did you mean smollm2-135m-instruct" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_import_tag_rm_gc_cycle(tmp_path: Path, minilm_dir: Path) -> None:
+    h = tmp_path / "h"
+    out = llmos(h, "models", "import", str(minilm_dir), "enc:v1", builtins=False)
+    assert out.returncode == 0, out.stderr
+    assert "imported enc:v1" in out.stdout
+    assert llmos(h, "models", "tag", "enc:v1", "enc:prod", builtins=False).returncode == 0
+    assert llmos(h, "models", "import", str(minilm_dir), "enc:v1", builtins=False).returncode == ExitCode.CONFLICT
+    out = llmos(h, "models", "rm", "enc:v1", builtins=False)
+    assert out.returncode == 0 and "freed 0 B" in out.stdout  # enc:prod still uses the blobs
+    out = llmos(h, "models", "rm", "enc:prod", builtins=False)
+    assert out.returncode == 0 and "MiB" in out.stdout
+    assert llmos(h, "gc", builtins=False).stdout.startswith("removed 0 blob(s)")
+    assert json.loads(llmos(h, "models", "list", "--json", builtins=False).stdout) == []
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (("models", "import", "/no/such/path", "x"), ExitCode.USAGE, "no such file"),
+    (("models", "import", "{minilm}", "../evil"), ExitCode.USAGE, "invalid model name"),
+    (("models", "import", "{minilm}/vocab.txt", "x"), ExitCode.USAGE, "unknown model format"),
+])
+def test_bad_imports(tmp_path: Path, minilm_dir: Path, args: tuple[str, ...], code: int, needle: str) -> None:
+    args = tuple(a.replace("{minilm}", str(minilm_dir)) for a in args)
+    out = llmos(tmp_path / "h", *args, builtins=False)
+    assert out.returncode == code, out.stderr
+    assert needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_setting_stops_with_a_clear_message(tmp_path: Path) -> None:
+    out = llmos(tmp_path / "h", "models", "list", env={"LLMOS_PORT": "http"})
+    assert out.returncode == ExitCode.USAGE
+    assert "LLMOS_PORT" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_doctor_reports_a_corrupt_blob(tmp_path: Path, minilm_dir: Path) -> None:
+    h = tmp_path / "h"
+    assert llmos(h, "models", "import", str(minilm_dir), "enc", builtins=False).returncode == 0
+    healthy = llmos(h, "doctor", builtins=False)
+    assert healthy.returncode == 0, healthy.stdout
+    assert "blob(s) verified" in healthy.stdout
+    blob = next(p for p in (h / "blobs" / "sha256").iterdir() if p.stat().st_size == 612)  # config.json
+    blob.chmod(0o644)
+    blob.write_text(blob.read_text().replace("384", "385"))
+    sick = llmos(h, "doctor", builtins=False)
+    assert sick.returncode == ExitCode.INTEGRITY
+    assert "corrupt_blob" in sick.stdout and "enc:latest" in sick.stdout
