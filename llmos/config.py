@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=32_000, ge=1)
     builtins: bool = Field(default=True, description="register the embedded default models at start")
     allow_pickle: bool = Field(default=False, description="permit importing pickle weights (.bin/.pt)")
+    max_jobs: int = Field(default=1, ge=1, description="background jobs whose runner processes live at once")
+    job_poll_interval: float = Field(default=0.1, gt=0, le=5,
+                                     description="seconds between checks for job control requests and runner exits")
+    job_progress_interval: float = Field(default=0.25, ge=0, description="least seconds between stored progress events")
+    job_stop_timeout: float = Field(default=30.0, gt=0,
+                                    description="seconds a runner gets to reach a pause point on cancel or shutdown")
 
     @field_validator("home", mode="after")
     @classmethod
@@ -97,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def locks_dir(self) -> Path:
         return self.home / "locks"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
 
 
 def load_settings(**overrides: object) -> Settings:

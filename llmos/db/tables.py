@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -41,8 +41,13 @@ class ModelTag(Base):
 
 
 class Dataset(Base):
+    """One immutable dataset version: rows as a canonical-JSONL blob (``digest``) plus what they are.
+
+    Versions count per tenant and name, so two tenants can each own a ``sst2`` without seeing the other.
+    """
+
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_datasets_name_version"),)
+    __table_args__ = (UniqueConstraint("tenant", "name", "version", name="uq_datasets_tenant_name_version"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -53,6 +58,8 @@ class Dataset(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"), nullable=True)
     tenant: Mapped[str] = mapped_column(String(128), default="default", index=True)
+    # how a derived version was made from its parent: operation, parameters, report
+    derivation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -78,6 +85,20 @@ class JobEvent(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class JobControl(Base):
+    """Per-job runner bookkeeping: requested control state, process identity, checkpoint, result."""
+
+    __tablename__ = "job_control"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    requested: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)  # guards against pid reuse
+    checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class RequestLog(Base):

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 
 from llmos.db.engine import Database
-from llmos.db.tables import Manifest, ModelTag
+from llmos.db.tables import Dataset, Manifest, ModelTag
 from llmos.errors import Conflict, IntegrityError, ModelNotFound
 from llmos.store.blobs import BlobStore
 from llmos.store.locks import FileLock
@@ -134,9 +134,11 @@ class Registry:
         return final
 
     def referenced_digests(self) -> set[str]:
+        """Blobs in use: every manifest's files and every dataset version's rows."""
         with self.db.session() as s:
             manifests = s.scalars(select(Manifest)).all()
-            return {f["digest"] for m in manifests for f in m.data["files"]}
+            files = {f["digest"] for m in manifests for f in m.data["files"]}
+            return files | set(s.scalars(select(Dataset.digest)))
 
     def gc(self) -> GcReport:
         with self.store_lock(exclusive=True):
