@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import typer
 
-from llmos.cli import models, run, system
+from llmos.cli import daemon, models, run, system
+from llmos.cli import data
+from llmos.cli import jobs
 from llmos.cli.common import err
 from llmos.errors import LlmosError
 
 app = typer.Typer(help="llmos: an operating system for language models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(models.app, name="models")
+app.add_typer(data.app, name="data")
+app.add_typer(jobs.app, name="jobs")
 app.command()(system.serve)
 app.command()(system.gc)
 app.command()(system.doctor)
 app.command()(run.run)
 app.command()(run.chat)
+app.command()(daemon.ps)
+app.command()(daemon.load)
+app.command()(daemon.unload)
 
 
 def main() -> None:

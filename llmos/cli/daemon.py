@@ -1,0 +1,43 @@
+"""`llmos ps`, `llmos load`, `llmos unload`: ask the running daemon about its kernel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from llmos.cli.common import console, human_bytes, print_json
+from llmos.client import Client
+
+Url = Annotated[Optional[str], typer.Option("--url", help="daemon URL (default: from settings)")]
+
+
+def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Loaded models, their memory, and queue depths."""
+    data = Client(url).ps()
+    if as_json:
+        print_json(data)
+        return
+    table = Table("MODEL", "LOADED", "MEMORY", "IN USE", "WAITING", "RUNNING", "TOK/S", "UNLOADS IN")
+    for m in data["models"]:
+        q = m["queue"] or {}
+        expires = m["expires_in_s"]
+        table.add_row(m["model"], "yes" if m["loaded"] else "no", human_bytes(m["footprint_bytes"]),
+                      str(m["in_use"]), str(q.get("waiting", 0)), str(q.get("running", 0)),
+                      f"{q.get('tokens_per_s') or 0:.1f}", "-" if expires is None else f"{expires:.0f} s")
+    console.print(table)
+    console.print(f"memory: {human_bytes(data['used_bytes'])} of {human_bytes(data['budget_bytes'])} budget")
+
+
+def load(model: str, keep_alive: Annotated[Optional[float], typer.Option(help="seconds idle before unload")] = None,
+         url: Url = None) -> None:
+    """Load MODEL now (instead of on its first request)."""
+    state = Client(url).load(model, keep_alive)
+    console.print(f"loaded {state['model']} ({human_bytes(state['footprint_bytes'])})")
+
+
+def unload(model: str, url: Url = None) -> None:
+    """Unload MODEL if it is idle."""
+    done = Client(url).unload(model)["unloaded"]
+    console.print(f"unloaded {model}" if done else f"{model} was not loaded")

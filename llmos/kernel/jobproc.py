@@ -1,0 +1,141 @@
+"""The runner process: ``python -m llmos.kernel.jobproc <launch.json>`` runs one job attempt.
+
+The daemon has already moved the job to ``running`` and pointed stdout/stderr at the job's log file.
+This process calls the job kind's function and records how it ended (succeeded with its result,
+paused after a checkpoint, cancelled, failed with the traceback) before exiting; an exit without such
+a record (a kill, a crash of the interpreter) is what the daemon's supervisor reports instead.
+
+Exit codes: 0 when the outcome was recorded (even "failed"; the record says why), 1 when the job
+raised (the traceback is in the log and the job row), 2 when the launch itself was unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmos.config import Settings, load_settings
+from llmos.db.engine import Database
+from llmos.kernel.jobs_context import JobContext, JobStop
+from llmos.kernel.jobs_db import JobStore
+from llmos.kernel.jobs_kinds import load_entry
+from llmos.kernel.jobs_types import SHUTDOWN_REASON, Control, JobState
+
+
+@dataclass
+class Launch:
+    """What the daemon hands a runner (a file, not argv or env: the database URL may hold a password)."""
+
+    job_id: str
+    entry: str
+    settings: dict[str, Any]
+    sys_path: list[str] = field(default_factory=list)  # so entries importable in the daemon import here too
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> "Launch":
+        return cls(**json.loads(path.read_text()))
+
+    @classmethod
+    def of(cls, job_id: str, entry: str, settings: Settings) -> "Launch":
+        return cls(job_id, entry, settings.model_dump(mode="json"), [p for p in sys.path if p])
+
+
+def run(launch: Launch) -> int:
+    settings = load_settings(**launch.settings)
+    sys.path.extend(p for p in launch.sys_path if p not in sys.path)
+    # No migrations here: the daemon that launched us has brought the schema up to date.
+    store = JobStore(Database(settings.database_url))
+    info = store.get(launch.job_id)
+    if info.state != JobState.RUNNING:
+        print(f"job {info.id} is {info.state.api}, not running; nothing to do", flush=True)
+        return 0
+    ctx = JobContext(store, info, settings)
+    _install_sigterm(ctx)
+    print(f"runner pid {os.getpid()}: attempt {info.attempts} of job {info.id} ({info.kind} -> {launch.entry})"
+          + (f", resuming from {ctx.resume_from}" if ctx.resume_from else ""), flush=True)
+    ctx.start()
+    try:
+        result = load_entry(launch.entry)(ctx, dict(info.spec))
+        ctx.close()
+        _succeed(store, ctx, result)
+    except JobStop as stop:
+        ctx.close()
+        _stopped(store, ctx, stop)
+    except BaseException:  # noqa: BLE001 - anything the job raises is its failure, recorded with the traceback
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        ctx.close()
+        store.transition(info.id, JobState.FAILED, sources=[JobState.RUNNING, JobState.PAUSED],
+                         job={"error": text}, data={"error": text.strip().splitlines()[-1]}, attempt=ctx.attempt)
+        return 1
+    return 0
+
+
+def _succeed(store: JobStore, ctx: JobContext, result: Any) -> None:
+    if result is not None and not isinstance(result, dict):
+        raise TypeError(f"a job function returns a dict or None, not {type(result).__name__}")
+    json.dumps(result)  # a result that cannot be stored fails the job here, with a traceback
+    model = result.get("model") if result else None
+    store.transition(ctx.job_id, JobState.SUCCEEDED, sources=[JobState.RUNNING, JobState.PAUSED],
+                     job={"result_model": model if isinstance(model, str) else None},
+                     control={"result": result}, data={"result": result}, attempt=ctx.attempt)
+    print(f"job {ctx.job_id} succeeded", flush=True)
+
+
+def _stopped(store: JobStore, ctx: JobContext, stop: JobStop) -> None:
+    print(f"job {ctx.job_id}: {stop}", flush=True)
+    if stop.state is None:
+        return
+    data = {"reason": stop.reason, "step": ctx.last_progress.step}
+    if stop.state == JobState.PAUSED and ctx.paused:
+        # Paused in place, then asked to free memory: the state is already "paused"; say the process left.
+        store.add_event(ctx.job_id, "state", {"state": JobState.PAUSED.api, "exited": True, **data})
+        return
+    store.transition(ctx.job_id, stop.state, sources=[JobState.RUNNING, JobState.PAUSED],
+                     data={**data, "exited": True}, attempt=ctx.attempt)
+
+
+def _install_sigterm(ctx: JobContext) -> None:
+    """SIGTERM (system shutdown, a plain ``kill``) pauses at the next pause point, with a checkpoint.
+
+    A second SIGTERM ends the process at once, for a job that never reaches a pause point.
+    """
+    received = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        ctx.request_locally(Control.PAUSE_FREE, SHUTDOWN_REASON)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m llmos.kernel.jobproc LAUNCH_FILE", file=sys.stderr)
+        return 2
+    try:
+        launch = Launch.read(Path(args[0]))
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"cannot read the launch file {args[0]}: {exc}", file=sys.stderr)
+        return 2
+    return run(launch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

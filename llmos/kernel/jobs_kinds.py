@@ -1,0 +1,71 @@
+"""The job-kind registry: a name -> the ``"module:function"`` a runner process calls.
+
+Built-in kinds (fine-tune, evaluate, tune) register the same way extensions do, one call each, in the
+module that owns them. The daemon resolves the name when it launches a runner and hands the entry
+string to the runner process, so a kind registered only in the daemon (a plugin, a test module) still
+runs: the runner imports the entry's module itself.
+
+The entry is called as ``fn(ctx: JobContext, spec: dict) -> dict | None``; the dict is the job's result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from llmos.errors import Conflict, InvalidInput
+
+JobEntry = Callable[..., "dict[str, Any] | None"]
+
+_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")  # fits jobs.kind (32 chars)
+_kinds: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def register_job_kind(name: str, entry: str, *, replace: bool = False) -> None:
+    """Make ``name`` submittable; ``entry`` is ``"package.module:function"`` (imported lazily, in the runner)."""
+    if not _NAME.match(name):
+        raise InvalidInput(f"job kind {name!r} must be 1-32 characters: lowercase letters, digits, '_', '-', '.'")
+    if not _ENTRY.match(entry):
+        raise InvalidInput(f"job kind entry {entry!r} must look like 'package.module:function'")
+    with _lock:
+        if _kinds.get(name, entry) != entry and not replace:
+            raise Conflict(f"job kind {name!r} is already registered as {_kinds[name]!r}")
+        _kinds[name] = entry
+
+
+def unregister_job_kind(name: str) -> None:
+    with _lock:
+        _kinds.pop(name, None)
+
+
+def job_kinds() -> dict[str, str]:
+    with _lock:
+        return dict(_kinds)
+
+
+def job_kind_entry(name: str) -> str:
+    """The entry of a registered kind; InvalidInput naming the known kinds otherwise."""
+    with _lock:
+        entry = _kinds.get(name)
+        known = sorted(_kinds)
+    if entry is None:
+        raise InvalidInput(f"unknown job kind {name!r}; known kinds: {', '.join(known) or 'none registered'}")
+    return entry
+
+
+def load_entry(entry: str) -> JobEntry:
+    """Import ``"module:function"`` (in the runner process; import errors fail the job with a traceback)."""
+    module_name, _, attr = entry.partition(":")
+    fn = getattr(importlib.import_module(module_name), attr)
+    if not callable(fn):
+        raise TypeError(f"job entry {entry!r} is not callable")
+    return fn
+
+
+# Built-in kinds register here, one explicit call each, when their subsystem exists (the daemon must
+# know a kind to launch it), e.g.: register_job_kind("finetune", "llmos.train.runner:finetune_job")

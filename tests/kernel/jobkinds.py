@@ -1,0 +1,57 @@
+"""Job kinds for the job tests; they run inside real runner processes (``llmos.kernel.jobproc``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from llmos.kernel.jobs_context import JobContext
+
+
+def count(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
+    """Count to ``n``, ``delay`` seconds a step; every executed step is appended to ``work/steps.log``.
+
+    The counter is checkpointed (write-then-rename) at pause points that ask for it and every
+    ``checkpoint_every`` steps; a resumed run continues after the checkpointed step. ``fail_at``
+    raises at that step.
+    """
+    n, delay = int(spec["n"]), float(spec.get("delay", 0.02))
+    every, fail_at = int(spec.get("checkpoint_every", 0)), spec.get("fail_at")
+    state_file = ctx.checkpoint_dir / "counter.json"
+    steps_log = ctx.work_dir / "steps.log"
+    start = json.loads(Path(ctx.resume_from).read_text())["i"] if ctx.resume_from else 0
+    i = start
+    ctx.log(f"counting from {start} to {n}")
+
+    def save() -> Path:
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"i": i}))
+        tmp.replace(state_file)
+        return state_file
+
+    while i < n:
+        time.sleep(delay)
+        i += 1
+        with steps_log.open("a") as f:
+            f.write(f"{i}\n")
+        if fail_at == i:
+            raise ValueError(f"boom at step {i}")
+        ctx.progress(i, n, loss=1.0 / i, metric=i / n)
+        if every and i % every == 0:
+            ctx.save_checkpoint(save)
+        ctx.pause_point(save)
+    ctx.event("done", count=i)
+    return {"count": i, "started_at": start, "attempt": ctx.attempt}
+
+
+def stubborn(ctx: JobContext, spec: dict[str, Any]) -> None:
+    """Never reaches a pause point: only a kill stops it."""
+    ctx.log("sleeping without pause points")
+    time.sleep(float(spec.get("seconds", 60)))
+
+
+def steps_done(work_dir: Path) -> list[int]:
+    path = work_dir / "steps.log"
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
