@@ -1,5 +1,5 @@
 # Set-up and everyday commands. Python 3.11 with pip + venv; torch is pinned to the CPU build.
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

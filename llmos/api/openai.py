@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
+
+import numpy as np
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
@@ -95,7 +98,13 @@ async def embeddings(body: EmbeddingsIn, kernel: KernelDep, runtime: RuntimeDep,
     rid = new_request_id()
     await record(runtime, LogEntry(rid, "embeddings", resolved.info.ref, caller, adapter=resolved.adapter,
                                    prompt_tokens=n_tokens, prompt="\n".join(texts)))
-    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    encode = _base64 if body.encoding_format == "base64" else list
+    data = [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]
     return JSONResponse({"object": "list", "id": rid, "model": resolved.name, "data": data,
                          "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}},
                         headers={"X-Request-Id": rid})
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's compact form: little-endian float32 bytes, base64-encoded."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")

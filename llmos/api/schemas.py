@@ -96,7 +96,7 @@ class TextsIn(_Request):
 
 
 class EmbeddingsIn(TextsIn):
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
 
 
 class LoadIn(_Request):

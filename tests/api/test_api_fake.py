@@ -106,7 +106,7 @@ async def _burst(app, n: int, body: dict) -> list[httpx.Response]:  # type: igno
 def test_queue_overflow_is_503_with_retry_after(builtin_runtime: Runtime, fake_kernel_factory) -> None:  # type: ignore[no-untyped-def]
     kernel = fake_kernel_factory(max_queue=2, max_batch=1)
     app = create_app(builtin_runtime, kernel)
-    responses = asyncio.run(_burst(app, 8, {**CHAT, "max_tokens": 20}))
+    responses = asyncio.run(_burst(app, 8, {**CHAT, "max_tokens": 60}))  # ~1 s each: all 8 overlap
     codes = sorted(r.status_code for r in responses)
     assert codes.count(200) >= 3 and 503 in codes, codes
     rejected = next(r for r in responses if r.status_code == 503)

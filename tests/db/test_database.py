@@ -92,3 +92,15 @@ def test_postgresql_works_too(postgres_url: str) -> None:
         assert s.scalars(select(AuditEvent.detail)).one() == {"ok": True}
     db.close()
     assert open_database(postgres_url).revision() == db.revision()
+
+
+def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from llmos.db.tables import Base
+
+    db = open_database(f"sqlite:///{tmp_path / 'llmos.db'}")
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    db.close()
