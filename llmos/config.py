@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     keep_alive: float = Field(default=300.0, ge=0, description="seconds an idle model stays loaded")
     max_queue: int = Field(default=64, ge=1, description="waiting requests per model before 503")
     max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together")
+    max_prefill_tokens: int = Field(default=512, ge=1, description="prompt tokens admitted per scheduler step")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="dtype models compute in; bfloat16 is ~1.7x faster on CPUs with avx512_bf16")
     policy: Literal["fcfs", "priority", "fair"] = "fair"
     log_prompts: bool = Field(default=False, description="store prompt and output text in the request log")
     max_prompt_chars: int = Field(default=32_000, ge=1)

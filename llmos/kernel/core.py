@@ -82,7 +82,7 @@ class Kernel:
         return self.codecs.get(r.info, r.base)
 
     def _load_engine(self, ref: str) -> Engine:
-        return load_engine(self.registry, ref, max_batch_size=self.settings.max_batch)
+        return load_engine(self.registry, ref, max_batch_size=self.settings.max_batch, dtype=self.settings.dtype)
 
     def _estimate(self, ref: str) -> int:
         return int(self.registry.get(ref).manifest.size_bytes * KV_RESERVE)
@@ -95,7 +95,8 @@ class Kernel:
             w = self._workers.get(base_ref)
             if w is None:
                 sched = Scheduler(self.settings.policy, max_queue=self.settings.max_queue,
-                                  max_batch=self.settings.max_batch)
+                                  max_batch=self.settings.max_batch,
+                                  max_prefill_tokens=self.settings.max_prefill_tokens)
                 w = self._workers[base_ref] = ModelWorker(base_ref, sched, self.resources, self._deliver,
                                                           self._adapter_path)
             return w

@@ -287,3 +287,16 @@ def test_adapters_of_one_base_share_a_batch(clock: FakeClock) -> None:
     batch, _ = run_step(sched, engine, clock)
     assert [s.adapter for s in batch.prefill_specs()] == [None, "sql"]
     assert engine.calls == [("prefill", ["base", "lora"])]
+
+
+def test_prefill_token_budget_splits_a_burst_into_groups() -> None:
+    sched = Scheduler(max_batch=8, max_prefill_tokens=10)
+    for n in (4, 4, 4, 30, 2):
+        sched.add(Request(model="m", prompt_ids=[1] * n))
+    first = sched.step()
+    assert [len(r.prompt_ids) for r in first.prefill] == [4, 4]  # a third 4 would pass the budget
+    second = sched.step()
+    assert [len(r.prompt_ids) for r in second.prefill] == [4] and len(second.decode) == 2
+    third = sched.step()
+    assert [len(r.prompt_ids) for r in third.prefill] == [30]  # alone: always at least one
+    assert [len(r.prompt_ids) for r in sched.step().prefill] == [2]
