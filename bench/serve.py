@@ -52,9 +52,9 @@ def make_adapters(rt: Runtime, folder: Path) -> list[str]:
     return names
 
 
-def naive(folder: Path, prompts: list[str], max_tokens: int, tok) -> Result:  # type: ignore[no-untyped-def]
+def naive(folder: Path, prompts: list[str], max_tokens: int, tok, dtype: str) -> Result:  # type: ignore[no-untyped-def]
     """The naive server: one request at a time through model.generate."""
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
     res = Result()
     t0 = time.perf_counter()
     for p in prompts:
@@ -68,10 +68,11 @@ def naive(folder: Path, prompts: list[str], max_tokens: int, tok) -> Result:  # 
     return res
 
 
-def llmos_runs(home: Path, prompts: list[str], adapters: list[str], max_tokens: int, count) -> tuple[Result, Result]:  # type: ignore[no-untyped-def]
+def llmos_runs(home: Path, prompts: list[str], adapters: list[str], max_tokens: int, count,  # type: ignore[no-untyped-def]
+               dtype: str) -> tuple[Result, Result]:
     port = free_port()
     proc = start([sys.executable, "-m", "llmos", "serve", "--port", str(port)],
-                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(len(prompts))})
+                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(len(prompts)), "LLMOS_DTYPE": dtype})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
@@ -84,10 +85,11 @@ def llmos_runs(home: Path, prompts: list[str], adapters: list[str], max_tokens: 
         stop(proc)
 
 
-def hf_serve(folder: Path, prompts: list[str], max_tokens: int, count) -> Result:  # type: ignore[no-untyped-def]
+def hf_serve(folder: Path, prompts: list[str], max_tokens: int, count, dtype: str) -> Result:  # type: ignore[no-untyped-def]
     exe = Path(sys.executable).parent / "transformers"
     port = free_port()
     proc = start([str(exe), "serve", str(folder), "--continuous-batching", "--device", "cpu", "--port", str(port),
+                  "--dtype", dtype,
                   "--cb-num-blocks", "64", "--cb-max-batch-tokens", "512"])  # bounded: its default sizes from RAM
     url = f"http://127.0.0.1:{port}"
     try:
@@ -110,6 +112,7 @@ def main() -> None:
     ap.add_argument("--naive-requests", type=int, default=4, help="requests for the one-at-a-time baseline")
     ap.add_argument("--home", help="llmos home (default: a fresh temporary one)")
     ap.add_argument("--skip-transformers-serve", action="store_true")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="for every server alike")
     args = ap.parse_args()
     hf_logging.disable_progress_bar()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="llmos-bench-"))
@@ -123,16 +126,16 @@ def main() -> None:
 
     prompts = instructions(args.clients)
     print(f"{args.clients} concurrent streaming clients, {args.max_tokens} max new tokens, greedy, "
-          f"{torch.get_num_threads()} threads", flush=True)
-    base, mixed = llmos_runs(home, prompts, adapters, args.max_tokens, count)
+          f"{torch.get_num_threads()} threads, {args.dtype}", flush=True)
+    base, mixed = llmos_runs(home, prompts, adapters, args.max_tokens, count, args.dtype)
     print(line("llmos, base model only", base), flush=True)
     print(line(f"llmos, {N_ADAPTERS} LoRA adapters mixed", mixed), flush=True)
-    slow = naive(folder, prompts[: args.naive_requests], args.max_tokens, tok)
+    slow = naive(folder, prompts[: args.naive_requests], args.max_tokens, tok, args.dtype)
     print(line("naive: one at a time, model.generate", slow), flush=True)
     ratios = [("llmos / naive generate (target >= 4x)", base.tok_s / slow.tok_s),
               (f"mixed {N_ADAPTERS} adapters / base-only (target >= 0.7x)", mixed.tok_s / base.tok_s)]
     if not args.skip_transformers_serve:
-        cb = hf_serve(folder, prompts, args.max_tokens, count)
+        cb = hf_serve(folder, prompts, args.max_tokens, count, args.dtype)
         print(line("transformers serve --continuous-batching", cb), flush=True)
         ratios.insert(1, ("llmos / transformers serve CB (target >= 1.0x)", base.tok_s / cb.tok_s))
     for name, value in ratios:

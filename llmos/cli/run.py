@@ -92,6 +92,7 @@ def chat(
 
 def _read(interactive: bool) -> str | None:
     try:
-        return console.input("[bold cyan]>>> [/bold cyan]") if interactive else sys.stdin.readline() or None
+        line = console.input("[bold cyan]>>> [/bold cyan]") if interactive else sys.stdin.readline()
     except (EOFError, KeyboardInterrupt):
         return None
+    return line.rstrip("\r\n") if line else None

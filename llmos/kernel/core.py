@@ -108,6 +108,7 @@ class Kernel:
         When the consumer stops early (client gone), the request is cancelled and its slot freed.
         Afterwards ``req.status`` / ``req.finish_reason`` / ``req.error`` tell how it ended.
         """
+        self.resources.check_fits(req.model)  # 507 up front rather than a failed stream
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._listeners[req.id] = (asyncio.get_running_loop(), queue)
         try:
@@ -142,6 +143,7 @@ class Kernel:
 
     async def call(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
         """Run one engine call (embed, classify, tag) on the model's worker thread."""
+        self.resources.check_fits(r.base.ref)
         return await asyncio.wrap_future(self.worker(r.base.ref).call(fn))
 
     # -- admin -------------------------------------------------------------------------------------

@@ -380,6 +380,14 @@ class ResourceManager:
                            self._keep_alive_for(model))
 
     # -- errors -------------------------------------------------------------------------------------
+    def check_fits(self, model: str) -> None:
+        """Raise WontFit now if ``model`` could not fit even with every other model unloaded."""
+        if self.is_loaded(model):
+            return
+        need = self._estimate(model)
+        if need > self._budget:
+            raise self._too_large(model, need)
+
     def _too_large(self, model: str, need: int) -> WontFit:
         return WontFit(
             f"model {model!r} needs about {_size(need)} but the whole memory budget is {_size(self._budget)}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -19,6 +19,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, timeout: float = 30, alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll ``url``/health until it answers 200; fail if ``alive()`` turns false or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert alive(), "the server process exited"
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+
+
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     port = free_port()
@@ -26,15 +40,7 @@ def serving(app: FastAPI) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
+    wait_healthy(url, alive=thread.is_alive)
     try:
         yield url
     finally:

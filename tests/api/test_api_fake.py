@@ -150,3 +150,12 @@ def test_client_disconnect_mid_stream_frees_its_slot(builtin_runtime: Runtime, f
         assert r.status_code == 200
         stats = kernel.worker(f"{SMOL}:latest").scheduler.stats()
         assert stats.aborted == 1
+
+
+def test_a_model_bigger_than_the_budget_is_refused_clearly(builtin_runtime: Runtime, fake_kernel_factory) -> None:  # type: ignore[no-untyped-def]
+    kernel = fake_kernel_factory(memory_budget=200 * 1024**2)  # SmolLM2 needs ~680 MB, MiniLM ~115 MB
+    with TestClient(create_app(builtin_runtime, kernel)) as client:
+        r = client.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 507, r.text
+        assert "memory budget" in r.json()["error"]["message"]
+        assert client.post("/v1/embeddings", json={"model": "minilm-l6", "input": "fits"}).status_code == 200

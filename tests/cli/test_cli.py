@@ -88,3 +88,25 @@ def test_doctor_reports_a_corrupt_blob(tmp_path: Path, minilm_dir: Path) -> None
     sick = llmos(h, "doctor", builtins=False)
     assert sick.returncode == ExitCode.INTEGRITY
     assert "corrupt_blob" in sick.stdout and "enc:latest" in sick.stdout
+
+
+@pytest.mark.slow
+def test_run_answers_the_capital_of_france(home: Path) -> None:
+    out = llmos(home, "run", "smollm2-135m-instruct", "What is the capital of France?", "-n", "20")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout
+
+
+@pytest.mark.slow
+def test_chat_streams_a_conversation_from_stdin(home: Path) -> None:
+    out = llmos(home, "chat", "smollm2-135m-instruct", "-t", "0", "-n", "16",
+                stdin="What is the capital of France?\nAnd of Germany?\n")
+    assert out.returncode == 0, out.stderr
+    replies = [line for line in out.stdout.splitlines() if line.strip()]
+    assert "Paris" in replies[0] and "Berlin" in out.stdout
+
+
+def test_run_on_a_model_that_cannot_generate(home: Path) -> None:
+    out = llmos(home, "run", "minilm-l6", "hello")
+    assert out.returncode == ExitCode.USAGE
+    assert "cannot generate" in out.stderr and "smollm2-135m-instruct" in out.stderr

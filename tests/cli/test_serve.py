@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from llmos.errors import ExitCode
 from llmos.runtime import Runtime
-from tests.api.server import free_port
+from tests.api.server import free_port, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +23,7 @@ def daemon(builtin_runtime: Runtime) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "daemon did not come up"
-        time.sleep(0.2)
+    wait_healthy(url, timeout=120, alive=lambda: proc.poll() is None)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
