@@ -159,3 +159,15 @@ def test_a_model_bigger_than_the_budget_is_refused_clearly(builtin_runtime: Runt
         assert r.status_code == 507, r.text
         assert "memory budget" in r.json()["error"]["message"]
         assert client.post("/v1/embeddings", json={"model": "minilm-l6", "input": "fits"}).status_code == 200
+
+
+def test_the_kernel_evicts_an_idle_model_to_make_room(builtin_runtime: Runtime, fake_kernel_factory) -> None:  # type: ignore[no-untyped-def]
+    big = 600 * 1024**2
+    kernel = fake_kernel_factory(lambda ref: FakeEngine(ref, footprint_bytes=big), memory_budget=700 * 1024**2)
+    with TestClient(create_app(builtin_runtime, kernel)) as client:
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+        assert [m["model"] for m in client.get("/admin/ps").json()["models"] if m["loaded"]] == [f"{SMOL}:latest"]
+        assert client.post("/v1/embeddings", json={"model": "minilm-l6", "input": "x"}).status_code == 200
+        loaded = [m["model"] for m in client.get("/admin/ps").json()["models"] if m["loaded"]]
+        assert loaded == ["minilm-l6:latest"]  # SmolLM2 was idle, so it made room
+        assert kernel.engines[f"{SMOL}:latest"].closed
