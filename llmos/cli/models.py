@@ -85,3 +85,28 @@ def tag(source: str, target: str, replace: Annotated[bool, typer.Option("--repla
     """Give a model another NAME:TAG (no data is copied)."""
     info = runtime().store.registry.tag(source, target, replace=replace)
     console.print(f"tagged {source} as {info.ref}")
+
+
+@app.command()
+def export(name: str, dir: Annotated[Path, typer.Argument(help="new folder to write (must not exist, or be empty)")]) -> None:
+    """Write a model as a Hugging Face folder: LoRA adapters merged into their base, with tokenizer and chat template."""
+    from llmos.train.export import export_model
+
+    out = export_model(runtime().store.registry, name, dir)
+    console.print(f"exported {name} to {out}")
+
+
+@app.command()
+def history(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a model's versions, the feedback loop's gates (with numbers) and canary outcomes."""
+    from llmos.cli.feedback import history as show_history
+
+    show_history(name, as_json=as_json)
+
+
+@app.command()
+def rollback(name: str, to: Annotated[Optional[str], typer.Option(help="version to serve, e.g. v1")] = None) -> None:
+    """Serve the version that served before (or end a running canary); a retrain in progress is not promoted."""
+    from llmos.cli.feedback import rollback as do_rollback
+
+    do_rollback(name, to=to)

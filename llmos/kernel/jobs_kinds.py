@@ -23,11 +23,15 @@ JobEntry = Callable[..., "dict[str, Any] | None"]
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")  # fits jobs.kind (32 chars)
 _kinds: dict[str, str] = {}
+_drivers: set[str] = set()
 _lock = threading.Lock()
 
 
-def register_job_kind(name: str, entry: str, *, replace: bool = False) -> None:
-    """Make ``name`` submittable; ``entry`` is ``"package.module:function"`` (imported lazily, in the runner)."""
+def register_job_kind(name: str, entry: str, *, replace: bool = False, driver: bool = False) -> None:
+    """Make ``name`` submittable; ``entry`` is ``"package.module:function"`` (imported lazily, in the runner).
+
+    A ``driver`` kind mostly waits on jobs it queues itself (a tuning job and its trials): its runner
+    does not count against ``max_jobs``, or with one slot it would hold the slot its trials need."""
     if not _NAME.match(name):
         raise InvalidInput(f"job kind {name!r} must be 1-32 characters: lowercase letters, digits, '_', '-', '.'")
     if not _ENTRY.match(entry):
@@ -36,11 +40,21 @@ def register_job_kind(name: str, entry: str, *, replace: bool = False) -> None:
         if _kinds.get(name, entry) != entry and not replace:
             raise Conflict(f"job kind {name!r} is already registered as {_kinds[name]!r}")
         _kinds[name] = entry
+        if driver:
+            _drivers.add(name)
+        else:
+            _drivers.discard(name)
 
 
 def unregister_job_kind(name: str) -> None:
     with _lock:
         _kinds.pop(name, None)
+        _drivers.discard(name)
+
+
+def is_driver_kind(name: str) -> bool:
+    with _lock:
+        return name in _drivers
 
 
 def job_kinds() -> dict[str, str]:
@@ -69,3 +83,5 @@ def load_entry(entry: str) -> JobEntry:
 
 # Built-in kinds register here, one explicit call each, when their subsystem exists (the daemon must
 # know a kind to launch it), e.g.: register_job_kind("finetune", "llmos.train.runner:finetune_job")
+register_job_kind("train", "llmos.train.job:train_job")  # fine-tuning (llmos.train)
+register_job_kind("tune", "llmos.train.hpo:tune_job", driver=True)  # hyperparameter search (llmos.train)

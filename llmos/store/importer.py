@@ -39,6 +39,9 @@ class ImportOptions:
     lineage: dict[str, Any] = field(default_factory=dict)
     replace: bool = False
     tenant: str | None = None
+    # Manifest fields that override what the folder says: a trainer knows what its result serves
+    # (a prompt-tuned classifier head over an encoder base: tasks ["classify"], its labels).
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class Importer:
@@ -88,7 +91,7 @@ class Importer:
         for w in weights:
             summary.add(check_safetensors(w))
         files = [p for p in _walk(src) if p.suffix.lower() not in PICKLE_SUFFIXES]
-        meta = self._metadata(src, adapter, summary, opts)
+        meta = {**self._metadata(src, adapter, summary, opts), **opts.overrides}
         return self._store(src, files, ref, meta, opts, progress)
 
     def _metadata(self, src: Path, adapter: bool, summary: WeightsSummary, opts: ImportOptions) -> dict[str, Any]:

@@ -1,0 +1,196 @@
+"""The ``train`` job kind: plan -> train (the one loop) -> evaluate -> save -> register with lineage.
+
+``train_job(ctx, spec)`` runs in the job's runner process. ``run_plan`` is the same work for any
+caller with a ``Reporter`` (a test or a notebook can run it in-process); ``publish`` registers the
+result folder as a new model version (``name:vN``, with ``name:latest`` pointing at it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmos.data.registry import Datasets
+from llmos.errors import Conflict
+from llmos.store.importer import ImportOptions
+from llmos.store.manifest import ModelInfo
+from llmos.store.names import parse_ref
+from llmos.train.config import TrainSpec
+from llmos.train.plan import TrainEnv, TrainPlan, plan_training
+
+if TYPE_CHECKING:
+    from llmos.kernel.jobs_context import JobContext
+    from llmos.store.importer import Importer
+    from llmos.train.runner import Reporter, TrainOutcome
+
+REPORT_FILE = "eval_report.json"
+CURVE_FILE = "loss_curve.png"
+TEMPLATE_FILE = "chat_template.jinja"
+
+
+@dataclass
+class RunResult:
+    folder: Path  # what the store receives: weights (or adapter), tokenizer / template, report, curve
+    kind: str  # "model" or "adapter"
+    report: dict[str, Any]
+    outcome: "TrainOutcome | None"  # None: a result promoted later from a finished trial's folder
+
+
+def train_job(ctx: "JobContext", spec: dict[str, Any]) -> dict[str, Any]:
+    """Entry point of the ``train`` job kind (see ``llmos.kernel.jobs_kinds``)."""
+    _quiet_transformers()
+    parsed = TrainSpec.parse(spec)
+    store = ctx.store
+    env = TrainEnv(store.registry, Datasets(store.registry.db, store.blobs, ctx.settings.locks_dir, parsed.tenant))
+    done = published_by(env.registry, ctx.job_id)
+    if done is not None:  # a retry after the result was registered: nothing left to do
+        return job_result(done)
+    plan = plan_training(env, parsed)
+    ctx.log(f"training {plan.base.ref} on {plan.dataset.ref}: task {plan.task.name.value}, method "
+            f"{plan.method.name}, {len(plan.splits.train)} training rows, {len(plan.splits.validation)} validation")
+    for warning in plan.splits.warnings:
+        ctx.log(f"note: {warning}")
+    result = run_plan(plan, env, ctx, ctx.work_dir)
+    if parsed.trial is not None:  # a tuning job compares the trials and registers the best one
+        return trial_result(plan, result)
+    info = publish(store.importer, env.registry, plan, result, ctx.job_id)
+    shutil.rmtree(result.folder, ignore_errors=True)
+    ctx.log(f"registered {info.ref} ({info.manifest.kind}); metrics {result.report['metrics']}")
+    return job_result(info)
+
+
+def run_plan(plan: TrainPlan, env: TrainEnv, reporter: "Reporter", work_dir: Path) -> RunResult:
+    """Train, evaluate and write the result folder under ``work_dir``."""
+    from transformers import AutoTokenizer
+
+    from llmos.train.evaluate import loss_curve
+    from llmos.train.runner import TrainInputs, train
+
+    task, method, cfg = plan.task, plan.method, plan.config
+    base_dir = env.registry.snapshot(plan.base)
+    template = plan.base.manifest.chat_template
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
+    model = method.wrap(task.load_model(base_dir, plan.labels, tokenizer), task, cfg)
+    inputs = TrainInputs(
+        model=model, config=cfg, collator=task.collator(tokenizer), metric=task.metric,
+        train=task.encode(plan.splits.train, tokenizer, plan.labels, cfg, template),
+        validation=task.encode(plan.splits.validation, tokenizer, plan.labels, cfg, template),
+        greater_is_better=task.greater_is_better, compute_metrics=task.compute_metrics(plan.labels))
+    outcome = train(inputs, reporter)
+    reporter.log(f"trained {outcome.global_step} steps; evaluating on the {plan.splits.report_split} split")
+    report = task.report(outcome.model, tokenizer, plan.splits.report, plan.labels, cfg, template)
+    report.update(split=plan.splits.report_split, training=_training_summary(outcome))
+    folder = work_dir / "result"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    method.save(outcome.model, task, folder)
+    (folder / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub; the report says more
+    kind = method.result_kind(task)
+    _save_tokenizer(tokenizer, template, folder, kind, task.head)
+    (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float))
+    loss_curve(outcome.log_history, folder / CURVE_FILE, f"{plan.base.name} on {plan.dataset.ref} ({method.name})")
+    return RunResult(folder, kind, report, outcome)
+
+
+def trial_result(plan: TrainPlan, result: RunResult) -> dict[str, Any]:
+    """A trial's job result: its validation score (the best checkpoint's) and where its model lies."""
+    metric = plan.task.metric
+    best = result.outcome.best_metric if result.outcome is not None else None
+    value = best if best is not None else result.report["metrics"].get(metric)
+    return {"trial": plan.spec.trial.number if plan.spec.trial else None, "metric": metric, "value": value,
+            "metrics": result.report["metrics"], "result_dir": str(result.folder),
+            "training": {k: v for k, v in result.report.get("training", {}).items() if k != "loss_history"}}
+
+
+def _save_tokenizer(tokenizer: Any, template: str | None, folder: Path, kind: str, head: str) -> None:
+    """The tokenizer and the chat template the model was trained with travel with it."""
+    if template:
+        tokenizer.chat_template = template
+    if kind == "model" or head != "causal":
+        tokenizer.save_pretrained(folder)  # an adapter with its own engine loads its tokenizer from here too
+    if template:
+        (folder / TEMPLATE_FILE).write_text(template, encoding="utf-8")
+
+
+def _training_summary(outcome: "TrainOutcome") -> dict[str, Any]:
+    history = [[e["step"], e["loss"]] for e in outcome.log_history if "loss" in e and "step" in e]
+    losses = [loss for _, loss in history]
+    return {"steps": outcome.global_step, "max_steps": outcome.max_steps, "best_step": outcome.best_step,
+            "best_metric": outcome.best_metric, "stopped_early": outcome.stopped_early,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "runtime_s": outcome.metrics.get("train_runtime"),
+            "samples_per_second": outcome.metrics.get("train_samples_per_second"), "loss_history": history}
+
+
+# -- registering the result -----------------------------------------------------------------------
+def lineage(plan: TrainPlan, report: dict[str, Any], job_id: str | None) -> dict[str, Any]:
+    ds = plan.dataset
+    training = {k: v for k, v in (report.get("training") or {}).items() if k != "loss_history"}  # in the report
+    return {"base": {"ref": plan.base.ref, "digest": plan.base.digest},
+            "dataset": {"name": ds.name, "version": ds.version, "digest": ds.digest, "task": ds.task.value},
+            "task": plan.task.name.value, "method": plan.method.name, "peft_type": plan.method.peft_type,
+            "hyperparameters": plan.config.to_dict(), "metrics": report["metrics"],
+            "eval_split": report.get("split"), "training": training, "job_id": job_id,
+            "files": {"report": REPORT_FILE, "loss_curve": CURVE_FILE}}
+
+
+def publish(importer: "Importer", registry: Any, plan: TrainPlan, result: RunResult,
+            job_id: str | None, extra_lineage: dict[str, Any] | None = None) -> ModelInfo:
+    """Register the result folder; a name without a tag becomes ``name:vN`` and ``name:latest``.
+    ``extra_lineage`` adds entries to the lineage (a tuning job's study summary)."""
+    overrides: dict[str, Any] = {}
+    if result.kind == "adapter" and plan.task.head != "causal":
+        # A prompt-learning adapter over an encoder serves its task alone, with its own labels.
+        overrides = {"tasks": [plan.task.name.value], "labels": plan.labels}
+    record = {**lineage(plan, result.report, job_id), **(extra_lineage or {})}
+    opts = ImportOptions(parent=plan.base.ref, lineage=record, tenant=plan.spec.tenant,  # private to its tenant
+                         license=plan.base.manifest.license, source=f"job:{job_id}" if job_id else "train",
+                         overrides=overrides)
+    explicit = ":" in plan.output
+    for _ in range(5):
+        ref = plan.output if explicit else next_version(registry, plan.output)
+        try:
+            info = importer.import_path(result.folder, ref, opts)
+            break
+        except Conflict:
+            if explicit:
+                raise
+    else:
+        raise Conflict(f"could not find a free version of {plan.output}; try again")
+    if not explicit:
+        registry.tag(info.ref, f"{info.name}:latest", replace=True)
+    return info
+
+
+def next_version(registry: Any, name: str) -> str:
+    taken = [int(m.group(1)) for i in registry.list() if i.name == parse_ref(name).name
+             for m in [re.fullmatch(r"v(\d+)", i.tag)] if m]
+    return f"{parse_ref(name).name}:v{max(taken, default=0) + 1}"
+
+
+def published_by(registry: Any, job_id: str) -> ModelInfo | None:
+    found = [i for i in registry.list() if i.manifest.lineage.get("job_id") == job_id and i.tag != "latest"]
+    return found[0] if found else None
+
+
+def job_result(info: ModelInfo) -> dict[str, Any]:
+    lin = info.manifest.lineage
+    return {"model": info.ref, "kind": info.manifest.kind, "task": lin.get("task"), "method": lin.get("method"),
+            "metrics": lin.get("metrics", {}), "eval_split": lin.get("eval_split"),
+            "training": lin.get("training", {})}
+
+
+def _quiet_transformers() -> None:
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    # PEFT asks transformers a deprecated question while wrapping a model: nothing for a user to fix.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()

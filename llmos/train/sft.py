@@ -1,0 +1,114 @@
+"""Supervised fine-tuning of a chat model: learn the assistant's answers, in the model's own chat format.
+
+Each row is rendered with the chat template stored with the base model (the same one the engine uses
+to serve it, and the one stored with the result): the prompt is the conversation up to the answer
+plus the template's generation prompt; the target is the rest of the rendered text (the answer and the
+template's end-of-turn marker, so the model learns to stop). Only target tokens carry a loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmos.data.rows import Row, SftRow, Task
+from llmos.errors import InvalidInput, WrongTask
+from llmos.train.tasks import IGNORE, TrainTask, quiet_load, register_task
+
+if TYPE_CHECKING:
+    from llmos.store.manifest import ModelInfo
+    from llmos.train.config import TrainConfig
+
+
+class SftTask(TrainTask):
+    name = Task.sft
+    head = "causal"
+    peft_task_type = "CAUSAL_LM"
+    metric = "loss"
+    greater_is_better = False
+
+    def check_base(self, base: "ModelInfo") -> None:
+        if "generate" not in base.manifest.tasks:
+            raise WrongTask(f"model {base.ref} cannot be fine-tuned for sft: it is not a text generator (it "
+                            f"serves {', '.join(base.manifest.tasks)}); sft needs a causal language model with a "
+                            "chat template, such as smollm2-135m-instruct", param="model")
+        if not base.manifest.chat_template:
+            raise WrongTask(f"model {base.ref} has no chat template: sft builds its prompts with the model's own "
+                            "template (the one that serves it); use an instruct/chat model", param="model")
+
+    def check_rows(self, train: Sequence[Row], labels: list[str], where: str) -> None:
+        if not any(target_text(r).strip() for r in train if isinstance(r, SftRow)):
+            raise InvalidInput(f"{where} has no row with an answer to learn (every output is empty)",
+                               param="dataset")
+
+    def load_model(self, folder: Path, labels: list[str], tokenizer: Any) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return quiet_load(AutoModelForCausalLM, folder)
+
+    def encode(self, rows: Sequence[Row], tokenizer: Any, labels: list[str], cfg: "TrainConfig",
+               chat_template: str | None) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            prompt, answer = render(tokenizer, chat_template, row)  # type: ignore[arg-type]
+            item = encode_pair(tokenizer, prompt, answer, cfg.max_length)
+            if item is not None:
+                out.append(item)
+        return out
+
+    def collator(self, tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        from transformers import DataCollatorForSeq2Seq
+
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, padding=True)
+
+    def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
+               chat_template: str | None) -> dict[str, Any]:
+        from llmos.train.evaluate import sft_report
+
+        return sft_report(model, tokenizer, rows, chat_template, cfg)
+
+
+def target_text(row: SftRow) -> str:
+    return row.messages[-1].content if row.messages else row.output
+
+
+def render(tokenizer: Any, chat_template: str | None, row: SftRow) -> tuple[str, str]:
+    """(prompt text, answer text) of a row in the model's chat format."""
+    if not chat_template:
+        raise InvalidInput("sft needs the model's chat template")
+    messages = [{"role": m.role, "content": m.content} for m in row.to_messages()]
+    full = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False)
+    prompt = prompt_text(tokenizer, chat_template, row)
+    if not full.startswith(prompt):
+        # A template that renders a turn differently once an answer follows: fall back to the answer alone.
+        return prompt, messages[-1]["content"] + (tokenizer.eos_token or "")
+    return prompt, full[len(prompt):]
+
+
+def prompt_text(tokenizer: Any, chat_template: str | None, row: SftRow) -> str:
+    """The conversation before the answer, ending where the model starts to write (as served)."""
+    messages = [{"role": m.role, "content": m.content} for m in row.to_messages()[:-1]]
+    return tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def encode_pair(tokenizer: Any, prompt: str, answer: str, max_length: int) -> dict[str, Any] | None:
+    """Token ids of prompt + answer with labels on the answer only; the prompt's start is cut first.
+
+    None when no answer token fits (the row teaches nothing).
+    """
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if not a_ids:
+        return None
+    keep_prompt = min(len(p_ids), max(max_length // 2, max_length - len(a_ids)))
+    p_ids = p_ids[len(p_ids) - keep_prompt:] if keep_prompt else []
+    a_ids = a_ids[: max_length - len(p_ids)]
+    if not a_ids:
+        return None
+    ids = p_ids + a_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [IGNORE] * len(p_ids) + a_ids}
+
+
+register_task(SftTask())
