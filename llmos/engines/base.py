@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from llmos.errors import WrongTask
 from llmos.kernel.request import RequestStatus, SequenceSpec, StepOutput
 
 
@@ -105,6 +106,15 @@ class Engine(ABC):
     @abstractmethod
     def tag(self, texts: list[str], *, adapter: str | None = None) -> list[list[Span]]:
         """Entity spans with character offsets for each text."""
+
+    def score(self, contexts: list[list[int]], continuations: list[list[int]], *,
+              adapter: str | None = None) -> list[list[list[float]]]:
+        """``[i][j]``: the log-probability of each token of ``continuations[j]`` right after ``contexts[i]``.
+
+        Generators implement it (prompt-defined classifiers score their labels with it: every label
+        after every input); the default says the engine cannot.
+        """
+        raise WrongTask(f"engine {type(self).__name__} cannot score continuations")
 
     def close(self) -> None:
         """Free everything; the engine is unusable afterwards."""

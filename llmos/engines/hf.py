@@ -212,6 +212,60 @@ class HFEngine(Engine):
             states.append(state)
         return states
 
+    @torch.inference_mode()
+    def score(self, contexts: list[list[int]], continuations: list[list[int]], *,
+              adapter: str | None = None) -> list[list[list[float]]]:
+        self._require("generate")
+        self._adapters.check(adapter)
+        self._check_scored(contexts, continuations)
+        out: list[list[list[float]]] = []
+        for start in range(0, len(contexts), self.max_batch_size):
+            with _engine_errors("score"):
+                out.extend(self._score_chunk(contexts[start : start + self.max_batch_size], continuations, adapter))
+        return out
+
+    def _check_scored(self, contexts: list[list[int]], continuations: list[list[int]]) -> None:
+        if not contexts or not continuations or not all(contexts) or not all(continuations):
+            raise InvalidInput("score needs non-empty contexts and continuations")
+        longest = max(map(len, contexts)) + max(map(len, continuations))
+        if longest > self._m.context_length:
+            raise InvalidInput(f"a context with its continuation needs {longest} tokens; the model's context "
+                               f"is {self._m.context_length}")
+        ids = [t for seq in (*contexts, *continuations) for t in seq]
+        if min(ids) < 0 or max(ids) >= self._vocab:
+            raise InvalidInput(f"token ids must be in [0, {self._vocab})")
+
+    def _score_chunk(self, contexts: list[list[int]], continuations: list[list[int]],
+                     adapter: str | None) -> list[list[list[float]]]:
+        """Run the left-padded contexts once, then each continuation over a copy-free crop of their cache."""
+        width, rows = max(map(len, contexts)), len(contexts)
+        ids = torch.zeros((rows, width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, ctx in enumerate(contexts):
+            ids[row, width - len(ctx):] = torch.tensor(ctx)
+            mask[row, width - len(ctx):] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        lengths = mask.sum(dim=-1, keepdim=True)
+        cache, extra = self._new_cache(), self._adapters.forward_kwargs([adapter] * rows)
+        out = self._adapters.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                   cache=cache, use_cache=True, logits_to_keep=1, **extra)
+        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        scores: list[list[list[float]]] = [[] for _ in contexts]
+        for cont in continuations:
+            logprobs = [first[:, cont[0]]]
+            if len(cont) > 1:
+                step = torch.tensor(cont[:-1], device=self._device).expand(rows, -1)
+                more = self._adapters.model(
+                    input_ids=step, attention_mask=torch.cat([mask, torch.ones_like(step)], dim=-1),
+                    position_ids=lengths + torch.arange(len(cont) - 1, device=self._device), cache=cache,
+                    use_cache=True, **extra).logits.float().log_softmax(dim=-1)
+                targets = torch.tensor(cont[1:], device=self._device).expand(rows, -1).unsqueeze(-1)
+                logprobs += list(more.gather(-1, targets).squeeze(-1).unbind(dim=-1))
+                cache.crop(-(len(cont) - 1))  # back to the contexts alone
+            for row, values in enumerate(torch.stack(logprobs, dim=-1).tolist()):
+                scores[row].append(values)
+        return scores
+
     # -- encoder tasks ------------------------------------------------------------------------
     @torch.inference_mode()
     def embed(self, texts: list[str], *, adapter: str | None = None) -> list[list[float]]:

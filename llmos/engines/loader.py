@@ -27,9 +27,28 @@ def _hf_engine(path: Path, **kwargs: object) -> Engine:
 register_engine("hf", _hf_engine)
 
 
+def shares_base(info: ModelInfo) -> bool:
+    """Whether ``info`` is an adapter that runs inside its base's engine, in mixed batches (LoRA).
+
+    Prompt-learning adapters (prompt / prefix tuning; manifest architecture ``prompt_tuning``,
+    ``prefix_tuning``) prepend virtual tokens to every input, so they cannot share a forward pass:
+    each runs on an engine of its own (``llmos.engines.prompt_adapter``).
+    """
+    return info.manifest.kind == "adapter" and info.manifest.architecture == "lora"
+
+
+def runs_on(registry: Registry, info: ModelInfo) -> ModelInfo:
+    """The stored model whose weights answer for ``info``: a prompt task's base; otherwise ``info``."""
+    from llmos.prompt_tasks.store import is_prompt_task, parent_ref
+
+    return registry.get(parent_ref(info)) if is_prompt_task(info) else info
+
+
 def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
-    """The full-weights model an adapter sits on (the model itself if it is not an adapter)."""
-    if info.manifest.kind != "adapter":
+    """The model whose engine runs ``info``: a LoRA adapter's base, a prompt task's base's engine
+    model; otherwise the model itself."""
+    info = runs_on(registry, info)
+    if not shares_base(info):
         return info
     if not info.manifest.parent:
         raise InvalidInput(f"adapter {info.ref} has no base model recorded")
@@ -40,7 +59,11 @@ def load_engine(registry: Registry, ref: str, *, backend: str = "hf", **options:
     """Load ``ref`` into a new engine; for an adapter, load its base and attach the adapter."""
     if backend not in ENGINES:
         raise InvalidInput(f"unknown engine backend {backend!r}; available: {', '.join(sorted(ENGINES))}")
-    info = registry.get(ref)
+    info = runs_on(registry, registry.get(ref))
+    if info.manifest.kind == "adapter" and not shares_base(info):
+        from llmos.engines.prompt_adapter import load_prompt_adapter
+
+        return load_prompt_adapter(registry, info, backend=backend, **options)
     base = base_of(registry, info)
     engine = ENGINES[backend](registry.snapshot(base), name=base.ref, tasks=base.manifest.tasks,
                               chat_template=base.manifest.chat_template, **options)

@@ -1,0 +1,85 @@
+"""Prompt tasks as stored model versions: a manifest of kind ``prompt_task`` whose parent is its base.
+
+Such a manifest has no files: the spec lives in its lineage, the base's chat template is copied in
+(the template used to serve it is stored with it), and its tasks say which route serves it
+(``classify``, or ``tag`` for extraction). Without a tag a task is stored as ``name:v1``, ``v2``...
+with ``name:latest`` pointing at the newest, like a fine-tuning series, so a fine-tuned model can
+later take over ``name:latest`` (the feedback loop's promotion) and the prompt version stays readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmos.errors import Conflict, InvalidInput
+from llmos.prompt_tasks.spec import PromptTaskSpec, build_spec, method_for
+from llmos.store.manifest import ManifestData, ModelInfo
+from llmos.store.names import parse_ref
+from llmos.store.registry import Registry
+
+KIND = "prompt_task"
+SERVED_BY = {"classify": "classify", "extract": "tag"}  # spec kind -> route task
+
+
+def is_prompt_task(info: ModelInfo) -> bool:
+    return info.manifest.kind == KIND
+
+
+def spec_of(info: ModelInfo) -> PromptTaskSpec:
+    return PromptTaskSpec.model_validate(info.manifest.lineage["prompt_task"])
+
+
+def parent_ref(info: ModelInfo) -> str:
+    """The stored model a prompt task runs on (``name:tag``, without the pinned digest)."""
+    if not info.manifest.parent:
+        raise InvalidInput(f"prompt task {info.ref} has no base model recorded")
+    return info.manifest.parent.split("@", 1)[0]
+
+
+def create_prompt_task(registry: Registry, name: str, base: str, *, kind: str, labels: list[str],
+                       template: str | None = None, descriptions: dict[str, str] | None = None,
+                       examples: list[dict[str, Any]] | None = None, options: dict[str, Any] | None = None,
+                       tenant: str | None = None, replace: bool = False) -> ModelInfo:
+    """Check everything (404 unknown base; 400 a base that cannot, a bad spec), then store the task.
+
+    With a ``tenant`` the base must be visible to it and the task is private to it (as a fine-tuned
+    model is); without one (the local CLI) the task is public.
+    """
+    base_info = registry.get(base, tenant=tenant)
+    if is_prompt_task(base_info):
+        raise InvalidInput(f"{base_info.ref} is itself a prompt task; name the model it runs on", param="base")
+    method = method_for(kind, base_info.manifest.tasks)
+    spec = build_spec(kind, method, labels, template=template, descriptions=descriptions, examples=examples,
+                      **(options or {}))
+    manifest = _manifest(base_info, spec)
+    ref = parse_ref(name)
+    if ":" in name:
+        return registry.add(str(ref), manifest, replace=replace, tenant=tenant)
+    version = _next_version(registry, ref.name, replace)
+    info = registry.add(f"{ref.name}:{version}", manifest, tenant=tenant)
+    registry.tag(info.ref, f"{ref.name}:latest", replace=True)
+    return info
+
+
+def _manifest(base: ModelInfo, spec: PromptTaskSpec) -> ManifestData:
+    m = base.manifest
+    return ManifestData(
+        kind=KIND, files=[], architecture=KIND, model_type=m.model_type, tasks=[SERVED_BY[spec.kind]],
+        parameters=m.parameters, dtype=m.dtype, size_bytes=0, context_length=m.context_length,
+        chat_template=m.chat_template, labels=list(spec.labels), license=m.license,
+        source=f"prompt:{base.ref}", parent=f"{base.ref}@{base.digest}",
+        # "base" has the shape trained versions record; the method lives in the spec (it is no training method)
+        lineage={"base": {"ref": base.ref, "digest": base.digest}, "prompt_task": spec.model_dump(mode="json")},
+    )
+
+
+def _next_version(registry: Registry, name: str, replace: bool) -> str:
+    """``vN`` after the name's highest; a ``latest`` outside such a series is only re-pointed on request."""
+    tags = {i.tag: i for i in registry.list() if i.name == name}
+    versions = [int(t[1:]) for t in tags if t[:1] == "v" and t[1:].isdigit()]
+    latest = tags.get("latest")
+    in_series = latest is not None and any(tags[f"v{n}"].digest == latest.digest for n in versions)
+    if latest is not None and not in_series and not replace:
+        raise Conflict(f"model {name} already exists and is not a versioned series (name:v1, name:v2...); "
+                       "choose another name, give a tag, or pass replace to re-point name:latest")
+    return f"v{max(versions, default=0) + 1}"
