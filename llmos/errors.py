@@ -68,6 +68,22 @@ class WrongTask(InvalidInput):
     code = "wrong_task"
 
 
+class Unauthorized(LlmosError):
+    """No usable API key: missing, malformed, unknown or revoked."""
+
+    http_status = 401
+    exit_code = ExitCode.USAGE
+    code = "invalid_api_key"
+
+
+class Forbidden(LlmosError):
+    """A valid key whose scopes do not cover the route."""
+
+    http_status = 403
+    exit_code = ExitCode.USAGE
+    code = "insufficient_scope"
+
+
 class NotFound(LlmosError):
     http_status = 404
     exit_code = ExitCode.NOT_FOUND
@@ -114,6 +130,17 @@ class Unavailable(LlmosError):
     def __init__(self, message: str, *, retry_after: float = 1.0, **details: object) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class RateLimited(Unavailable):
+    """A key's request rate or daily token quota is used up; Retry-After says when to come back."""
+
+    http_status = 429
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(RateLimited):
+    code = "quota_exceeded"
 
 
 class QueueFull(Unavailable):

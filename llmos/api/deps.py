@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from llmos.auth.limits import Quota
+from llmos.auth.scopes import ALL_SCOPES
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 
 
 @dataclass
 class Caller:
-    """Who sent a request: the tenant it acts for and the API key used (None when auth is off)."""
+    """Who sent a request: the tenant it acts for, the API key used and its scopes.
+
+    With auth off there is no key: ``key_id`` is None and the caller holds every scope. ``quota`` is the
+    key's daily token quota (None: unlimited); generation charges it as tokens are produced.
+    """
 
     tenant: str = "default"
     key_id: str | None = None
+    scopes: frozenset[str] = field(default_factory=lambda: ALL_SCOPES)
+    quota: Quota | None = None
 
 
 def get_kernel(request: Request) -> Kernel:

@@ -55,10 +55,11 @@ class Registry:
         return FileLock(self.locks / f"name-{name}.lock", exclusive=True, wait=wait)
 
     # -- reading -------------------------------------------------------------------------------
-    def list(self) -> list[ModelInfo]:
+    def list(self, *, tenant: str | None = None) -> list[ModelInfo]:
+        """Every model; with ``tenant``, only what it may see: public models and its own private ones."""
         with self.db.session() as s:
             rows = s.execute(select(ModelTag, Manifest).join(Manifest).order_by(ModelTag.name, ModelTag.tag))
-            return [_info(t, m) for t, m in rows]
+            return [_info(t, m) for t, m in rows if tenant is None or t.tenant in (None, tenant)]
 
     def names(self) -> list[str]:
         return [i.ref for i in self.list()]
@@ -70,10 +71,11 @@ class Registry:
                             .where(ModelTag.name == r.name, ModelTag.tag == r.tag)).first()
             return _info(*row) if row else None
 
-    def get(self, ref: str | ModelRef) -> ModelInfo:
+    def get(self, ref: str | ModelRef, *, tenant: str | None = None) -> ModelInfo:
+        """``ref``'s model; with ``tenant``, another tenant's private model is not found (and not named)."""
         info = self.find(ref)
-        if info is None:
-            known = [i.name if i.tag == "latest" else i.ref for i in self.list()]
+        if info is None or (tenant is not None and info.tenant not in (None, tenant)):
+            known = [i.name if i.tag == "latest" else i.ref for i in self.list(tenant=tenant)]
             raise ModelNotFound.for_name(str(ref), known)
         return info
 

@@ -1,0 +1,174 @@
+"""The daemon's front door: body-size limit, API-key authentication, scopes, rate limits and quotas.
+
+A plain ASGI middleware, so it runs before FastAPI reads a body or parses JSON: a caller without a
+valid key learns nothing about the route beyond 401. It decides, in order:
+
+1. a body larger than ``max_body_bytes`` -> 413 (declared by Content-Length, or counted as it arrives);
+2. open routes (``/health``) and the console (which signs people in itself) pass;
+3. auth off -> the request acts as tenant ``default`` with every scope;
+4. no / malformed / unknown / revoked key -> 401; a key without a scope the route needs -> 403;
+5. the key's request rate -> 429 + Retry-After; its daily token quota used up -> 429 + Retry-After.
+
+The ``Caller`` it settles on is put in ``request.state.caller``. Denials and admin actions are audited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmos.api.deps import Caller
+from llmos.auth import ADMIN, Principal, allows, audit, authenticate
+from llmos.auth.limits import Limiter
+from llmos.auth.policy import CONSOLE, OPEN, required_scopes
+from llmos.config import Settings
+from llmos.db.engine import Database
+
+log = logging.getLogger("llmos.auth")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; "" when the header is malformed."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").strip().partition(" ")
+            return token.strip() if kind.lower() == "bearer" and token.strip() else ""
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_error(send: Send, status: int, message: str, type_: str,
+                      headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": {"message": message, "type": type_}}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, *, settings: Settings, db: Database, limiter: Limiter) -> None:
+        self.app, self.settings, self.db, self.limiter = app, settings, db, limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.settings.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _send_error(send, 413, f"the request body has {declared} bytes; the limit is {limit} "
+                              "(LLMOS_MAX_BODY_BYTES)", "payload_too_large")
+            return
+        needed = required_scopes(scope["method"], scope["path"])
+        if needed in ((OPEN,), (CONSOLE,)):
+            await self._call(scope, receive, send)
+            return
+        if self.settings.auth_enabled:
+            caller = await self._admit(scope, send, needed)
+            if caller is None:
+                return  # denied; the answer is sent
+            scope.setdefault("state", {})["caller"] = caller
+        else:  # one local user: tenant "default", every scope (get_caller's default)
+            caller = scope.get("state", {}).get("caller") or Caller()
+        admin_action = ADMIN in needed and scope["method"] not in ("GET", "HEAD")
+        status = await self._call(scope, receive, send)
+        if admin_action:
+            await self._audit(caller.key_id or "local", caller.tenant, "admin_action", scope, status=status)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Run the app with the body counted as it arrives; returns the response status."""
+        limit, seen, over = self.settings.max_body_bytes, 0, False
+        status = 500
+
+        async def counted() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                over = True
+                raise _TooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if over:  # the app turned the aborted read into some error; answer 413 instead, once
+                if message["type"] == "http.response.start":
+                    status = 413
+                    await _send_error(send, 413, f"the request body is over the limit of {limit} bytes "
+                                      "(LLMOS_MAX_BODY_BYTES)", "payload_too_large")
+                return
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            await _send_error(send, 413, f"the request body is over the limit of {limit} bytes "
+                              "(LLMOS_MAX_BODY_BYTES)", "payload_too_large")
+            return 413
+        return status
+
+    async def _admit(self, scope: Scope, send: Send, needed: tuple[str, ...]) -> Caller | None:
+        token = bearer_token(scope)
+        principal = await anyio.to_thread.run_sync(authenticate, self.db, token) if token else None
+        if principal is None:
+            reason = {None: "missing key", "": "malformed Authorization header"}.get(token, "unknown or revoked key")
+            await self._audit("anonymous", "-", "denied", scope, status=401, reason=reason)
+            await _send_error(send, 401, f"{reason}: send 'Authorization: Bearer <API key>' with a valid key "
+                              "(create one with `llmos keys create`)", "invalid_api_key",
+                              {"WWW-Authenticate": "Bearer"})
+            return None
+        if not any(allows(principal.scopes, s) for s in needed):
+            await self._deny(principal, scope, send, 403, "insufficient_scope",
+                             f"this key's scopes ({', '.join(sorted(principal.scopes))}) do not allow "
+                             f"{scope['method']} {scope['path']}; it needs one of: {', '.join(needed)}")
+            return None
+        return await self._limits(principal, scope, send)
+
+    async def _limits(self, p: Principal, scope: Scope, send: Send) -> Caller | None:
+        wait = self.limiter.admit(p.key_id, p.rate_limit)
+        if wait > 0:
+            await self._deny(p, scope, send, 429, "rate_limit_exceeded",
+                             f"rate limit of {p.rate_limit:g} requests/s exceeded; retry in {wait:.2f}s",
+                             retry_after=wait)
+            return None
+        quota = self.limiter.quota(p.key_id, p.token_quota)
+        if quota is not None and await anyio.to_thread.run_sync(quota.exhausted):
+            await self._deny(p, scope, send, 429, "quota_exceeded",
+                             f"the daily quota of {p.token_quota} tokens is used up; it renews at 00:00 UTC",
+                             retry_after=quota.retry_after())
+            return None
+        return Caller(tenant=p.tenant, key_id=p.key_id, scopes=p.scopes, quota=quota)
+
+    async def _deny(self, p: Principal, scope: Scope, send: Send, status: int, type_: str, message: str,
+                    retry_after: float | None = None) -> None:
+        await self._audit(p.key_id, p.tenant, "denied", scope, status=status, reason=type_)
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+        await _send_error(send, status, message, type_, headers)
+
+    async def _audit(self, actor: str, tenant: str, action: str, scope: Scope, **detail: Any) -> None:
+        target = f"{scope['method']} {scope['path']}"
+        try:
+            await anyio.to_thread.run_sync(lambda: audit(self.db, actor, tenant, action, target, **detail))
+        except Exception:  # noqa: BLE001 - a failed audit write must not turn a denial into a 500
+            log.exception("could not write audit event %s %s", action, target)
