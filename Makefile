@@ -4,15 +4,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install bench clean-venv
+.PHONY: serve test install browser bench clean-venv
 
 serve: install  ## install everything and start the daemon on 127.0.0.1 with the built-in models
 	HF_HUB_OFFLINE=1 $(BIN)/llmos serve
 
-test: install  ## install everything (incl. test tools) and run the whole test suite
+test: install browser  ## install everything (incl. test tools) and run the whole test suite
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 install: $(STAMP)
+
+# The console's browser test drives Debian's chromium through Playwright (pip, in the test extra);
+# Playwright's own browser download is never used (`playwright install` needs the internet).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; } \
+	  || echo "warning: chromium could not be installed; the console's browser test will be skipped"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
