@@ -14,7 +14,7 @@ from llmos.data.mapping import sort_labels
 from llmos.data.rows import SPLITS, ClassifyRow, Row, TagRow, Task
 from llmos.errors import InvalidInput, InvalidName
 
-Operation = Literal["clean", "split", "augment", "append"]
+Operation = Literal["clean", "split", "augment", "append", "feedback"]
 M = TypeVar("M", bound=BaseModel)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -211,6 +211,14 @@ class Datasets:
                                                     report=report.model_dump()), progress)
         return info.model_copy(update={"warnings": warnings})
 
+    def register_rows(self, name: str, rows: Sequence[Row], *, parent: DatasetInfo,
+                      derivation: Derivation) -> DatasetInfo:
+        """A new version of ``name`` holding ``rows`` made from ``parent`` outside the registry (the
+        feedback loop merges corrections into a training set); recorded like any derived version."""
+        if not rows:
+            raise InvalidInput(f"no rows to register as a version of {name!r}")
+        return self._write(check_name(name), parent.task, rows, parent.source, parent=parent, derivation=derivation)
+
     def _made_by(self, info: DatasetInfo, operation: str) -> bool:
         """Whether ``info`` or one of its ancestors was made by ``operation``."""
         while info.derivation is not None:

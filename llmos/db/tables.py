@@ -153,3 +153,25 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str | None] = mapped_column(String(260), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LoopPolicy(Base):
+    """The feedback loop of one served model name: its settings and where its current round stands.
+
+    ``state`` is idle / training / canary; ``canary`` holds the live split (candidate, share, salt) so a
+    restarted daemon routes the same request ids the same way.
+    """
+
+    __tablename__ = "loop_policies"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), default="default", index=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="idle")
+    root_dataset: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    candidate: Mapped[str | None] = mapped_column(String(260), nullable=True)
+    baseline: Mapped[str | None] = mapped_column(String(71), nullable=True)  # serving digest when the round began
+    feedback_cutoff: Mapped[int] = mapped_column(Integer, default=0)  # feedback ids up to here are used
+    round_cutoff: Mapped[int] = mapped_column(Integer, default=0)  # the last feedback id in the running round
+    canary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

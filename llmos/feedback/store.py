@@ -1,0 +1,126 @@
+"""Feedback rows: submit (validated against the request it names, idempotent), list, and the
+corrected examples of one model name for the loop.
+
+A request id that is unknown or belongs to another tenant gets the same NotFound, so a caller learns
+nothing about other tenants' traffic. A body equal to the stored one changes nothing; a different one
+replaces it (the latest word of a user counts). The row is committed before the caller hears back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+
+from llmos.db.engine import Database
+from llmos.db.tables import Feedback, RequestLog
+from llmos.errors import NotFound
+from llmos.feedback.shapes import Example, inputs_of, normalise
+from llmos.store.registry import Registry
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64)
+    rating: Literal[1, -1] | None = None
+    correction: Any = None
+    comment: str | None = Field(None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _something(self) -> "FeedbackIn":
+        if self.rating is None and self.correction is None and not self.comment:
+            raise ValueError("give a rating (+1 or -1), a correction or a comment")
+        return self
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    request_id: str
+    model: str
+    route: str
+    rating: int | None
+    correction: Any
+    comment: str | None
+    created_at: datetime
+    changed: bool = True  # False when the same feedback was already stored
+
+
+class FeedbackStore:
+    def __init__(self, db: Database, registry: Registry) -> None:
+        self.db = db
+        self.registry = registry
+
+    def submit(self, body: FeedbackIn, tenant: str) -> FeedbackOut:
+        """Store (or update) the feedback on ``body.request_id``; NotFound for unknown or foreign ids."""
+        with self.db.session() as s:
+            req = s.get(RequestLog, body.request_id)
+            if req is None or req.tenant != tenant:
+                raise NotFound(f"no request {body.request_id!r}: feedback names the id of one of your own "
+                               "responses (its `id` field or X-Request-Id header)")
+            correction = None if body.correction is None else self._normalise(req, body.correction)
+            row = s.scalars(select(Feedback).where(Feedback.request_id == req.id, Feedback.tenant == tenant)).first()
+            new = (body.rating, correction, body.comment)
+            if row is not None and (row.rating, row.correction, row.comment) == new:
+                return _out(row, req, changed=False)
+            if row is not None and row.correction != correction:
+                s.delete(row)  # a changed correction is new evidence: it gets a new id the loop counts
+                s.flush()
+                row = None
+            if row is None:
+                row = Feedback(request_id=req.id, tenant=tenant)
+                s.add(row)
+            row.rating, row.correction, row.comment = new
+            s.flush()
+            return _out(row, req, changed=True)
+
+    def _normalise(self, req: RequestLog, correction: Any) -> Any:
+        inputs = inputs_of(req.route, req.prompt)
+        outputs = req.output if isinstance(req.output, list) else None
+        n = len(inputs) if inputs is not None else len(outputs) if outputs is not None else 1
+        info = self.registry.find(req.model)
+        labels = list(info.manifest.labels) if info is not None else []
+        return normalise(req.route, correction, inputs, n, labels)
+
+    def list(self, tenant: str, *, model: str | None = None, after: int = 0, limit: int = 1000) -> list[FeedbackOut]:
+        """Oldest first; ``model`` is a name (every version) or ``name:tag``."""
+        q = (select(Feedback, RequestLog).join(RequestLog, RequestLog.id == Feedback.request_id)
+             .where(Feedback.tenant == tenant, Feedback.id > after).order_by(Feedback.id).limit(max(1, limit)))
+        if model:
+            q = q.where(RequestLog.model == model) if ":" in model else q.where(RequestLog.model.like(f"{model}:%"))
+        with self.db.session() as s:
+            return [_out(f, r) for f, r in s.execute(q)]
+
+    def examples(self, name: str, tenant: str, *, upto: int | None = None) -> list[Example]:
+        """Every corrected input on any version of ``name`` (feedback id <= ``upto``), oldest first."""
+        q = (select(Feedback, RequestLog).join(RequestLog, RequestLog.id == Feedback.request_id)
+             .where(Feedback.tenant == tenant, Feedback.correction.is_not(None), RequestLog.model.like(f"{name}:%"))
+             .order_by(Feedback.id))
+        if upto is not None:
+            q = q.where(Feedback.id <= upto)
+        out: list[Example] = []
+        with self.db.session() as s:
+            for f, r in s.execute(q):
+                if f.correction is not None:  # a JSON null (rating-only feedback) passes the SQL filter
+                    out.extend(_examples(f, r))
+        return out
+
+    def last_id(self) -> int:
+        with self.db.session() as s:
+            return s.scalar(select(Feedback.id).order_by(Feedback.id.desc()).limit(1)) or 0
+
+
+def _examples(f: Feedback, r: RequestLog) -> list[Example]:
+    inputs = inputs_of(r.route, r.prompt)
+    if inputs is None:  # the input was not kept: nothing to learn from
+        return []
+    targets = f.correction if r.route in ("classify", "tag") else [f.correction]
+    return [Example(f.id, r.id, r.model, r.route, text, target)
+            for text, target in zip(inputs, targets) if target is not None]
+
+
+def _out(f: Feedback, r: RequestLog, changed: bool = True) -> FeedbackOut:
+    return FeedbackOut(id=f.id, request_id=f.request_id, model=r.model, route=r.route, rating=f.rating,
+                       correction=f.correction, comment=f.comment, created_at=f.created_at, changed=changed)

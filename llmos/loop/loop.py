@@ -1,0 +1,259 @@
+"""The self-improvement loop: feedback -> dataset -> retrain -> gate -> canary -> promote or roll back.
+
+``Loop.tick()`` advances every policy by at most one step and returns what it decided; the daemon
+calls it on a background thread every ``LLMOS_LOOP_INTERVAL`` seconds (tests call it directly). Each
+decision is an audit event (actor ``loop``) with its numbers, and ``history`` reads them back.
+
+The serving version is ``NAME:latest``. A retrain publishes ``NAME:vN`` without moving ``latest``;
+only a passed gate and a won canary re-point it. A rollback (``rollback``) re-points ``latest`` to
+the version that served before, or ends a running canary; a retrain that finishes after the serving
+version changed under it is discarded, never promoted blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from llmos.auth.audit import audit, list_audit
+from llmos.data.registry import Datasets
+from llmos.errors import Conflict, LlmosError, NotFound
+from llmos.feedback.store import FeedbackStore
+from llmos.kernel.jobs import JobRunner, JobState
+from llmos.loop.canary import CanaryRouter, arm_stats, judge
+from llmos.obs.canary import record_canary_outcome
+from llmos.loop.dataset import build_round
+from llmos.loop.gate import run_gate
+from llmos.loop.policy import Policies, PolicyState
+from llmos.runtime import Runtime
+from llmos.store.manifest import ModelInfo
+from llmos.train.config import Hyperparameters, TrainSpec
+from llmos.train.job import next_version
+from llmos.train.plan import TrainEnv, plan_training
+
+log = logging.getLogger("llmos.loop")
+ACTOR = "loop"
+
+
+class Loop:
+    def __init__(self, runtime: Runtime, jobs: JobRunner) -> None:
+        self.runtime = runtime
+        self.db = runtime.db
+        self.registry = runtime.store.registry
+        self.jobs = jobs
+        self.policies = Policies(runtime.db)
+        self.feedback = FeedbackStore(runtime.db, self.registry)
+        self.router = CanaryRouter(runtime.db)
+        self._tick_lock = threading.Lock()
+        self._actions: list[str] = []  # what the running tick decided
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def learns(self, name: str) -> bool:
+        return self.router.learns(name)
+
+    # -- the daemon's thread -----------------------------------------------------------------------
+    def start(self, interval: float) -> None:
+        if interval <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(interval,), name="feedback-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad round; the log says why
+                log.exception("feedback loop tick failed")
+
+    # -- one step per policy -------------------------------------------------------------------------
+    def tick(self) -> list[str]:
+        """Advance each enabled policy by one step; returns the audit actions taken."""
+        with self._tick_lock:
+            self._actions = []
+            for p in self.policies.list():
+                if not p.settings.enabled:
+                    continue
+                step = {"idle": self._maybe_retrain, "training": self._after_training,
+                        "canary": self._judge_canary}[p.state]
+                try:
+                    step(p)
+                except Exception as exc:  # noqa: BLE001 - one broken policy must not stall the others
+                    log.exception("feedback loop step for %s failed", p.name)
+                    self._decide(p, "loop.error", state=p.state, reason=f"{type(exc).__name__}: {exc}")
+            done = list(self._actions)
+        self.router.refresh()
+        return done
+
+    def _decide(self, p: PolicyState, action: str, actor: str = ACTOR, **detail: Any) -> str:
+        audit(self.db, actor, p.tenant, action, p.name, **detail)
+        if actor == ACTOR:
+            self._actions.append(action)
+        return action
+
+    def _serving(self, name: str) -> ModelInfo | None:
+        return self.registry.find(f"{name}:latest")
+
+    def _maybe_retrain(self, p: PolicyState) -> str | None:
+        new = [f for f in self.feedback.list(p.tenant, model=p.name, after=p.feedback_cutoff)
+               if f.correction is not None]
+        if len(new) < p.settings.min_feedback:
+            return None
+        upto = max(f.id for f in new)
+        serving = self._serving(p.name)
+        try:
+            spec, root = self._retrain_spec(p, serving, upto)
+            job_id = self.jobs.submit("train", spec.model_dump(mode="json"), tenant=p.tenant)
+        except LlmosError as exc:
+            self.policies.update(p.name, feedback_cutoff=upto)
+            return self._decide(p, "loop.retrain_failed", reason=exc.message, feedback=len(new),
+                                serving=serving.ref if serving else None)
+        self.policies.update(p.name, expect="idle", state="training", job_id=job_id, candidate=spec.name,
+                             baseline=serving.digest if serving else None, root_dataset=root, round_cutoff=upto)
+        return self._decide(p, "loop.retrain", job=job_id, candidate=spec.name, dataset=spec.dataset,
+                            new_feedback=len(new), serving=_version(self.registry, serving))
+
+    def _retrain_spec(self, p: PolicyState, serving: ModelInfo | None, upto: int) -> tuple[TrainSpec, str]:
+        """Build the round's dataset and the train spec: same base and method as the serving version."""
+        if serving is None:
+            raise NotFound(f"{p.name}:latest does not exist")
+        lin = serving.manifest.lineage
+        if not lin.get("dataset") or not lin.get("base"):
+            raise Conflict(f"{serving.ref} was not trained by llmos: no dataset in its lineage to retrain from")
+        root = p.root_dataset or f"{lin['dataset']['name']}@{lin['dataset']['version']}"
+        datasets = Datasets.of(self.runtime, p.tenant)
+        examples = self.feedback.examples(p.name, p.tenant, upto=upto)
+        built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed)
+        hp = {k: v for k, v in (lin.get("hyperparameters") or {}).items() if k in Hyperparameters.model_fields}
+        hp.update(p.settings.hyperparameters)
+        spec = TrainSpec.parse({"base": lin["base"]["ref"], "dataset": built.dataset.ref, "task": lin.get("task"),
+                                "method": lin.get("method"), "hyperparameters": hp,
+                                "name": next_version(self.registry, p.name), "tenant": p.tenant})
+        plan_training(TrainEnv(self.registry, datasets), spec)  # every user-fixable problem surfaces now
+        return spec, root
+
+    def _after_training(self, p: PolicyState) -> str | None:
+        job = self.jobs.get(p.job_id) if p.job_id else None
+        if job is not None and not job.state.final:
+            return None
+        serving = self._serving(p.name)
+        idle = {"state": "idle", "job_id": None, "feedback_cutoff": p.round_cutoff}
+        if job is None or job.state != JobState.SUCCEEDED:
+            self.policies.update(p.name, expect="training", candidate=None, **idle)
+            return self._decide(p, "loop.retrain_failed", job=p.job_id,
+                                reason=(job.error if job else "job missing") or (job.state.api if job else ""),
+                                serving=_version(self.registry, serving))
+        candidate = job.result_model or p.candidate
+        if serving is None or serving.digest != p.baseline:
+            self.policies.update(p.name, expect="training", **idle)
+            return self._decide(p, "loop.discarded", candidate=candidate,
+                                reason="the serving version changed while the candidate trained (rollback or "
+                                       "re-tag); the candidate is not promoted")
+        dataset = job.spec.get("dataset", "")
+        gate = run_gate(self.registry, Datasets.of(self.runtime, p.tenant), dataset, candidate, serving.ref,
+                        p.settings.margin, p.settings.val_tolerance)
+        if not gate.passed:
+            self.policies.update(p.name, expect="training", **idle)
+            return self._decide(p, "loop.gate_rejected", candidate=candidate, serving=_version(self.registry, serving),
+                                dataset=dataset, **gate.to_dict())
+        canary = {"candidate": candidate, "serving": _version(self.registry, serving), "share": p.settings.canary_share,
+                  "salt": secrets.token_hex(8), "min_requests": p.settings.canary_min,
+                  "started_at": datetime.now(timezone.utc).isoformat()}
+        self.policies.update(p.name, expect="training", state="canary", canary=canary, job_id=None)
+        self._decide(p, "loop.gate_passed", candidate=candidate, serving=canary["serving"], dataset=dataset,
+                     **gate.to_dict())
+        return self._decide(p, "loop.canary_started", **{k: v for k, v in canary.items() if k != "salt"})
+
+    def _judge_canary(self, p: PolicyState) -> str | None:
+        c = p.canary or {}
+        since = datetime.fromisoformat(c["started_at"])
+        cand = arm_stats(self.db, c["candidate"], since)
+        if cand.requests < c["min_requests"]:
+            return None
+        serv = arm_stats(self.db, f"{p.name}:latest", since)
+        promote, reason = judge(cand, serv)
+        numbers = {"candidate_arm": vars(cand), "serving_arm": vars(serv), "reason": reason, **c}
+        numbers.pop("salt", None)
+        if not self.policies.update(p.name, expect="canary", state="idle", canary=None, candidate=None,
+                                    feedback_cutoff=p.round_cutoff):
+            return None  # a rollback ended it first
+        record_canary_outcome(p.name, c["candidate"].partition(":")[2], "promoted" if promote else "rolled_back")
+        if promote:
+            self.registry.tag(c["candidate"], f"{p.name}:latest", replace=True)
+            return self._decide(p, "loop.promoted", previous=c["serving"], promoted=c["candidate"], **numbers)
+        return self._decide(p, "loop.rolled_back", kept=c["serving"], **numbers)
+
+    # -- user actions ------------------------------------------------------------------------------
+    def rollback(self, name: str, tenant: str, actor: str, to: str | None = None) -> dict[str, Any]:
+        """End a running canary (the serving version stays), or re-point ``NAME:latest`` to the version
+        that served before the current one (or to ``to``). Works while a retrain job runs: its result is
+        then discarded when it finishes, because the serving version changed."""
+        name = name.split(":")[0]
+        p = self.policies.find(name)
+        if p is not None and p.tenant != tenant:
+            p = None
+        if p is not None and p.state == "canary" and to is None and p.canary:
+            if self.policies.update(name, expect="canary", state="idle", canary=None, candidate=None,
+                                    feedback_cutoff=p.round_cutoff):
+                self.router.refresh()
+                record_canary_outcome(name, p.canary["candidate"].partition(":")[2], "rolled_back")
+                self._decide(p, "loop.rolled_back", actor=actor, kept=p.canary["serving"],
+                             candidate=p.canary["candidate"], reason="rolled back by a user during the canary")
+                return {"name": name, "serving": p.canary["serving"], "ended_canary": p.canary["candidate"]}
+        current = self.registry.get(f"{name}:latest")
+        target = to or self._previous(name, current)
+        if target is None:
+            raise Conflict(f"no earlier serving version of {name} is recorded; name one with --to {name}:vN")
+        info = self.registry.get(target if ":" in target else f"{name}:{target}")
+        self.registry.tag(info.ref, f"{name}:latest", replace=True)
+        audit(self.db, actor, tenant, "loop.rollback", name, previous=_version(self.registry, current),
+              serving=info.ref, training_job=p.job_id if p and p.state == "training" else None)
+        return {"name": name, "serving": info.ref, "previous": _version(self.registry, current)}
+
+    def _previous(self, name: str, current: ModelInfo) -> str | None:
+        """The version ``latest`` pointed at before the promotion that made the current one serve."""
+        now = _version(self.registry, current)
+        for e in list_audit(self.db, limit=10_000):
+            if e.target == name and e.action == "loop.promoted" and e.detail.get("promoted") == now:
+                return str(e.detail.get("previous"))
+        return None
+
+    def history(self, name: str, tenant: str) -> dict[str, Any]:
+        """Versions (with their metrics and which one serves), the policy, and every loop decision."""
+        name = name.split(":")[0]
+        serving = self._serving(name)
+        if serving is not None and serving.tenant not in (None, tenant):
+            serving = None  # another tenant's private model: absent for this one
+        versions = [{"ref": i.ref, "digest": i.digest, "created_at": i.created_at.isoformat(),
+                     "serving": serving is not None and i.digest == serving.digest,
+                     "dataset": (i.manifest.lineage.get("dataset") or {}).get("name"),
+                     "metrics": i.manifest.lineage.get("metrics", {})}
+                    for i in self.registry.list(tenant=tenant) if i.name == name and i.tag != "latest"]
+        if not versions and serving is None:
+            raise NotFound(f"model {name!r} not found")
+        events = [{"at": e.at.isoformat(), "action": e.action, "actor": e.actor, **e.detail}
+                  for e in reversed(list_audit(self.db, tenant=tenant, limit=10_000))
+                  if e.target == name and e.action.startswith("loop.")]
+        p = self.policies.find(name)
+        return {"name": name, "serving": _version(self.registry, serving) if serving else None, "versions": versions,
+                "policy": p.to_api() if p and p.tenant == tenant else None, "events": events}
+
+
+def _version(registry: Any, info: ModelInfo | None) -> str | None:
+    """The ``name:tag`` (not ``latest``) holding the same manifest as ``info``: what actually serves."""
+    if info is None:
+        return None
+    if info.tag != "latest":
+        return info.ref
+    same = [i.ref for i in registry.list() if i.name == info.name and i.tag != "latest" and i.digest == info.digest]
+    return same[-1] if same else info.ref

@@ -1,0 +1,163 @@
+"""The loop's parts without training: feedback validation and tenancy, the round's dataset (dedupe,
+stable held-out share), the canary split (deterministic, the same after a restart) and its judgement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmos.data import Datasets, ImportOptions
+from llmos.db.tables import LoopPolicy, RequestLog
+from llmos.auth.audit import audit
+from llmos.errors import Conflict, InvalidInput, NotFound
+from llmos.feedback import Example, FeedbackIn, FeedbackStore, normalise
+from llmos.feedback.shapes import spans_to_tags
+from llmos.loop.canary import Arm, CanaryRouter, judge, to_candidate
+from llmos.loop.dataset import build_round, stable_fraction
+from llmos.kernel.jobs import JobRunner, JobState
+from llmos.loop import Loop
+from llmos.loop.policy import LoopSettings, Policies
+from llmos.runtime import Runtime
+from llmos.store.manifest import ManifestData
+
+
+def log_request(rt: Runtime, rid: str, tenant: str, route: str = "classify", prompt: str = '["a", "b"]') -> None:
+    with rt.db.session() as s:
+        s.add(RequestLog(id=rid, tenant=tenant, route=route, model="spam:latest", status=200, prompt=prompt,
+                         output=["ham", "ham"]))
+
+
+def test_feedback_of_another_tenant_is_the_same_not_found(runtime: Runtime) -> None:
+    log_request(runtime, "req-a", "acme")
+    store = FeedbackStore(runtime.db, runtime.store.registry)
+    with pytest.raises(NotFound) as foreign:
+        store.submit(FeedbackIn(request_id="req-a", rating=1), "globex")
+    with pytest.raises(NotFound) as unknown:
+        store.submit(FeedbackIn(request_id="req-zz", rating=1), "globex")
+    assert str(foreign.value).replace("req-a", "X") == str(unknown.value).replace("req-zz", "X")
+    assert store.list("globex") == [] and store.list("acme") == []
+    ok = store.submit(FeedbackIn(request_id="req-a", correction=[None, "spam"]), "acme")
+    assert ok.changed and store.examples("spam", "acme")[0].text == "b"
+    again = store.submit(FeedbackIn(request_id="req-a", correction=[None, "spam"]), "acme")
+    assert not again.changed and again.id == ok.id and len(store.list("acme")) == 1
+
+
+def test_corrections_must_fit_the_route() -> None:
+    assert normalise("classify", "spam", ["x"], 1, ["ham", "spam"]) == ["spam"]
+    with pytest.raises(InvalidInput, match="a classify correction is a label"):
+        normalise("classify", {"label": "spam"}, ["x"], 1, ["ham", "spam"])
+    spans = [{"start": 0, "end": 4, "label": "PER"}]
+    assert normalise("tag", spans, ["John lives here"], 1, ["O", "B-PER", "I-PER"]) == [spans]
+    with pytest.raises(InvalidInput, match="outside the input text"):
+        normalise("tag", [{"start": 0, "end": 99, "label": "PER"}], ["John"], 1, ["O", "B-PER"])
+    with pytest.raises(InvalidInput, match="unknown entity type 'LOC'"):
+        normalise("tag", [{"start": 0, "end": 4, "label": "LOC"}], ["John"], 1, ["O", "B-PER"])
+    with pytest.raises(InvalidInput, match="better answer"):
+        normalise("chat", "", None, 1, [])
+    assert spans_to_tags("New York Times is big", [{"start": 0, "end": 14, "label": "ORG"}]) == (
+        ["New", "York", "Times", "is", "big"], ["B-ORG", "I-ORG", "I-ORG", "O", "O"])
+
+
+def test_a_round_dataset_dedupes_and_keeps_a_stable_held_out_share(runtime: Runtime, datasets: Path,
+                                                                   tmp_path: Path) -> None:
+    lines = (datasets / "sms_spam/SMSSpamCollection").read_text(encoding="utf-8").splitlines()[:60]
+    (tmp_path / "sms.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ds = Datasets.of(runtime)
+    root = ds.import_file(tmp_path / "sms.tsv", "sms", ImportOptions(format="tsv", header=False))
+    texts = [line.split("\t", 1)[1] for line in lines]
+    examples = [Example(i + 1, f"r{i}", "spam:v1", "classify", t, "spam") for i, t in enumerate(texts[:30])]
+    examples.append(Example(99, "r99", "spam:v1", "classify", texts[0], "ham"))  # a newer word on the same text
+    first = build_round(ds, "spam", root.ref, examples, holdout=0.3, seed=7)
+    rows = list(ds.rows(first.dataset.name, first.dataset.version))
+    assert first.trained_feedback + first.held_out_feedback == 30
+    train = [r.text for r in rows if r.split == "train"]
+    judged = {r.text for r in rows if r.split != "train"}
+    assert len(set(train)) == len(train) and not set(train) & judged  # nothing trained on is judged on
+    assert {r.label for r in rows if r.text == texts[0] and r.split != "validation"} == {"ham"}
+    held = {r.text for r in rows if r.split == "test"}
+    validation = {r.text for r in rows if r.split == "validation"}
+    assert validation and held == {t for t in texts[:30] if stable_fraction(7, t) < 0.3 or t in validation}
+    more = examples + [Example(100, "r100", "spam:v1", "classify", texts[40], "spam")]
+    again = build_round(ds, "spam", root.ref, more, holdout=0.3, seed=7)
+    assert held <= {r.text for r in ds.rows(again.dataset.name, again.dataset.version) if r.split == "test"}
+    assert again.dataset.derivation is not None and again.dataset.derivation.operation == "feedback"
+
+
+def test_the_canary_split_is_deterministic_and_survives_a_restart(runtime: Runtime) -> None:
+    Policies(runtime.db).set("spam", "default", {"canary_share": 0.3})
+    with runtime.db.session() as s:
+        row = s.get(LoopPolicy, "spam")
+        row.state, row.canary = "canary", {"candidate": "spam:v2", "share": 0.3, "salt": "abc", "min_requests": 5,
+                                           "serving": "spam:v1", "started_at": "2026-01-01T00:00:00+00:00"}
+    ids = [f"req-{i}" for i in range(2000)]
+    first = [CanaryRouter(runtime.db).route("spam", i) for i in ids[:200]]
+    restarted = CanaryRouter(runtime.db)  # a new daemon reads the same split from the database
+    assert [restarted.route("spam", i) for i in ids[:200]] == first
+    share = sum(restarted.route("spam", i) == "spam:v2" for i in ids) / len(ids)
+    assert 0.26 < share < 0.34
+    assert restarted.route("spam:v1", ids[0]) == "spam:v1" and restarted.route("other", ids[0]) == "other"
+    assert to_candidate("abc", "x", 0.3) == to_candidate("abc", "x", 0.3)
+
+
+def test_the_canary_judgement() -> None:
+    assert judge(Arm(30, 10, 0.4), Arm(60, 20, 0.6))[0] is False
+    assert judge(Arm(30, 10, 0.8), Arm(60, 20, 0.6))[0] is True
+    assert judge(Arm(30, 0, None), Arm(60, 20, 0.6)) == (True, "no live ratings on one arm: the gate's result stands")
+
+
+def test_policy_settings_are_validated(runtime: Runtime) -> None:
+    with pytest.raises(InvalidInput, match="holdout"):
+        Policies(runtime.db).set("spam", "default", {"holdout": 0.9})
+    with pytest.raises(InvalidInput, match="bogus"):
+        LoopSettings.parse({"bogus": 1})
+    assert Policies(runtime.db).list() == []  # nothing half-written
+
+
+def two_versions(rt: Runtime) -> None:
+    """Two described versions of ``spam`` (no weights: the loop's decisions here never load them)."""
+    for i in (1, 2):
+        rt.store.registry.add(f"spam:v{i}", ManifestData(files=[], architecture="BertForSequenceClassification",
+                                                         tasks=["classify"], labels=["ham", "spam"], source=f"t{i}"))
+    rt.store.registry.tag("spam:v2", "spam:latest")
+
+
+def test_a_rollback_while_a_retrain_runs_discards_its_candidate(runtime: Runtime) -> None:
+    two_versions(runtime)
+    loop = Loop(runtime, JobRunner(runtime))  # no supervisor: the job below is driven by hand
+    audit(runtime.db, "loop", "default", "loop.promoted", "spam", previous="spam:v1", promoted="spam:v2")
+    loop.policies.set("spam", "default", {})
+    job = loop.jobs.store.create("job-retrain", "train", {"dataset": "spam-feedback@1"}, "default")
+    v2 = runtime.store.registry.get("spam:v2").digest
+    loop.policies.update("spam", state="training", job_id=job.id, candidate="spam:v3", baseline=v2, round_cutoff=5)
+
+    out = loop.rollback("spam", "default", "alice")
+    assert out == {"name": "spam", "serving": "spam:v1", "previous": "spam:v2"}
+    assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v1").digest
+    assert loop.tick() == []  # the job still runs; nothing to decide
+    assert loop.jobs.store.transition(job.id, JobState.RUNNING)
+    assert loop.jobs.store.transition(job.id, JobState.SUCCEEDED, job={"result_model": "spam:v3"})
+    assert loop.tick() == ["loop.discarded"]
+    assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v1").digest
+    state = loop.policies.get("spam")
+    assert (state.state, state.job_id, state.feedback_cutoff) == ("idle", None, 5)
+    events = loop.history("spam", "default")["events"]
+    assert [e["action"] for e in events] == ["loop.promoted", "loop.rollback", "loop.discarded"]
+    assert events[1]["actor"] == "alice" and events[1]["training_job"] == job.id
+    with pytest.raises(Conflict, match="no earlier serving version"):
+        loop.rollback("spam", "default", "alice")  # v1 never replaced anything the history knows
+
+
+def test_a_rollback_during_a_canary_ends_it_and_keeps_the_serving_version(runtime: Runtime) -> None:
+    two_versions(runtime)
+    loop = Loop(runtime, JobRunner(runtime))
+    loop.policies.set("spam", "default", {})
+    canary = {"candidate": "spam:v3", "serving": "spam:v2", "share": 0.5, "salt": "s", "min_requests": 5,
+              "started_at": "2026-01-01T00:00:00+00:00"}
+    loop.policies.update("spam", state="canary", canary=canary)
+    assert loop.router.route("spam", "req-1") in ("spam", "spam:v3")
+    out = loop.rollback("spam", "default", "alice")
+    assert out["ended_canary"] == "spam:v3" and out["serving"] == "spam:v2"
+    assert all(loop.router.route("spam", f"req-{i}") == "spam" for i in range(50))  # routing ended at once
+    assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v2").digest
+    assert loop.policies.get("spam").state == "idle"
