@@ -221,6 +221,8 @@ def _read_jsonl(path: Path, fmt: Format, opts: ReadOptions, name: str) -> RawTab
             raise ImportFailed(f"{name}: line {line} is not valid JSON ({exc.msg.removesuffix(' at')} at column "
                                f"{exc.colno})",
                                line=line) from None
+        except RecursionError:  # json's decoder recurses per nesting level: hostile input can exhaust it
+            raise ImportFailed(f"{name}: line {line} nests JSON too deeply", line=line) from None
         records.append((line, _object(obj, name, f"line {line}", line)))
     return RawTable(fmt, _columns_of(records), records)
 
@@ -241,6 +243,8 @@ def _read_json(path: Path, fmt: Format, opts: ReadOptions, name: str) -> RawTabl
     except json.JSONDecodeError as exc:
         raise ImportFailed(f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                            line=exc.lineno) from None
+    except RecursionError:
+        raise ImportFailed(f"{name}: JSON nested too deeply to read") from None
     if isinstance(data, dict):  # {"data": [...]} and similar wrappers
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else data

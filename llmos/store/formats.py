@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class WeightsSummary:
 
 def check_safetensors(path: Path) -> WeightsSummary:
     """Validate a safetensors file's header against its size; count parameters per dtype."""
-    size = path.stat().st_size
+    size = _regular_size(path)
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
@@ -80,7 +81,9 @@ def _summarise(path: Path, header: dict[str, object], data_len: int) -> WeightsS
 def _check_tensor(path: Path, name: str, spec: object, data_len: int) -> int:
     try:
         dtype, shape, (begin, end) = spec["dtype"], spec["shape"], spec["data_offsets"]  # type: ignore[index]
-        numel = math.prod(int(d) for d in shape)
+        if not all(_natural(d) for d in [*shape, begin, end]):  # int() would pass -2 x -2 or 2.5 as a shape
+            raise ValueError("dimensions and offsets must be non-negative integers")
+        numel = math.prod(shape)
         expected = numel * _ITEMSIZE[dtype]
     except (KeyError, TypeError, ValueError):
         raise ImportFailed(f"{path.name}: corrupt safetensors entry for tensor {name!r}") from None
@@ -92,8 +95,25 @@ def _check_tensor(path: Path, name: str, spec: object, data_len: int) -> int:
     return numel
 
 
+def _regular_size(path: Path) -> int:
+    """The size of ``path``, which must be a regular file (through links): a FIFO would block the
+    first read forever and a device such as /dev/zero never ends."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ImportFailed(f"{path.name}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImportFailed(f"{path.name}: not a regular file (a device, pipe or socket)")
+    return st.st_size
+
+
+def _natural(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def check_gguf(path: Path) -> dict[str, object]:
     """Validate a GGUF file fully (header, metadata, tensor extents); returns its metadata keys."""
+    _regular_size(path)
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":

@@ -1,0 +1,63 @@
+"""Run an llmos command that kills itself (SIGKILL, like a power cut) at a chosen point in the code.
+
+    python -m tests.reliability.crashpoint [--before|--after] module:Qual.name [--kind NAME=ENTRY] -- ARGS
+
+wraps ``module:Qual.name`` so that its first call kills the process before the call runs or right
+after it returns, then runs ``llmos ARGS``. ``--kind`` registers extra job kinds first (a daemon that
+must know a test job kind). Without a crash point (``-``) it only registers the kinds and runs.
+Crash points sit in the real code paths, so the tests need no fault hooks in llmos itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import os
+import signal
+import sys
+from typing import Any
+
+
+def arm(target: str, after: bool) -> None:
+    module_name, _, qual = target.partition(":")
+    owner: Any = importlib.import_module(module_name)
+    *path, attr = qual.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    original = getattr(owner, attr)
+
+    @functools.wraps(original)
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        if not after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, attr, crash)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    when = ap.add_mutually_exclusive_group()
+    when.add_argument("--before", dest="after", action="store_false")
+    when.add_argument("--after", dest="after", action="store_true")
+    ap.add_argument("target", help="module:Qual.name, or - for none")
+    ap.add_argument("--kind", action="append", default=[], help="NAME=module:function job kind to register")
+    ap.add_argument("args", nargs=argparse.REMAINDER)
+    ns = ap.parse_args()
+    from llmos.cli import main as llmos_main
+    from llmos.kernel.jobs_kinds import register_job_kind
+
+    for kind in ns.kind:
+        name, _, entry = kind.partition("=")
+        register_job_kind(name, entry, replace=True)
+    if ns.target != "-":
+        arm(ns.target, ns.after)
+    sys.argv = ["llmos", *[a for a in ns.args if a != "--"]]
+    llmos_main()
+
+
+if __name__ == "__main__":
+    main()
