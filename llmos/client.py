@@ -7,6 +7,7 @@
         print(piece, end="")
 
 Errors come back as llmos errors (ModelNotFound, QueueFull, ...) with the daemon's message.
+The API key is ``api_key=`` or, when not given, the LLMOS_API_KEY setting.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import httpx
 from llmos import errors
 
 _BY_STATUS: dict[int, type[errors.LlmosError]] = {
-    400: errors.InvalidInput, 404: errors.NotFound, 409: errors.Conflict, 413: errors.PayloadTooLarge,
-    422: errors.InvalidInput, 503: errors.Unavailable, 507: errors.WontFit,
+    400: errors.InvalidInput, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
+    409: errors.Conflict, 413: errors.PayloadTooLarge, 422: errors.InvalidInput, 429: errors.RateLimited,
+    503: errors.Unavailable, 507: errors.WontFit,
 }
 
 Messages = str | list[dict[str, str]]
@@ -29,11 +31,12 @@ Messages = str | list[dict[str, str]]
 
 class Client:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 600.0) -> None:
-        if base_url is None:
+        if base_url is None or api_key is None:  # unset: from settings (LLMOS_HOST / PORT / API_KEY)
             from llmos.config import load_settings
 
             s = load_settings()
-            base_url = f"http://{s.host}:{s.port}"
+            base_url = base_url or f"http://{s.host}:{s.port}"
+            api_key = api_key if api_key is not None else s.api_key.get_secret_value()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
@@ -58,6 +61,8 @@ class Client:
                     if line.startswith("data: ") and line != "data: [DONE]":
                         event = json.loads(line[6:])
                         if "error" in event:
+                            if event["error"].get("type") == "quota_exceeded":
+                                raise errors.QuotaExceeded(event["error"]["message"])
                             raise errors.EngineFailed(event["error"]["message"])
                         yield event
         except httpx.TransportError as exc:
@@ -91,6 +96,15 @@ class Client:
         data = self._request("POST", "/v1/tag", json={"model": model, "input": texts})["data"]
         return [d["entities"] for d in data]
 
+    def feedback(self, request_id: str, *, rating: int | None = None, correction: Any = None,
+                 comment: str | None = None) -> dict[str, Any]:
+        """Rate (+1 / -1) or correct the response with id ``request_id`` (idempotent)."""
+        body = {"request_id": request_id, "rating": rating, "correction": correction, "comment": comment}
+        return self._request("POST", "/v1/feedback", json=body)
+
+    def model_history(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/loop/{name}/history")
+
     # -- admin -------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
@@ -107,6 +121,19 @@ class Client:
     def unload(self, model: str) -> dict[str, Any]:
         return self._request("POST", "/admin/unload", json={"model": model})
 
+    def alerts(self, limit: int = 100) -> dict[str, Any]:
+        """Alert rules with their states, and the newest firing / resolved notifications."""
+        return self._request("GET", "/admin/alerts", params={"limit": limit})
+
+    def metrics(self) -> str:
+        """The Prometheus text exposition of ``/metrics``."""
+        try:
+            r = self._http.get("/metrics")
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"the llmos daemon is not reachable at {self.base_url} ({exc})") from None
+        _raise_for(r)
+        return r.text
+
     # -- jobs --------------------------------------------------------------------------------------
     def jobs(self, state: str | None = None) -> list[dict[str, Any]]:
         params = {"state": state} if state else None
@@ -115,9 +142,14 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}")
 
-    def job_events(self, job_id: str, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """Events with an id above ``since``, oldest first (pass the last id seen to follow)."""
-        return self._request("GET", f"/v1/jobs/{job_id}/events", params={"since": since, "limit": limit})["data"]
+    def job_events(self, job_id: str, since: int = 0, limit: int = 1000,
+                   kinds: list[str] | None = None) -> list[dict[str, Any]]:
+        """Events with an id above ``since``, oldest first (pass the last id seen to follow); only
+        ``kinds`` (e.g. ["state", "control"]) when given."""
+        params: dict[str, Any] = {"since": since, "limit": limit}
+        if kinds:
+            params["kind"] = kinds
+        return self._request("GET", f"/v1/jobs/{job_id}/events", params=params)["data"]
 
     def job_logs(self, job_id: str, max_bytes: int = 1 << 20) -> str:
         return self._request("GET", f"/v1/jobs/{job_id}/logs", params={"max_bytes": max_bytes})["log"]
@@ -130,6 +162,22 @@ class Client:
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    # -- fine-tuning -------------------------------------------------------------------------------
+    def fine_tune(self, model: str, dataset: str, *, task: str | None = None, method: str | None = None,
+                  hyperparameters: dict[str, Any] | None = None, name: str | None = None) -> dict[str, Any]:
+        """Queue a fine-tuning job (checked first: a bad request raises here); returns the job with its plan."""
+        body = {"model": model, "dataset": dataset, "task": task, "method": method,
+                "hyperparameters": hyperparameters or {}, "name": name}
+        return self._request("POST", "/v1/fine_tuning/jobs", json=body)
+
+    def tune(self, model: str, dataset: str, *, space: dict[str, Any] | None = None, trials: int = 8,
+             **options: Any) -> dict[str, Any]:
+        """Queue a hyperparameter search (checked first); ``options``: task, method, hyperparameters,
+        sampler, pruner, startup_trials, name. Returns the job with its plan."""
+        body = {"model": model, "dataset": dataset, "space": space or {}, "trials": trials,
+                **{k: v for k, v in options.items() if v is not None}}
+        return self._request("POST", "/v1/tuning/jobs", json=body)
 
 
 def _raise_for(r: httpx.Response) -> None:

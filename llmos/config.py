@@ -6,13 +6,14 @@ stops the daemon or CLI at start with a message naming the variable and what it 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Literal
 
 import psutil
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmos.errors import ConfigError
@@ -37,6 +38,17 @@ def parse_size(value: str | int | float) -> int:
 def default_memory_budget() -> int:
     """60% of the machine's RAM: room for the daemon, training jobs and the OS beside the models."""
     return int(psutil.virtual_memory().total * 0.6)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` and loopback addresses; anything else (``0.0.0.0``, a LAN name) is reachable by others."""
+    host = host.strip().strip("[]").lower()
+    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -64,6 +76,34 @@ class Settings(BaseSettings):
     job_progress_interval: float = Field(default=0.25, ge=0, description="least seconds between stored progress events")
     job_stop_timeout: float = Field(default=30.0, gt=0,
                                     description="seconds a runner gets to reach a pause point on cancel or shutdown")
+    cosched: bool = Field(default=True, description="pause background jobs while interactive requests need the machine")
+    cosched_priority: Literal["traffic", "balanced", "job"] = Field(
+        default="traffic", description="traffic: jobs yield whenever requests queue or run; balanced: only when "
+        "requests wait for a batch slot or p95 time-to-first-token passes ttft_target_ms; job: never yield to traffic")
+    ttft_target_ms: float = Field(default=1000.0, gt=0, description="p95 time-to-first-token the balanced priority keeps")
+    cosched_min_share: float = Field(default=0.1, ge=0, le=1,
+                                     description="least fraction of wall time a job runs over cosched_window_s, "
+                                     "even under constant traffic, so it still finishes")
+    cosched_window_s: float = Field(default=60.0, gt=0, description="window the minimum share is measured over")
+    cosched_resume_after_s: float = Field(default=0.5, ge=0,
+                                          description="seconds without interactive load before paused jobs resume")
+    job_threads: int = Field(default=0, ge=0, description="torch threads in each job runner; 0: torch's default")
+    job_memory_factor: float = Field(default=4.0, gt=0, description="a training job's memory estimate: its base "
+                                     "model's size x this (weights, gradients, optimizer state, activations)")
+
+    alerts_file: Path | None = Field(default=None, description="alert rules YAML; unset: <home>/alerts.yaml, "
+                                     "and the shipped defaults when that file does not exist")
+    alert_interval: float = Field(default=15.0, gt=0, description="seconds between evaluations of the alert rules")
+    alert_webhook: str = Field(default="", description="URL that firing and resolved alerts are POSTed to as JSON")
+
+    auth: Literal["auto", "on", "off"] = Field(
+        default="auto", description="API-key authentication; auto: on whenever host is not a loopback address")
+    api_key: SecretStr = Field(default=SecretStr(""), description="the API key the CLI and Python client send")
+    max_body_bytes: int = Field(default=64 * 1024**2, description="largest request body accepted (413 above)")
+    max_tokens: int = Field(default=4096, ge=1, description="most tokens one request may ask to generate")
+
+    loop_interval: float = Field(default=30.0, ge=0,
+                                 description="seconds between feedback-loop steps in the daemon; 0: off")
 
     @field_validator("home", mode="after")
     @classmethod
@@ -74,6 +114,21 @@ class Settings(BaseSettings):
     @classmethod
     def _size(cls, v: object) -> int:
         return parse_size(v) if v not in (None, "") else 0  # type: ignore[arg-type]
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("max_body_bytes", mode="before")
+    @classmethod
+    def _body_size(cls, v: object) -> int:
+        size = parse_size(v)  # type: ignore[arg-type]
+        if size < 1024:
+            raise ValueError("must be at least 1KiB")
+        return size
 
     @field_validator("database_url")
     @classmethod
@@ -89,6 +144,11 @@ class Settings(BaseSettings):
         if self.memory_budget <= 0:
             self.memory_budget = default_memory_budget()
         return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether the daemon demands API keys: always with auth=on, and with auto off loopback."""
+        return self.auth == "on" or (self.auth == "auto" and not is_loopback(self.host))
 
     # -- derived paths ---------------------------------------------------------------------------
     @property
@@ -110,6 +170,10 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.home / "jobs"
+
+    @property
+    def alerts_path(self) -> Path:
+        return (self.alerts_file or self.home / "alerts.yaml").expanduser()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -27,10 +27,12 @@ def health(request: Request, runtime: RuntimeDep) -> dict[str, object]:
 
 
 @router.get("/admin/ps")
-def ps(kernel: KernelDep) -> dict[str, object]:
+def ps(request: Request, kernel: KernelDep) -> dict[str, object]:
     res = kernel.resources
-    return {"budget_bytes": res.budget_bytes, "used_bytes": res.used_bytes,
-            "models": [asdict(s) for s in kernel.ps()]}
+    cosched = getattr(request.app.state, "cosched", None)
+    return {"budget_bytes": res.budget_bytes, "used_bytes": res.used_bytes, "reserved": res.reservations(),
+            "models": [asdict(s) for s in kernel.ps()],
+            "cosched": asdict(cosched.stats()) if cosched is not None else None}
 
 
 @router.post("/admin/load")

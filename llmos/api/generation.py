@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
+from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from llmos.api.deps import Caller
 from llmos.api.reqlog import LogEntry, record
 from llmos.api.schemas import SamplingIn, Usage
-from llmos.errors import InvalidInput, PayloadTooLarge
+from llmos.errors import InvalidInput, PayloadTooLarge, QuotaExceeded
 from llmos.kernel.core import Kernel, Resolved
 from llmos.kernel.request import Request, RequestStatus, SamplingParams
 from llmos.runtime import Runtime
@@ -40,7 +41,8 @@ def check_prompt_size(kernel: Kernel, text: str) -> None:
         raise PayloadTooLarge(f"the prompt has {len(text)} characters; the limit is {limit} (LLMOS_MAX_PROMPT_CHARS)")
 
 
-def sampling(body: SamplingIn, prompt_len: int, context: int | None) -> SamplingParams:
+def sampling(body: SamplingIn, prompt_len: int, context: int | None, cap: int | None = None) -> SamplingParams:
+    """Sampling parameters; ``cap`` is the daemon's limit on max_tokens (LLMOS_MAX_TOKENS)."""
     room = (context or 2048) - prompt_len
     if room <= 0:
         raise InvalidInput(f"the prompt has {prompt_len} tokens, which fills the model's context of {context}")
@@ -48,18 +50,36 @@ def sampling(body: SamplingIn, prompt_len: int, context: int | None) -> Sampling
     if wanted is not None and wanted > room:
         raise InvalidInput(f"max_tokens {wanted} plus the prompt's {prompt_len} tokens exceeds the model's "
                            f"context of {context} tokens; ask for at most {room}", param="max_tokens")
+    if cap is not None and wanted is not None and wanted > cap:
+        raise InvalidInput(f"max_tokens {wanted} is over this daemon's limit of {cap} (LLMOS_MAX_TOKENS)",
+                           param="max_tokens")
+    room = min(room, cap) if cap is not None else room
     return SamplingParams(max_tokens=wanted or min(DEFAULT_MAX_TOKENS, room), temperature=body.temperature,
                           top_p=body.top_p, top_k=body.top_k, stop=body.stop_list(), seed=body.seed)
 
 
 def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int], caller: Caller,
              route: str, prompt_text: str) -> Job:
-    params = sampling(body, len(ids), resolved.base.manifest.context_length)
+    params = sampling(body, len(ids), resolved.base.manifest.context_length, kernel.settings.max_tokens)
+    quota = caller.quota
+    if quota is not None:
+        left = quota.remaining()
+        if left <= len(ids):
+            raise QuotaExceeded(f"the prompt's {len(ids)} tokens leave no room in the {max(left, 0)} tokens left of this "
+                                f"key's daily quota of {quota.limit}; it renews at 00:00 UTC",
+                                retry_after=quota.retry_after())
+        if not body.stream:  # one answer: stop where the quota ends (finish_reason "length")
+            params.max_tokens = max(1, min(params.max_tokens, left - len(ids)))
     req = Request(model=resolved.base.ref, prompt_ids=ids, params=params, adapter=resolved.adapter,
-                  tenant=body.user or caller.tenant, priority=body.priority)
+                  tenant=_queue_tenant(body, caller), priority=body.priority)
     log = LogEntry(req.id, route, resolved.info.ref, caller, adapter=resolved.adapter,
                    prompt_tokens=len(ids), prompt=prompt_text)
     return Job(req, resolved, log)
+
+
+def _queue_tenant(body: SamplingIn, caller: Caller) -> str:
+    """Whose fair share a request draws on: a key's tenant; without auth, ``user`` may name one."""
+    return caller.tenant if caller.key_id else (body.user or caller.tenant)
 
 
 def usage(req: Request) -> dict[str, int]:
@@ -79,7 +99,7 @@ def _finish_log(job: Job, text: str) -> None:
         job.log.ttft_ms = (job.req.first_token_at - job.req.arrived) * 1000
     if job.req.status == RequestStatus.FINISHED_ERROR:
         job.log.status = 500
-    elif job.req.status == RequestStatus.FINISHED_ABORTED:
+    elif job.req.status == RequestStatus.FINISHED_ABORTED and job.log.status == 200:
         job.log.status = 499  # the client went away
 
 
@@ -106,14 +126,28 @@ async def respond_stream(kernel: Kernel, runtime: Runtime, job: Job, chunk_fn: C
 async def _sse(kernel: Kernel, runtime: Runtime, job: Job, stream: AsyncIterator, chunk_fn: ChunkFn,  # type: ignore[type-arg]
                first: dict[str, object] | None, include_usage: bool) -> AsyncIterator[str]:
     parts: list[str] = []
+    quota = job.log.caller.quota
     try:
         if first is not None:
             yield _event(first)
-        async for out in stream:
+        within = quota is None or await run_in_threadpool(quota.charge, len(job.req.prompt_ids))
+        while within:
+            out = await anext(stream, None)
+            if out is None:
+                break
             if out.text:
                 parts.append(out.text)
                 yield _event(chunk_fn(job.req, out.text, None))
-        if job.req.status == RequestStatus.FINISHED_ERROR:
+            if quota is not None:
+                within = quota.charge(1)  # in memory after the first charge of the day
+        # leaving early (quota used up): the finally below cancels the request and frees its slot
+        if not within:
+            assert quota is not None
+            job.log.status = 429
+            yield _event({"id": job.req.id, "error": {
+                "message": f"this key's daily quota of {quota.limit} tokens ran out during the answer; "
+                           "it renews at 00:00 UTC", "type": "quota_exceeded"}})
+        elif job.req.status == RequestStatus.FINISHED_ERROR:
             yield _event({"id": job.req.id, "error": {"message": job.req.error, "type": "engine_error"}})
         else:
             yield _event(chunk_fn(job.req, "", finish_reason(job.req)))

@@ -46,8 +46,10 @@ def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
 @router.get("/{job_id}/events")
 def job_events(job_id: str, jobs: JobsDep, caller: CallerDep,
                since: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
-               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
-    events = jobs.events(job_id, caller.tenant, since=since, limit=limit)
+               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+               kind: Annotated[list[str] | None, Query(description="only events of these kinds")] = None,
+               ) -> dict[str, Any]:
+    events = jobs.events(job_id, caller.tenant, since=since, limit=limit, kinds=kind)
     return {"object": "list", "data": [e.to_api() for e in events]}
 
 

@@ -29,17 +29,17 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 @router.get("/models")
-def list_models(runtime: RuntimeDep) -> dict[str, object]:
+def list_models(runtime: RuntimeDep, caller: CallerDep) -> dict[str, object]:
     data = [{"id": i.name if i.tag == "latest" else i.ref, "object": "model", "owned_by": "llmos",
              "created": int(i.created_at.timestamp()), "tasks": i.manifest.tasks, "kind": i.manifest.kind}
-            for i in runtime.store.registry.list()]
+            for i in runtime.store.registry.list(tenant=caller.tenant)]
     return {"object": "list", "data": data}
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: RuntimeDep,
                            caller: CallerDep) -> Response:
-    resolved = await run_in_threadpool(kernel.resolve, body.model, "generate")
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
     messages = [ChatMessage(m.role, m.text()) for m in body.messages]
     prompt_text = "\n".join(m.content for m in messages)
     check_prompt_size(kernel, prompt_text)
@@ -68,7 +68,7 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    resolved = await run_in_threadpool(kernel.resolve, body.model, "generate")
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
     check_prompt_size(kernel, body.text())
     codec = await run_in_threadpool(kernel.codec, resolved)
     job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text())
@@ -89,7 +89,7 @@ async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingsIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> JSONResponse:
-    resolved = await run_in_threadpool(kernel.resolve, body.model, "embed")
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "embed", tenant=caller.tenant))
     texts = body.texts()
     check_prompt_size(kernel, "".join(texts))
     codec = await run_in_threadpool(kernel.codec, resolved)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llmos.api.deps import Caller
 from llmos.db.tables import RequestLog
+from llmos.obs import metrics as obs_metrics
 from llmos.runtime import Runtime
 
 
@@ -28,10 +29,11 @@ class LogEntry:
     ttft_ms: float | None = None
     prompt: str | None = None
     output: Any = None
+    keep: bool = False  # keep prompt and output even when log_prompts is off (the feedback loop learns from them)
 
 
 def _write(runtime: Runtime, e: LogEntry) -> None:
-    keep = runtime.settings.log_prompts
+    keep = runtime.settings.log_prompts or e.keep
     with runtime.db.session() as s:
         s.add(RequestLog(id=e.id, tenant=e.caller.tenant, key_id=e.caller.key_id, route=e.route, model=e.model,
                          adapter=e.adapter, status=e.status, prompt_tokens=e.prompt_tokens,
@@ -40,5 +42,16 @@ def _write(runtime: Runtime, e: LogEntry) -> None:
                          prompt=e.prompt if keep else None, output=e.output if keep else None))
 
 
+def _observe(e: LogEntry) -> None:
+    m = obs_metrics.current()
+    if m is not None:
+        ttft = e.ttft_ms / 1000 if e.ttft_ms is not None else None
+        m.observe_request(e.route, e.model, e.status, time.monotonic() - e.started, ttft,
+                          e.prompt_tokens, e.completion_tokens)
+
+
 async def record(runtime: Runtime, entry: LogEntry) -> None:
+    _observe(entry)  # the app's metrics (latency, time to first token, tokens), then the log row
     await run_in_threadpool(_write, runtime, entry)
+    if entry.caller.quota is not None:  # the key's daily token quota counts what this call used
+        await run_in_threadpool(entry.caller.quota.settle, entry.prompt_tokens + entry.completion_tokens)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +16,8 @@ from llmos.api.reqlog import LogEntry, record
 from llmos.api.schemas import TextsIn
 from llmos.kernel.core import Kernel
 from llmos.kernel.request import new_request_id
+from llmos.prompt_tasks import is_prompt_task
+from llmos.prompt_tasks import serve as prompt_tasks
 from llmos.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
@@ -24,34 +27,47 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 async def _run(task: str, body: TextsIn, kernel: Kernel, runtime: Runtime, caller: Caller):  # type: ignore[no-untyped-def]
-    resolved = await run_in_threadpool(kernel.resolve, body.model, task)
+    rid = new_request_id()  # before resolving: a canary splits traffic by request id
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, task, key=rid, tenant=caller.tenant))
     texts = body.texts()
     check_prompt_size(kernel, "".join(texts))
+    if is_prompt_task(resolved.info):  # a template + labels over a generator or encoder, no head
+        results = await prompt_tasks.run(task, kernel, resolved, texts, tenant=caller.tenant)
+        return rid, resolved, texts, results
     fn = {"classify": lambda e: e.classify(texts, adapter=resolved.adapter),
           "tag": lambda e: e.tag(texts, adapter=resolved.adapter)}[task]
     results = await kernel.call(resolved, fn)
-    rid = new_request_id()
     return rid, resolved, texts, results
 
 
 @router.post("/classify")
-async def classify(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> JSONResponse:
+async def classify(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep,
+                   request: Request) -> JSONResponse:
     rid, resolved, texts, results = await _run("classify", body, kernel, runtime, caller)
     data = []
     for i, scores in enumerate(results):
         label = max(scores, key=scores.__getitem__)
         data.append({"index": i, "label": label, "score": scores[label], "scores": scores})
     await record(runtime, LogEntry(rid, "classify", resolved.info.ref, caller, adapter=resolved.adapter,
-                                   prompt="\n".join(texts), output=[d["label"] for d in data]))
+                                   prompt=json.dumps(texts, ensure_ascii=False), output=[d["label"] for d in data],
+                                   keep=_learns(request, resolved.info.name)))
     return JSONResponse({"id": rid, "object": "classification", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})
 
 
 @router.post("/tag")
-async def tag(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> JSONResponse:
+async def tag(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep,
+              request: Request) -> JSONResponse:
     rid, resolved, texts, results = await _run("tag", body, kernel, runtime, caller)
     data = [{"index": i, "entities": [asdict(s) for s in spans]} for i, spans in enumerate(results)]
     await record(runtime, LogEntry(rid, "tag", resolved.info.ref, caller, adapter=resolved.adapter,
-                                   prompt="\n".join(texts), output=[d["entities"] for d in data]))
+                                   prompt=json.dumps(texts, ensure_ascii=False), output=[d["entities"] for d in data],
+                                   keep=_learns(request, resolved.info.name)))
     return JSONResponse({"id": rid, "object": "tagging", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})
+
+
+def _learns(request: Request, name: str) -> bool:
+    """Whether ``name`` has a feedback-loop policy: then its inputs are kept to learn from corrections."""
+    loop = getattr(request.app.state, "loop", None)
+    return loop is not None and loop.learns(name)

@@ -55,6 +55,7 @@ def show(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f", hel
         print_json(job)
         return
     _print_job(job)
+    _print_history(client.job_events(job_id, limit=10_000, kinds=list(HISTORY_KINDS)))
 
 
 @app.command()
@@ -119,6 +120,22 @@ def _print_job(job: dict[str, Any]) -> None:
     if job["error"]:
         console.print(f"[bold]{'error':>10}[/bold]", highlight=False)
         console.out(job["error"], highlight=False)
+
+
+HISTORY_KINDS = ("state", "control", "waiting")
+HISTORY_SHOWN = 20
+
+
+def _print_history(events: list[dict[str, Any]]) -> None:
+    """State changes, pause / resume requests (who asked and why) and memory waits, newest last."""
+    pauses = sum(1 for e in events if e["kind"] == "state" and e["data"].get("state") == "paused")
+    console.print(f"[bold]{'history':>10}[/bold]  {len(events)} event(s), paused {pauses} time(s)"
+                  + (f"; the last {HISTORY_SHOWN}:" if len(events) > HISTORY_SHOWN else ":"), highlight=False)
+    for e in events[-HISTORY_SHOWN:]:
+        d = e["data"]
+        what = d.get("state") or (f"asked: {d.get('requested')}" if e["kind"] == "control" else e["kind"])
+        extra = ", ".join(f"{k} {v}" for k, v in d.items() if k in ("reason", "step", "exited", "resumed", "error"))
+        console.print(f"{'':>12}{(e['at'] or '')[11:23]}  {what}" + (f" ({extra})" if extra else ""), highlight=False)
 
 
 def _state(job: dict[str, Any]) -> str:

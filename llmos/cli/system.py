@@ -27,9 +27,11 @@ def serve(
     from llmos.api.app import create_app
 
     rt = runtime()
-    app = create_app(rt)
     h, p = host or rt.settings.host, port or rt.settings.port
-    console.print(f"llmos {__version__} serving on http://{h}:{p} (home {rt.settings.home})")
+    rt.settings.host, rt.settings.port = h, p  # auth=auto decides by the address actually listened on
+    app = create_app(rt)
+    console.print(f"llmos {__version__} serving on http://{h}:{p} (home {rt.settings.home}; "
+                  f"auth {'on' if rt.settings.auth_enabled else 'off'})")
     uvicorn.run(app, host=h, port=p, log_level="info")
 
 

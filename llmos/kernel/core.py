@@ -16,7 +16,7 @@ from typing import Any
 
 from llmos.config import Settings
 from llmos.engines.base import Engine
-from llmos.engines.loader import base_of, load_engine
+from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
 from llmos.kernel.request import Request, StepOutput
@@ -52,11 +52,27 @@ class ModelState:
     adapters: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Activity:
+    """Interactive load across every worker, as the co-scheduler samples it."""
+
+    waiting: int  # generation requests queued for a batch slot
+    running: int  # generation requests in a batch
+    calls: int  # one-off engine calls (embed, classify, tag) queued or running
+    loading: int  # threads waiting for a model to load or for memory to load it
+    ttfts: list[float]  # recent times to first token, seconds
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running or self.calls or self.loading)
+
+
 class Kernel:
     def __init__(self, settings: Settings, registry: Registry, *, engine_factory: EngineFactory | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.codecs = CodecCache(registry)
+        self.router: Callable[[str, str], str] | None = None  # (name, request id) -> name to resolve
         self._factory = engine_factory or self._load_engine
         self.resources = ResourceManager(settings.memory_budget, loader=self._factory, estimate=self._estimate,
                                          keep_alive_s=settings.keep_alive)
@@ -68,15 +84,34 @@ class Kernel:
         self._sweeper.start()
 
     # -- models ----------------------------------------------------------------------------------
-    def resolve(self, name: str, task: str) -> Resolved:
-        """What runs for ``name``; WrongTask (400) naming the models that can do ``task``."""
-        info = self.registry.get(name)
+    def resolve(self, name: str, task: str, *, key: str | None = None, tenant: str | None = None) -> Resolved:
+        """What runs for ``name``; WrongTask (400) naming the models that can do ``task``.
+
+        With a ``tenant``, other tenants' private models are treated as absent (404, never named).
+
+        With a ``key`` (the request id) and a ``router`` set, the router may send the request to another
+        version of the name first: the feedback loop's canary split (``llmos.loop.canary``).
+        """
+        if key is not None and self.router is not None:
+            name = self.router(name, key)
+        info = self.registry.get(name, tenant=tenant)
         if task not in info.manifest.tasks:
-            able = [i.ref for i in self.registry.list() if task in i.manifest.tasks]
+            able = [i.ref for i in self.registry.list(tenant=tenant) if task in i.manifest.tasks]
             raise WrongTask(f"model {info.ref} cannot {task} (it serves: {', '.join(info.manifest.tasks)}); "
                             f"models that can: {', '.join(able) or 'none'}", models=able)
-        base = base_of(self.registry, info)
-        return Resolved(info, base, info.ref if base is not info else None)
+        target = self._pinned(runs_on(self.registry, info))  # a prompt task answers through its base model
+        base = base_of(self.registry, target)
+        return Resolved(info, base, target.ref if base is not target else None)
+
+    def _pinned(self, info: ModelInfo) -> ModelInfo:
+        """``name:latest`` runs as the version tag holding the same manifest. Engines and adapters are
+        keyed by ref, so re-pointing ``latest`` (a promotion, a rollback, a new fine-tune) switches the
+        weights at the next request instead of serving the ones loaded under the old pointer."""
+        if info.tag != "latest":
+            return info
+        same = [i for i in self.registry.list()
+                if i.name == info.name and i.tag != "latest" and i.digest == info.digest]
+        return same[-1] if same else info
 
     def codec(self, r: Resolved) -> PromptCodec:
         return self.codecs.get(r.info, r.base)
@@ -148,12 +183,12 @@ class Kernel:
 
     # -- admin -------------------------------------------------------------------------------------
     def load(self, name: str, keep_alive_s: float | None = None) -> ModelState:
-        base = base_of(self.registry, self.registry.get(name))
+        base = base_of(self.registry, self._pinned(self.registry.get(name)))
         self.resources.load(base.ref, keep_alive_s=keep_alive_s)
         return next(s for s in self.ps() if s.model == base.ref)
 
     def unload(self, name: str) -> bool:
-        base = base_of(self.registry, self.registry.get(name))
+        base = base_of(self.registry, self._pinned(self.registry.get(name)))
         return self.resources.unload(base.ref)
 
     def ps(self) -> list[ModelState]:
@@ -167,6 +202,19 @@ class Kernel:
                                   w.scheduler.stats() if w else None,
                                   None if expires is None else max(0.0, expires - now)))
         return out
+
+    def activity(self, ttft_window_s: float = 10.0) -> Activity:
+        """What interactive work is in the kernel now (cheap: counters only, no store reads)."""
+        with self._lock:
+            workers = list(self._workers.values())
+        waiting = running = calls = 0
+        ttfts: list[float] = []
+        for w in workers:
+            waiting += len(w.scheduler.waiting)
+            running += len(w.scheduler.running)
+            calls += w.pending_calls
+            ttfts += w.scheduler.recent_ttfts(ttft_window_s)
+        return Activity(waiting, running, calls, self.resources.waiting, ttfts)
 
     def _sweep_loop(self) -> None:
         while not self._closed.wait(timeout=5.0):

@@ -55,6 +55,7 @@ class Launch:
 def run(launch: Launch) -> int:
     settings = load_settings(**launch.settings)
     sys.path.extend(p for p in launch.sys_path if p not in sys.path)
+    _bound_threads(settings.job_threads)
     # No migrations here: the daemon that launched us has brought the schema up to date.
     store = JobStore(Database(settings.database_url))
     info = store.get(launch.job_id)
@@ -81,6 +82,18 @@ def run(launch: Launch) -> int:
                          job={"error": text}, data={"error": text.strip().splitlines()[-1]}, attempt=ctx.attempt)
         return 1
     return 0
+
+
+def _bound_threads(threads: int) -> None:
+    """Cap torch's intra-op threads (``job_threads``) so a job leaves cores to interactive requests.
+
+    Set once at start: another process cannot change a running runner's thread pool, and a pause
+    already stops the job's compute entirely.
+    """
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _succeed(store: JobStore, ctx: JobContext, result: Any) -> None:
@@ -122,6 +135,9 @@ def _install_sigterm(ctx: JobContext) -> None:
         ctx.request_locally(Control.PAUSE_FREE, SHUTDOWN_REASON)
 
     signal.signal(signal.SIGTERM, handler)
+    # The daemon sends SIGURG after writing a control request, so a pause is read at once rather than
+    # at the next poll. Its default action is to ignore it: a nudge that comes before this line is harmless.
+    signal.signal(signal.SIGURG, lambda _signum, _frame: ctx.wake())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,13 +29,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from llmos.errors import Conflict, InvalidInput
 from llmos.kernel.jobproc import Launch
 from llmos.kernel.jobs_context import JobContext, JobStop
 from llmos.kernel.jobs_db import JobStore
-from llmos.kernel.jobs_kinds import job_kind_entry, job_kinds, register_job_kind
+from llmos.kernel.jobs_kinds import is_driver_kind, job_kind_entry, job_kinds, register_job_kind
 from llmos.kernel.jobs_procs import (
     UNKNOWN_EXIT, AdoptedProcess, RunnerProcess, Spawn, describe_exit, process_alive, process_started,
     runner_argv, spawn_runner, tail_text,
@@ -55,6 +55,16 @@ _LOG_TAIL_IN_ERROR = 4000  # bytes of the runner log kept with a crash's error
 _SCHEDULE_EVERY_S = 2.0  # also pick up jobs queued by another process (an in-process CLI)
 
 
+class Admission(Protocol):
+    """Decides whether a queued job may start now (the co-scheduler's memory check)."""
+
+    def admit(self, info: JobInfo) -> str | None:
+        """None: start it (whatever it needs is now taken for it); else why it must wait."""
+
+    def released(self, job_id: str) -> None:
+        """The job's runner is gone (or never started): give back what ``admit`` took."""
+
+
 class JobRunner:
     """The daemon's side of background jobs. Thread-safe; ``startup()`` / ``shutdown()`` bracket its life."""
 
@@ -65,6 +75,7 @@ class JobRunner:
         self._spawn = spawn
         self._clock = clock
         self._procs: dict[str, RunnerProcess] = {}
+        self._drivers: set[str] = set()  # live runners of driver kinds: not counted against max_jobs
         self._cancel_deadlines: dict[str, float] = {}
         self._holds: set[str] = set()
         self._lock = threading.RLock()
@@ -73,6 +84,7 @@ class JobRunner:
         self._last_schedule = float("-inf")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.admission: Admission | None = None  # set by the daemon's co-scheduler
 
     # -- submitting and reading ------------------------------------------------------------------
     def submit(self, kind: str, spec: dict[str, Any] | None = None, tenant: str = "default") -> str:
@@ -97,11 +109,11 @@ class JobRunner:
     def list(self, tenant: str | None = None, states: Iterable[JobState] | None = None) -> list[JobInfo]:
         return self.store.list(tenant, states)
 
-    def events(self, job_id: str, tenant: str | None = None, since: int = 0,
-               limit: int = 1000) -> builtins.list[JobEventInfo]:
-        """Events after event id ``since``, oldest first."""
+    def events(self, job_id: str, tenant: str | None = None, since: int = 0, limit: int = 1000,
+               kinds: Iterable[str] | None = None) -> builtins.list[JobEventInfo]:
+        """Events after event id ``since``, oldest first (only ``kinds`` when given)."""
         self.store.get(job_id, tenant)
-        return self.store.events(job_id, since, limit)
+        return self.store.events(job_id, since, limit, kinds)
 
     def logs(self, job_id: str, tenant: str | None = None, max_bytes: int = 1 << 20) -> str:
         """The end of the job's log file: its runners' stdout and stderr, every attempt."""
@@ -119,6 +131,10 @@ class JobRunner:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {info.state.api} after {timeout} s")
             time.sleep(0.02)
+
+    def has_queued(self) -> bool:
+        """Whether any job waits for a runner (one indexed query: the co-scheduler asks often)."""
+        return bool(self.store.oldest(JobState.QUEUED, 1))
 
     def live(self) -> builtins.list[str]:
         """Ids of jobs with a runner process."""
@@ -151,6 +167,7 @@ class JobRunner:
             elif info.pid is not None:
                 want = Control.PAUSE_FREE if free_memory else Control.PAUSE
                 self.store.request(job_id, max(want, info.requested), reason)
+                self._nudge(job_id)
             else:  # paused, no process: nothing to stop; a person's pause outranks the kernel's
                 self.store.set_control(job_id, reason=reason)
             return self.store.get(job_id)
@@ -170,6 +187,7 @@ class JobRunner:
                 self._kick()
             elif info.requested != Control.NONE:
                 self.store.request(job_id, Control.NONE, None)
+                self._nudge(job_id)
             return self.store.get(job_id)
 
     def cancel(self, job_id: str, tenant: str | None = None) -> JobInfo:
@@ -277,10 +295,38 @@ class JobRunner:
         self._last_schedule = self._clock()
         if not self._active or self._holds:
             return
-        free = self.settings.max_jobs - len(self._procs)
+        free = self.settings.max_jobs - len(self._procs.keys() - self._drivers)
         if free > 0:
             for job_id in self.store.oldest(JobState.QUEUED, free):
-                self._launch(self.store.get(job_id))
+                info = self.store.get(job_id)
+                if not self._admitted(info):
+                    break  # first come, first served: a later, smaller job does not overtake it
+                self._launch(info)
+
+    def _admitted(self, info: JobInfo) -> bool:
+        """Ask the admission hook; a job told to wait stays queued with the reason (an event on change)."""
+        reason = self.admission.admit(info) if self.admission is not None else None
+        if reason is None:
+            return True
+        if reason != info.reason:
+            self.store.set_control(info.id, reason=reason)
+            self.store.add_event(info.id, "waiting", {"reason": reason})
+            log.info("job %s waits: %s", info.id, reason)
+        return False
+
+    def _nudge(self, job_id: str) -> None:
+        """SIGURG: the runner reads its control request now instead of at its next poll (it ignores
+        the signal until its handler is installed, so an early nudge is harmless; the poll still runs)."""
+        proc = self._procs.get(job_id)
+        if proc is not None:
+            try:
+                proc.send_signal(signal.SIGURG)
+            except OSError:
+                pass  # gone: the supervisor records its exit
+
+    def _released(self, job_id: str) -> None:
+        if self.admission is not None:
+            self.admission.released(job_id)
 
     def _launch(self, info: JobInfo) -> None:
         try:
@@ -288,8 +334,10 @@ class JobRunner:
         except InvalidInput as exc:
             self.store.transition(info.id, JobState.FAILED, sources=[JobState.QUEUED], job={"error": exc.message},
                                   data={"error": exc.message})
+            self._released(info.id)
             return
         if not self.store.launch(info.id):
+            self._released(info.id)
             return
         paths = JobPaths.of(self.settings.jobs_dir, info.id).create()
         Launch.of(info.id, entry, self.settings).write(paths.launch)
@@ -303,8 +351,11 @@ class JobRunner:
             msg = f"cannot start the runner process: {exc}"
             self.store.transition(info.id, JobState.FAILED, sources=[JobState.RUNNING], job={"error": msg},
                                   data={"error": msg})
+            self._released(info.id)
             return
         self._procs[info.id] = proc
+        if is_driver_kind(info.kind):
+            self._drivers.add(info.id)
         self.store.set_control(info.id, pid=proc.pid, pid_started=process_started(proc.pid))
         log.info("job %s: runner pid %d started (attempt %d)", info.id, proc.pid, info.attempts + 1)
 
@@ -315,7 +366,9 @@ class JobRunner:
                 self._enforce_cancel(job_id, proc)
                 continue
             del self._procs[job_id]
+            self._drivers.discard(job_id)
             self._cancel_deadlines.pop(job_id, None)
+            self._released(job_id)
             self._on_exit(job_id, rc)
             self._dirty = True
 
@@ -362,6 +415,8 @@ class JobRunner:
     def _adopt(self, info: JobInfo) -> None:
         assert info.pid is not None
         self._procs[info.id] = AdoptedProcess(info.pid, info.pid_started)
+        if is_driver_kind(info.kind):
+            self._drivers.add(info.id)
         if info.reason == SHUTDOWN_REASON and info.requested == Control.PAUSE_FREE:
             self.store.request(info.id, Control.NONE, None)  # the daemon is back: no need to leave
         log.info("job %s: adopted runner pid %d left by the previous daemon", info.id, info.pid)

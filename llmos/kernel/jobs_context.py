@@ -97,6 +97,7 @@ class ControlWatcher:
         self._db: tuple[Control, str | None] = (Control.NONE, None)
         self._local: tuple[Control, str | None] = (Control.NONE, None)
         self._stopped = threading.Event()
+        self._wake = threading.Event()  # set by ``wake()``: poll now rather than at the next interval
         self._thread = threading.Thread(target=self._loop, name="job-control", daemon=True)
 
     def start(self) -> None:
@@ -105,6 +106,11 @@ class ControlWatcher:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Read the control request now (the daemon's SIGURG nudge after writing one)."""
+        self._wake.set()
 
     def request_locally(self, control: Control, reason: str) -> None:
         """A request from inside the process (SIGTERM); safe to call from a signal handler."""
@@ -121,8 +127,11 @@ class ControlWatcher:
         return self.current
 
     def _loop(self) -> None:
-        while not self._stopped.wait(self._interval):
-            self._poll()
+        while not self._stopped.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if not self._stopped.is_set():
+                self._poll()
 
     def _poll(self) -> None:
         try:
@@ -233,6 +242,11 @@ class JobContext:
         return path
 
     @property
+    def jobs(self) -> JobStore:
+        """The job table, for a job that drives other jobs (a tuning job queues and watches its trials)."""
+        return self._store
+
+    @property
     def store(self) -> "Store":
         """The model store (opened on first use), for jobs that read base models or register results."""
         if self._store_obj is None:
@@ -255,6 +269,9 @@ class JobContext:
 
     def request_locally(self, control: Control, reason: str) -> None:
         self._watcher.request_locally(control, reason)
+
+    def wake(self) -> None:
+        self._watcher.wake()
 
     def close(self) -> None:
         self._flush()

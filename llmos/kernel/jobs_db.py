@@ -49,9 +49,12 @@ class JobStore:
             q = select(Job.id).where(Job.state == int(state)).order_by(Job.created_at, Job.id).limit(limit)
             return list(s.scalars(q))
 
-    def events(self, job_id: str, since: int = 0, limit: int = 1000) -> list[JobEventInfo]:
-        q = (select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > since)
-             .order_by(JobEvent.id).limit(limit))
+    def events(self, job_id: str, since: int = 0, limit: int = 1000,
+               kinds: Iterable[str] | None = None) -> list[JobEventInfo]:
+        q = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > since)
+        if kinds is not None:
+            q = q.where(JobEvent.kind.in_(list(kinds)))
+        q = q.order_by(JobEvent.id).limit(limit)
         with self.db.session() as s:
             return [JobEventInfo(e.id, e.job_id, e.at, e.kind, dict(e.data or {})) for e in s.scalars(q)]
 

@@ -10,7 +10,9 @@ Accounting uses three kinds of bytes, all counted against the budget:
 - loaded: each engine's measured ``footprint()`` after its load (not the estimate);
 - loading: the ``estimate`` reserved by a load in flight, so two loads cannot both claim the room;
   while it is still closing the models it evicted, the larger of that and what it is freeing;
-- closing: other evicted engines whose ``close()`` has not returned, still holding their memory.
+- closing: other evicted engines whose ``close()`` has not returned, still holding their memory;
+- reserved: memory that background jobs hold outside the kernel (``reserve`` / ``unreserve``), so a
+  model load never counts on room a training run is using.
 
 Loaders and ``close()`` run outside the lock (they take seconds), so ``release`` and ``snapshot``
 never wait on a load. Every public method is thread-safe.
@@ -119,6 +121,8 @@ class ResourceManager:
         # ``release`` calls are absorbed here rather than miscounting a later reload.
         self._orphans: Counter[str] = Counter()
         self._waiting = 0
+        self._waiting_room = 0  # of those, threads waiting for memory (not for a load in flight)
+        self._reserved: dict[str, int] = {}
 
     # -- accounting (lock held) ---------------------------------------------------------------------
     @property
@@ -137,9 +141,41 @@ class ResourceManager:
         with self._cond:
             return self._waiting
 
+    @property
+    def waiting_for_memory(self) -> int:
+        """Threads blocked in ``acquire`` because the model does not fit beside what is held."""
+        with self._cond:
+            return self._waiting_room
+
     def _used(self) -> int:
         loaded = sum(s.footprint for s in self._slots.values())
-        return loaded + sum(ld.claimed for ld in self._loading.values()) + self._closing_bytes
+        return (loaded + sum(ld.claimed for ld in self._loading.values()) + self._closing_bytes
+                + sum(self._reserved.values()))
+
+    # -- reservations (memory held outside the kernel: training jobs) ---------------------------------
+    def reserve(self, key: str, nbytes: int) -> bool:
+        """Count ``nbytes`` against the budget for ``key`` if they fit beside everything held now.
+
+        Never evicts: a job waits for idle models to expire rather than pushing them out (the next
+        request would only load them again). Returns False, reserving nothing, when it does not fit.
+        """
+        with self._cond:
+            if key in self._reserved:
+                return True
+            if self._used() + nbytes > self._budget:
+                return False
+            self._reserved[key] = nbytes
+            return True
+
+    def unreserve(self, key: str) -> None:
+        """Give a reservation back (no-op when there is none); waiting loads retry at once."""
+        with self._cond:
+            if self._reserved.pop(key, None) is not None:
+                self._cond.notify_all()
+
+    def reservations(self) -> dict[str, int]:
+        with self._cond:
+            return dict(self._reserved)
 
     def _keep_alive_for(self, model: str) -> float:
         return self._keep_alive.get(model, self.keep_alive_s)
@@ -195,10 +231,12 @@ class ResourceManager:
         if remaining <= 0:
             raise self._busy(model, need)
         self._waiting += 1
+        self._waiting_room += 1
         try:
             self._cond.wait(remaining)
         finally:
             self._waiting -= 1
+            self._waiting_room -= 1
 
     def _wait_for_load(self, pending: _Load) -> None:
         # Not bounded by the memory timeout: the thread that started the load waits for the loader
@@ -398,6 +436,7 @@ class ResourceManager:
     def _busy(self, model: str, need: int) -> WontFit:
         holders = [f"{m} ({_size(s.footprint)}, {s.refcount} in use)" for m, s in self._slots.items() if s.refcount]
         holders += [f"{m} ({_size(ld.reserved)}, loading)" for m, ld in self._loading.items()]
+        holders += [f"{k} ({_size(n)}, reserved)" for k, n in self._reserved.items()]
         idle = sum(s.footprint for s in self._slots.values() if s.refcount == 0)
         freeable = max(self._budget - self._used() + idle, 0)
         return WontFit(

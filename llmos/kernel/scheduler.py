@@ -34,6 +34,7 @@ DEFAULT_RETRY_AFTER = 1.0  # seconds, when no throughput has been measured yet
 MIN_RETRY_AFTER = 0.1
 MAX_RETRY_AFTER = 60.0  # beyond this a client is better told to go elsewhere than to wait
 RATE_WINDOW_S = 10.0
+TTFT_SAMPLES = 256  # recent time-to-first-token values kept for the co-scheduler's latency check
 
 
 @dataclass
@@ -132,6 +133,7 @@ class Scheduler:
         self._cancelled: list[str] = []
         self._lock = threading.Lock()
         self._meter = RateMeter()
+        self._ttfts: deque[tuple[float, float]] = deque(maxlen=TTFT_SAMPLES)  # (when, seconds)
         self._counts = dict(admitted=0, finished=0, aborted=0, errored=0, rejected=0, tokens=0)
 
     # -- intake -----------------------------------------------------------------------------------
@@ -204,6 +206,7 @@ class Scheduler:
         req.output_text += out.text
         if req.first_token_at is None:
             req.first_token_at = now
+            self._ttfts.append((now, now - req.arrived))
         if out.finished or out.status.finished:
             status = out.status if out.status.finished else RequestStatus.FINISHED_STOPPED
             self._finish(req, status, out.error, now)
@@ -287,6 +290,12 @@ class Scheduler:
             if req_id in self._running:
                 return self._running[req_id]
             return next((r for r in self._queue if r.id == req_id), None)
+
+    def recent_ttfts(self, window_s: float) -> list[float]:
+        """Times to first token (seconds) of requests whose first token came in the last ``window_s``."""
+        with self._lock:
+            since = self._clock() - window_s
+            return [ttft for at, ttft in self._ttfts if at >= since]
 
     def has_work(self) -> bool:
         with self._lock:

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from llmos.engines.base import Engine
+from llmos.errors import QueueFull
 from llmos.kernel.request import Request, SequenceSpec, StepOutput
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler
@@ -39,6 +40,7 @@ class ModelWorker:
         self._stopped = False
         self._engine: Engine | None = None
         self._adapters: set[str] = set()
+        self._in_call = 0
         self.thread = threading.Thread(target=self._run, name=f"worker-{model}", daemon=True)
         self.thread.start()
 
@@ -48,8 +50,14 @@ class ModelWorker:
         self._notify()
 
     def call(self, fn: Callable[[Engine], Any]) -> Future[Any]:
+        """Queue one engine call; like generation, at most ``max_queue`` may wait (QueueFull -> 503),
+        so a flood of embed / classify / tag calls cannot grow memory and latency without bound."""
         fut: Future[Any] = Future()
         with self._wake:
+            limit = self.scheduler.max_queue
+            if len(self._calls) >= limit:
+                raise QueueFull(f"model {self.model!r} has {len(self._calls)} calls waiting (limit {limit}); "
+                                "retry in about 1s", retry_after=1.0, waiting=len(self._calls), max_queue=limit)
             self._calls.append((fn, fut))
             self._wake.notify()
         return fut
@@ -67,6 +75,11 @@ class ModelWorker:
     @property
     def busy(self) -> bool:
         return self.scheduler.has_work() or bool(self._calls)
+
+    @property
+    def pending_calls(self) -> int:
+        """One-off engine calls queued or running."""
+        return len(self._calls) + self._in_call
 
     def _notify(self) -> None:
         with self._wake:
@@ -132,10 +145,13 @@ class ModelWorker:
         while self._calls:
             fn, fut = self._calls.popleft()
             if fut.set_running_or_notify_cancel():
+                self._in_call = 1
                 try:
                     fut.set_result(fn(engine))
                 except Exception as exc:  # noqa: BLE001 - handed to the caller
                     fut.set_exception(exc)
+                finally:
+                    self._in_call = 0
 
     def _step(self, engine: Engine, prefill: list[Request], decode: list[Request]) -> None:
         outputs: list[StepOutput] = []
