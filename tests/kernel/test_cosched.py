@@ -26,6 +26,7 @@ from llmos.kernel.request import Request, SamplingParams
 from llmos.runtime import Runtime, open_runtime
 from tests.conftest import make_settings
 from tests.kernel.conftest import FakeClock
+from tests.api.conftest import SlowFakeEngine
 from tests.api.server import serving
 from tests.kernel.jobkinds import steps_done
 from tests.train.conftest import MINILM, SMOL, Home, finished, import_sst2
@@ -33,20 +34,6 @@ from tests.train.conftest import MINILM, SMOL, Home, finished, import_sst2
 MODEL = "lm"  # a real stored model (MiniLM's files) whose size drives memory; its engines are fakes
 FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": 10.0,
         "cosched_resume_after_s": 0.3, "cosched_min_share": 0.0}
-
-
-class SlowFake(FakeEngine):
-    """Steps take real time, so a request keeps the kernel busy for a while."""
-
-    step_s = 0.02
-
-    def prefill(self, seqs):  # type: ignore[no-untyped-def]
-        time.sleep(self.step_s)
-        return super().prefill(seqs)
-
-    def decode(self, ids):  # type: ignore[no-untyped-def]
-        time.sleep(self.step_s)
-        return super().decode(ids)
 
 
 @dataclass
@@ -89,7 +76,7 @@ def make_setup(models: Runtime, tmp_path: Path) -> Iterator[Callable[..., Setup]
         engines: list[FakeEngine] = []
 
         def factory(ref: str) -> FakeEngine:
-            engines.append(SlowFake(ref, footprint_bytes=footprint))
+            engines.append(SlowFakeEngine(ref, footprint_bytes=footprint))
             return engines[-1]
 
         kernel = Kernel(settings, models.store.registry, engine_factory=factory)
