@@ -26,7 +26,7 @@ from llmos.errors import Conflict, InvalidInput
 from llmos.store.manifest import ModelInfo
 from llmos.store.names import parse_ref
 from llmos.store.registry import Registry
-from llmos.train.config import TrainConfig, TrainSpec, resolve
+from llmos.train.config import TrainConfig, TrainSpec, resolve, stretch_epochs
 from llmos.train.methods import DEFAULT_METHOD, Method, get_method
 from llmos.train.tasks import TrainTask, get_task
 
@@ -91,6 +91,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     config = resolve(spec.hyperparameters, task.name, method.name, base.manifest.context_length)
     rows = list(env.datasets.rows(dataset.name, dataset.version))
     splits = make_splits(rows, dataset, config)
+    config = stretch_epochs(config, spec.hyperparameters, task.name, len(splits.train))
     labels = task.label_set(splits.train)
     task.check_rows(splits.train, labels, f"dataset {dataset.ref}")
     pinned = spec.model_copy(update={"dataset": dataset.ref, "task": task.name, "method": method.name})
