@@ -81,6 +81,8 @@ class Settings(BaseSettings):
         default="traffic", description="traffic: jobs yield whenever requests queue or run; balanced: only when "
         "requests wait for a batch slot or p95 time-to-first-token passes ttft_target_ms; job: never yield to traffic")
     ttft_target_ms: float = Field(default=1000.0, gt=0, description="p95 time-to-first-token the balanced priority keeps")
+    cosched_freeze: bool = Field(default=True, description="pause jobs for traffic by stopping their runner "
+                                 "process outright (SIGSTOP) rather than at their next step boundary")
     cosched_min_share: float = Field(default=0.1, ge=0, le=1,
                                      description="least fraction of wall time a job runs over cosched_window_s, "
                                      "even under constant traffic, so it still finishes")
@@ -88,6 +90,9 @@ class Settings(BaseSettings):
     cosched_resume_after_s: float = Field(default=0.5, ge=0,
                                           description="seconds without interactive load before paused jobs resume")
     job_threads: int = Field(default=0, ge=0, description="torch threads in each job runner; 0: torch's default")
+    job_cpu_priority: Literal["idle", "low", "normal"] = Field(
+        default="idle", description="OS CPU priority of job runners under cosched; idle: they get a core only when nothing "
+        "else wants it (SCHED_IDLE), low: nice 19, normal: the daemon's own")
     job_memory_factor: float = Field(default=4.0, gt=0, description="a training job's memory estimate: its base "
                                      "model's size x this (weights, gradients, optimizer state, activations)")
 

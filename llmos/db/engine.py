@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +17,17 @@ from llmos.errors import ConfigError
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+SessionGuard = Callable[[], AbstractContextManager[object]]
+_session_guard: SessionGuard | None = None
+
+
+def set_session_guard(guard: SessionGuard | None) -> None:
+    """Wrap every ``Database.session()`` of this process in ``guard`` (a job runner's freeze guard:
+    the daemon never stops it inside a transaction, where it would hold the database's write lock)."""
+    global _session_guard
+    _session_guard = guard
+
+
 class Database:
     """An engine plus a session factory; ``session()`` is one transaction."""
 
@@ -28,7 +39,11 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any exception."""
-        with self._sessions.begin() as s:
+        if _session_guard is None:
+            with self._sessions.begin() as s:
+                yield s
+            return
+        with _session_guard(), self._sessions.begin() as s:
             yield s
 
     def revision(self) -> str | None:

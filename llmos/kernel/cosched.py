@@ -5,8 +5,11 @@ Jobs (fine-tuning runners) and requests share the same cores and memory budget. 
 (``Kernel.activity``) and steers the ``JobRunner``:
 
 * **Traffic.** Under ``cosched_priority = "traffic"`` any queued or running request, one-off engine
-  call or model load pauses every running job in place at its next pause point (a micro-batch
-  boundary: no checkpoint, the model stays in the runner's memory, resuming costs nothing); under
+  call or model load pauses every running job in place: with ``cosched_freeze`` (default) the OS
+  stops its runner outright within milliseconds, wherever it is (``kernel/freeze.py``: SIGSTOP between
+  two of its database sessions, SIGCONT to resume); without, at its next pause point (a step
+  boundary). Either way no checkpoint is written, the model stays in the runner's memory and resuming
+  costs nothing; under
   ``"balanced"`` only requests waiting for a batch slot, or a recent p95 time-to-first-token above
   ``ttft_target_ms``, do; under ``"job"`` traffic never pauses a job. Jobs resume once the load has
   been gone for ``cosched_resume_after_s`` (hysteresis: a gap between two requests of one
@@ -222,11 +225,12 @@ class CoScheduler:
         if hold == self._holding:
             return
         self._holding = hold
+        freeze = self.settings.cosched_freeze
         if hold:
-            ids = self.jobs.pause_all(TRAFFIC_REASON)
+            ids = self.jobs.freeze_all(TRAFFIC_REASON) if freeze else self.jobs.pause_all(TRAFFIC_REASON)
             self._counts["pauses"] += len(ids)
         else:
-            ids = self.jobs.resume_all(TRAFFIC_REASON)
+            ids = self.jobs.thaw_all(TRAFFIC_REASON) if freeze else self.jobs.resume_all(TRAFFIC_REASON)
             self._counts["resumes"] += len(ids)
         if ids:
             log.info("%s jobs %s for %s", "paused" if hold else "resumed", ", ".join(ids), TRAFFIC_REASON)

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from llmos.config import Settings, load_settings
-from llmos.db.engine import Database
+from llmos.db.engine import Database, set_session_guard
+from llmos.kernel.freeze import RunnerGuard
 from llmos.kernel.jobs_context import JobContext, JobStop
 from llmos.kernel.jobs_db import JobStore
 from llmos.kernel.jobs_kinds import load_entry
-from llmos.kernel.jobs_types import SHUTDOWN_REASON, Control, JobState
+from llmos.kernel.jobs_types import SHUTDOWN_REASON, Control, JobPaths, JobState
 
 
 @dataclass
@@ -55,7 +56,9 @@ class Launch:
 def run(launch: Launch) -> int:
     settings = load_settings(**launch.settings)
     sys.path.extend(p for p in launch.sys_path if p not in sys.path)
+    _lower_priority(settings.job_cpu_priority if settings.cosched else "normal")
     _bound_threads(settings.job_threads)
+    set_session_guard(RunnerGuard(JobPaths.of(settings.jobs_dir, launch.job_id).freeze_lock))
     # No migrations here: the daemon that launched us has brought the schema up to date.
     store = JobStore(Database(settings.database_url))
     info = store.get(launch.job_id)
@@ -82,6 +85,30 @@ def run(launch: Launch) -> int:
                          job={"error": text}, data={"error": text.strip().splitlines()[-1]}, attempt=ctx.attempt)
         return 1
     return 0
+
+
+def _lower_priority(priority: str) -> None:
+    """Put this runner below interactive work in the OS's CPU scheduler (``job_cpu_priority``, with
+    co-scheduling on; with it off, jobs and requests compete as equals).
+
+    Called before torch starts its thread pool: threads inherit the policy of the thread that creates
+    them. Under ``idle`` (Linux SCHED_IDLE) the runner gets a core only when no request thread wants
+    it, and a waking request thread preempts it at once, so the phases a pause cannot reach (loading,
+    encoding, evaluation, saving) and the step in flight when a pause is asked for do not slow traffic.
+    An OS without the policy falls back to nice 19.
+    """
+    if priority == "normal":
+        return
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError as exc:
+            print(f"SCHED_IDLE refused ({exc}); running at nice 19 instead", flush=True)
+    try:
+        os.nice(19 - os.nice(0))
+    except OSError as exc:
+        print(f"could not lower the CPU priority ({exc}); running at the daemon's", flush=True)
 
 
 def _bound_threads(threads: int) -> None:

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from llmos.errors import Conflict, InvalidInput
+from llmos.kernel.freeze import Freezer
 from llmos.kernel.jobproc import Launch
 from llmos.kernel.jobs_context import JobContext, JobStop
 from llmos.kernel.jobs_db import JobStore
@@ -85,6 +86,7 @@ class JobRunner:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.admission: Admission | None = None  # set by the daemon's co-scheduler
+        self.freezer = Freezer(self.store, self.settings.jobs_dir)
 
     # -- submitting and reading ------------------------------------------------------------------
     def submit(self, kind: str, spec: dict[str, Any] | None = None, tenant: str = "default") -> str:
@@ -156,6 +158,7 @@ class JobRunner:
         """Ask the runner to pause at its next pause point (in place, or checkpoint-and-exit with
         ``free_memory``). A queued job is held at once. Returns without waiting for the runner."""
         with self._lock:
+            self.freezer.thaw(job_id)  # a frozen runner must run to reach its pause point
             info = self.store.get(job_id, tenant)
             if info.state.final:
                 raise Conflict(f"job {job_id} has {info.state.api}; it cannot be paused")
@@ -173,8 +176,9 @@ class JobRunner:
             return self.store.get(job_id)
 
     def resume(self, job_id: str, tenant: str | None = None) -> JobInfo:
-        """Undo a pause: wake a runner paused in place, or requeue a job whose runner exited."""
+        """Undo a pause: wake a runner paused in place or frozen, or requeue a job whose runner exited."""
         with self._lock:
+            self.freezer.thaw(job_id)
             info = self.store.get(job_id, tenant)
             if info.state.final:
                 raise Conflict(f"job {job_id} has {info.state.api}; it cannot be resumed")
@@ -194,6 +198,7 @@ class JobRunner:
         """End a job as cancelled: at once when no runner lives, else at the runner's next pause point
         (a runner that does not get there within ``job_stop_timeout`` is killed)."""
         with self._lock:
+            self.freezer.thaw(job_id)
             info = self.store.get(job_id, tenant)
             if info.state.final:
                 raise Conflict(f"job {job_id} has already {info.state.api}")
@@ -225,6 +230,32 @@ class JobRunner:
             self._kick()
             return ids
 
+    def freeze_all(self, reason: str) -> builtins.list[str]:
+        """Stop every running runner outright (SIGSTOP, between two of its database sessions) and hold
+        the queue; returns the ids frozen now. Jobs with a control request pending are left to act on it."""
+        with self._lock:
+            self._holds.add(reason)
+            frozen = []
+            for info in self.store.list(states=[JobState.RUNNING]):
+                proc = self._procs.get(info.id)
+                if proc is None or info.requested != Control.NONE or info.id in self._drivers or proc.pid is None:
+                    continue
+                if self.freezer.freeze(info.id, proc.pid, reason):
+                    frozen.append(info.id)
+            return frozen
+
+    def thaw_all(self, reason: str) -> builtins.list[str]:
+        """Continue the runners ``freeze_all`` stopped and release the queue; returns their ids."""
+        with self._lock:
+            self._holds.discard(reason)
+            ids = [job_id for job_id in list(self.freezer.frozen) if self.freezer.thaw(job_id)]
+            self._kick()
+            return ids
+
+    def frozen(self) -> builtins.list[str]:
+        with self._lock:
+            return sorted(self.freezer.frozen)
+
     # -- life cycle ------------------------------------------------------------------------------
     def startup(self) -> None:
         """Recover what the last daemon left, then supervise (a thread polling runners and the queue)."""
@@ -243,6 +274,8 @@ class JobRunner:
             self._thread.join(timeout=10)
         with self._lock:
             self._active = False
+            for job_id in list(self.freezer.frozen):
+                self.freezer.thaw(job_id)
             for job_id in list(self._procs):
                 self._ask_to_leave(self.store.get(job_id))
         deadline = self._clock() + (self.settings.job_stop_timeout if timeout is None else timeout)
@@ -367,6 +400,7 @@ class JobRunner:
                 continue
             del self._procs[job_id]
             self._drivers.discard(job_id)
+            self.freezer.thaw(job_id, record=False)  # it is gone: only forget it
             self._cancel_deadlines.pop(job_id, None)
             self._released(job_id)
             self._on_exit(job_id, rc)
@@ -415,6 +449,7 @@ class JobRunner:
     def _adopt(self, info: JobInfo) -> None:
         assert info.pid is not None
         self._procs[info.id] = AdoptedProcess(info.pid, info.pid_started)
+        self.freezer.adopt(info)  # the previous daemon may have died with it frozen
         if is_driver_kind(info.kind):
             self._drivers.add(info.id)
         if info.reason == SHUTDOWN_REASON and info.requested == Control.PAUSE_FREE:

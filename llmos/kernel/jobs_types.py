@@ -178,6 +178,10 @@ class JobPaths:
         return self.root / "launch.json"
 
     @property
+    def freeze_lock(self) -> Path:
+        return self.root / "freeze.lock"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

@@ -55,3 +55,29 @@ def stubborn(ctx: JobContext, spec: dict[str, Any]) -> None:
 def steps_done(work_dir: Path) -> list[int]:
     path = work_dir / "steps.log"
     return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def cpu_policy(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
+    """The OS scheduling policy and nice value of every thread of this runner, torch's pool started."""
+    import os
+
+    import torch
+
+    torch.ones(256, 256) @ torch.ones(256, 256)  # intra-op threads exist from here on
+    tids = [int(t) for t in os.listdir("/proc/self/task")]
+    return {"policies": sorted({os.sched_getscheduler(t) for t in tids}), "nice": os.nice(0),
+            "threads": len(tids), "torch_threads": torch.get_num_threads()}
+
+
+def db_writer(ctx: JobContext, spec: dict[str, Any]) -> None:
+    """Write transactions that hold SQLite's write lock for ``hold`` seconds each, until cancelled."""
+    from llmos.db.tables import JobEvent
+
+    db, hold, i = ctx._store.db, float(spec.get("hold", 0.005)), 0  # noqa: SLF001 - the runner's own database
+    while True:
+        with db.session() as s:
+            s.add(JobEvent(job_id=ctx.job_id, kind="tick", data={"i": i}))
+            s.flush()  # the INSERT runs now: the write lock is held from here to the commit
+            time.sleep(hold)
+        i += 1
+        ctx.pause_point()

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from llmos.api.app import create_app
 from llmos.cli import app as cli
 from llmos.engines.base import FakeEngine
 from llmos.kernel.core import Activity, Kernel
+from llmos.kernel.freeze import is_stopped
 from llmos.kernel.cosched import MEMORY_REASON, TRAFFIC_REASON, CoScheduler
 from llmos.kernel.jobs import JobEventInfo, JobRunner, JobState, register_job_kind
 from llmos.kernel.request import Request, SamplingParams
@@ -109,25 +111,34 @@ def state_events(jobs: JobRunner, job_id: str) -> list[JobEventInfo]:
     return [e for e in jobs.events(job_id, limit=100_000) if e.kind in ("state", "control", "waiting")]
 
 
-def test_a_request_pauses_the_job_within_a_second_and_it_resumes_after(make_setup: Callable[..., Setup]) -> None:
-    s = make_setup()
+@pytest.mark.parametrize("freeze", [True, False], ids=["frozen", "pause-point"])
+def test_a_request_pauses_the_job_within_a_second_and_it_resumes_after(make_setup: Callable[..., Setup],
+                                                                     freeze: bool) -> None:
+    s = make_setup(cosched_freeze=freeze)
     job_id = s.jobs.submit("count", {"n": 100_000, "delay": 0.02})
     wait_until(lambda: s.jobs.get(job_id).progress.step >= 5, what="the job runs")
+    asked = datetime.now(timezone.utc)
     req = s.request(tokens=40)  # 41 engine steps of 20 ms: ~0.8 s of interactive load
     wait_until(lambda: s.jobs.get(job_id).state == JobState.PAUSED, what="the job paused")
+    pid = s.jobs.get(job_id).pid
+    assert pid is not None and is_stopped(pid) == freeze  # frozen: the OS stopped the runner outright
     paused_step = s.jobs.get(job_id).progress.step
     wait_until(lambda: req.status.finished, what="the request finished")
     assert s.jobs.get(job_id).state == JobState.PAUSED  # hysteresis: still held just after the request
+    assert len(steps_done(s.jobs.settings.jobs_dir / job_id / "work")) == paused_step  # no step while held
     wait_until(lambda: s.jobs.get(job_id).state == JobState.RUNNING, what="the job resumed")
+    assert not is_stopped(pid)
     wait_until(lambda: s.jobs.get(job_id).progress.step > paused_step + 3, what="the job advanced")
 
     events = state_events(s.jobs, job_id)
-    asked = next(e for e in events if e.kind == "control" and e.data["requested"] == "pause")
     paused = next(e for e in events if e.kind == "state" and e.data["state"] == "paused")
     resumed = next(e for e in events if e.kind == "state" and e.data.get("resumed"))
-    assert asked.data["reason"] == paused.data["reason"] == TRAFFIC_REASON
-    assert (paused.at - asked.at).total_seconds() < 1.0  # the next step boundary, not a checkpoint
-    assert paused.data["step"] == paused_step  # paused in place: no step ran while held
+    assert paused.data["reason"] == TRAFFIC_REASON and bool(paused.data.get("frozen")) == freeze
+    paused_at = paused.at if paused.at.tzinfo else paused.at.replace(tzinfo=timezone.utc)  # SQLite: naive UTC
+    assert (paused_at - asked).total_seconds() < 1.0  # within a step (pause point) or at once (frozen)
+    if not freeze:
+        control = next(e for e in events if e.kind == "control" and e.data["requested"] == "pause")
+        assert control.data["reason"] == TRAFFIC_REASON and paused.data["step"] == paused_step
     done = steps_done(s.jobs.settings.jobs_dir / job_id / "work")
     assert done == list(range(1, len(done) + 1))  # no step lost or repeated
     gap = (resumed.at - paused.at).total_seconds()
@@ -136,6 +147,20 @@ def test_a_request_pauses_the_job_within_a_second_and_it_resumes_after(make_setu
     assert stats.pauses == 1 and stats.resumes == 1 and stats.holding is False and stats.held_s > 0
     s.jobs.cancel(job_id)
     assert s.jobs.wait(job_id, timeout=10).state == JobState.CANCELLED
+
+
+def test_a_frozen_job_is_cancelled_or_paused_by_a_person_at_once(make_setup: Callable[..., Setup]) -> None:
+    s = make_setup(cosched_resume_after_s=30.0)  # the hold outlasts the test
+    first = s.jobs.submit("count", {"n": 100_000, "delay": 0.02})
+    wait_until(lambda: s.jobs.get(first).progress.step >= 3, what="the job runs")
+    s.request(tokens=5)
+    wait_until(lambda: s.jobs.frozen() == [first], what="the job frozen")
+    s.jobs.pause(first)  # thawed to reach its pause point, then paused the ordinary way
+    info = s.jobs.wait(first, states=[JobState.PAUSED], timeout=10)
+    wait_until(lambda: state_events(s.jobs, first)[-1].data.get("reason") == "user", what="a person's pause")
+    assert info.pid is not None and not is_stopped(info.pid) and s.jobs.frozen() == []
+    s.jobs.cancel(first)
+    assert s.jobs.wait(first, timeout=10).state == JobState.CANCELLED
 
 
 @pytest.mark.slow
@@ -237,6 +262,9 @@ class RecordingJobs:
     def resume_all(self, reason: str) -> list[str]:
         self.calls.append("resume")
         return ["job-1"]
+
+    freeze_all = pause_all  # the policy is the same whichever way the runner stops
+    thaw_all = resume_all
 
 
 def policy(**settings: object) -> tuple[CoScheduler, PolicyKernel, RecordingJobs, FakeClock]:

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from llmos.errors import Conflict, InvalidInput, NotFound
+from llmos.kernel.freeze import is_stopped
 from llmos.kernel.jobs import JobInfo, JobRunner, JobState, register_job_kind
 from llmos.kernel.jobs_procs import RunnerProcess, Spawn, spawn_runner
 from llmos.runtime import Runtime, open_runtime
@@ -26,6 +27,8 @@ MakeRunner = Callable[..., JobRunner]
 def kinds() -> None:
     register_job_kind("count", "tests.kernel.jobkinds:count", replace=True)
     register_job_kind("stubborn", "tests.kernel.jobkinds:stubborn", replace=True)
+    register_job_kind("cpu_policy", "tests.kernel.jobkinds:cpu_policy", replace=True)
+    register_job_kind("db_writer", "tests.kernel.jobkinds:db_writer", replace=True)
 
 
 @pytest.fixture
@@ -93,6 +96,48 @@ def test_progress_events_arrive_in_order_and_the_job_succeeds(jobs: JobRunner) -
     assert [e.id for e in jobs.events(job_id, since=events[-3].id)] == [e.id for e in events[-2:]]
     assert "counting from 0 to 12" in jobs.logs(job_id)
     wait_until(lambda: jobs.get(job_id).pid is None)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+@pytest.mark.parametrize(("priority", "policy", "nice"), [("idle", getattr(os, "SCHED_IDLE", 5), 0),
+                                                          ("low", os.SCHED_OTHER, 19), ("normal", os.SCHED_OTHER, None)])
+def test_runners_run_below_interactive_work_on_every_thread(make_runner: MakeRunner, priority: str,
+                                                            policy: int, nice: int | None) -> None:
+    jobs = make_runner(job_cpu_priority=priority, job_threads=2)
+    info = jobs.wait(jobs.submit("cpu_policy", {}), timeout=60)
+    assert info.state == JobState.SUCCEEDED, info.error
+    assert info.result["policies"] == [policy] and info.result["torch_threads"] == 2
+    assert info.result["threads"] > 1  # the check saw more than the main thread
+    if policy == os.SCHED_OTHER:  # "normal" keeps the daemon's nice value
+        assert info.result["nice"] == (os.nice(0) if nice is None else nice)
+
+
+def test_a_frozen_runner_never_holds_the_database(make_runner: MakeRunner) -> None:
+    """Freeze, 20 times, a runner that spends most of its time inside write transactions: each freeze
+    lands between two of them, so the daemon's writes go through while it is stopped (a runner stopped
+    holding the write lock would make them wait 30 s and fail)."""
+    jobs = make_runner()
+    job_id = jobs.submit("db_writer", {"hold": 0.005})
+    wait_until(lambda: len(jobs.events(job_id, kinds=["tick"], limit=20)) >= 20)
+    pid = jobs.get(job_id).pid
+    assert pid is not None
+    frozen = 0
+    for i in range(20):
+        if not jobs.freeze_all("test"):
+            continue  # it kept its lock longer than a freeze waits: the next try gets it
+        frozen += 1
+        assert is_stopped(pid) and jobs.get(job_id).state == JobState.PAUSED
+        started = time.monotonic()
+        jobs.store.add_event(job_id, "probe", {"i": i})
+        assert time.monotonic() - started < 5.0
+        ticks = len(jobs.events(job_id, kinds=["tick"], limit=100_000))
+        time.sleep(0.05)
+        assert len(jobs.events(job_id, kinds=["tick"], limit=100_000)) == ticks  # stopped: not one more
+        assert jobs.thaw_all("test") == [job_id] and not is_stopped(pid)
+        time.sleep(0.01)
+    assert frozen >= 18 and jobs.get(job_id).state == JobState.RUNNING
+    jobs.cancel(job_id)
+    assert jobs.wait(job_id, timeout=20).state == JobState.CANCELLED
 
 
 def test_progress_rows_are_throttled_but_the_last_is_kept(make_runner: MakeRunner) -> None:
