@@ -73,6 +73,7 @@ class Kernel:
         self.registry = registry
         self.codecs = CodecCache(registry)
         self.router: Callable[[str, str], str] | None = None  # (name, request id) -> name to resolve
+        self.on_work: Callable[[], None] | None = None  # told of each request / call (the co-scheduler's wake-up)
         self._factory = engine_factory or self._load_engine
         self.resources = ResourceManager(settings.memory_budget, loader=self._factory, estimate=self._estimate,
                                          keep_alive_s=settings.keep_alive)
@@ -151,6 +152,7 @@ class Kernel:
         except Exception:
             self._listeners.pop(req.id, None)
             raise
+        self._notify()
         return self._drain(req, queue)
 
     async def _drain(self, req: Request, queue: asyncio.Queue[Any]) -> AsyncIterator[StepOutput]:
@@ -179,7 +181,13 @@ class Kernel:
     async def call(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
         """Run one engine call (embed, classify, tag) on the model's worker thread."""
         self.resources.check_fits(r.base.ref)
-        return await asyncio.wrap_future(self.worker(r.base.ref).call(fn))
+        future = self.worker(r.base.ref).call(fn)
+        self._notify()
+        return await asyncio.wrap_future(future)
+
+    def _notify(self) -> None:
+        if self.on_work is not None:
+            self.on_work()
 
     # -- admin -------------------------------------------------------------------------------------
     def load(self, name: str, keep_alive_s: float | None = None) -> ModelState:

@@ -1,8 +1,9 @@
 """Co-scheduling: background jobs yield the machine to interactive requests, and still finish.
 
 Jobs (fine-tuning runners) and requests share the same cores and memory budget. The daemon runs one
-``CoScheduler``; every ``interval`` seconds it samples the kernel's interactive load
-(``Kernel.activity``) and steers the ``JobRunner``:
+``CoScheduler``; every ``interval`` seconds, and at once when the kernel is handed a request or an
+engine call (``Kernel.on_work``), it samples the kernel's interactive load (``Kernel.activity``) and
+steers the ``JobRunner``:
 
 * **Traffic.** Under ``cosched_priority = "traffic"`` any queued or running request, one-off engine
   call or model load pauses every running job in place: with ``cosched_freeze`` (default) the OS
@@ -131,8 +132,10 @@ class CoScheduler:
         self._memory_waits = 0
         self._held_s = 0.0
         self._stopping = threading.Event()
+        self._woken = threading.Event()
         self._thread: threading.Thread | None = None
         jobs.admission = self
+        kernel.on_work = self._woken.set  # a request need not wait for the next sample to stop jobs
 
     # -- admission (called by the JobRunner, under its lock) -------------------------------------------
     def admit(self, info: JobInfo) -> str | None:
@@ -162,11 +165,16 @@ class CoScheduler:
         (lifting them here would only start queued jobs to stop them again); a restart requeues jobs
         paused for load, since their reason is not a person's."""
         self._stopping.set()
+        self._woken.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        while not self._stopping.wait(self.interval):
+        while not self._stopping.is_set():
+            self._woken.wait(self.interval)
+            self._woken.clear()
+            if self._stopping.is_set():
+                return
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - one failed sample (a locked database) must not end co-scheduling
