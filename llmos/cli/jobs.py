@@ -134,7 +134,7 @@ def _print_history(events: list[dict[str, Any]]) -> None:
     for e in events[-HISTORY_SHOWN:]:
         d = e["data"]
         what = d.get("state") or (f"asked: {d.get('requested')}" if e["kind"] == "control" else e["kind"])
-        extra = ", ".join(f"{k} {v}" for k, v in d.items() if k in ("reason", "step", "exited", "resumed", "error"))
+        extra = ", ".join(f"{k} {v}" for k, v in d.items() if k in ("reason", "step", "exited", "resumed", "frozen", "error"))
         console.print(f"{'':>12}{(e['at'] or '')[11:23]}  {what}" + (f" ({extra})" if extra else ""), highlight=False)
 
 

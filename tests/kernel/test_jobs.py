@@ -276,6 +276,34 @@ def test_a_restarted_daemon_adopts_a_runner_that_outlived_it(make_runner: MakeRu
     wait_until(lambda: second.get(job_id).pid is None)  # the adopted runner's exit was noticed
 
 
+def test_a_daemon_that_dies_with_a_runner_frozen_leaves_it_to_the_next_one(make_runner: MakeRunner) -> None:
+    first = make_runner()
+    job_id = first.submit("count", {"n": 30, "delay": 0.03})
+    wait_until(at_step(first, job_id, 2))
+    assert first.freeze_all("interactive load") == [job_id]
+    pid = first.get(job_id).pid
+    assert pid is not None and is_stopped(pid)
+    crash(first)  # no thaw: the runner stays stopped until a daemon continues it
+    second = make_runner()
+    assert second.live() == [job_id] and not is_stopped(pid) and second.get(job_id).state == JobState.RUNNING
+    info = second.wait(job_id, timeout=30)
+    assert info.state == JobState.SUCCEEDED and info.attempts == 1
+    assert steps_done(work_dir(second, job_id)) == list(range(1, 31))
+
+
+def test_shutdown_thaws_frozen_runners_so_they_checkpoint_and_leave(make_runner: MakeRunner) -> None:
+    first = make_runner()
+    job_id = first.submit("count", {"n": 300, "delay": 0.03})
+    wait_until(at_step(first, job_id, 2))
+    assert first.freeze_all("interactive load") == [job_id]
+    first.shutdown()
+    info = first.get(job_id)
+    assert (info.state, info.reason, info.pid) == (JobState.PAUSED, "shutdown", None)
+    second = make_runner()
+    assert second.wait(job_id, timeout=60).state == JobState.SUCCEEDED
+    assert steps_done(work_dir(second, job_id)) == list(range(1, 301))
+
+
 def test_shutdown_pauses_with_a_checkpoint_and_the_next_daemon_resumes(make_runner: MakeRunner) -> None:
     first = make_runner(max_jobs=2)
     job_id = first.submit("count", {"n": 30, "delay": 0.03})
