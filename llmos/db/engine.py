@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -39,11 +39,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any exception."""
-        if _session_guard is None:
-            with self._sessions.begin() as s:
-                yield s
-            return
-        with _session_guard(), self._sessions.begin() as s:
+        with (_session_guard or nullcontext)(), self._sessions.begin() as s:
             yield s
 
     def revision(self) -> str | None:

@@ -67,18 +67,13 @@ class RunnerGuard:
 def freeze(pid: int, lock_path: Path) -> bool:
     """Stop ``pid`` between two of its database sessions. False when it could not be done now (a
     session lasted longer than ``LOCK_WAIT_S``, or the process is gone): try again later."""
-    try:
-        gate = os.open(_gate(lock_path), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return False
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        os.close(gate)
-        return False
-    try:
+    with contextlib.ExitStack() as held:  # closing the files drops the locks
+        try:
+            fds = [_open(held, p) for p in (_gate(lock_path), lock_path)]
+        except OSError:
+            return False
         deadline = time.monotonic() + LOCK_WAIT_S
-        if not (_lock(gate, deadline) and _lock(fd, deadline)):
+        if not all(_lock(fd, deadline) for fd in fds):
             return False
         try:
             os.kill(pid, signal.SIGSTOP)
@@ -86,9 +81,6 @@ def freeze(pid: int, lock_path: Path) -> bool:
             return False
         _wait_stopped(pid, STOP_WAIT_S)  # a thread woken inside flock stops before it reaches SQLite
         return True
-    finally:
-        os.close(fd)  # closing drops the locks
-        os.close(gate)
 
 
 def thaw(pid: int) -> None:
@@ -107,6 +99,12 @@ def is_stopped(pid: int) -> bool:
 
 def _gate(path: Path) -> Path:
     return path.with_name(path.name + ".gate")
+
+
+def _open(held: contextlib.ExitStack, path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    held.callback(os.close, fd)
+    return fd
 
 
 def _lock(fd: int, deadline: float) -> bool:
@@ -163,8 +161,8 @@ class Freezer:
         """A runner a previous daemon left: continue it, and put a job that daemon froze back to running."""
         assert info.pid is not None
         if info.state == JobState.PAUSED and info.requested == Control.NONE:
-            last = self.store.events(info.id, kinds=["state"], limit=100_000)
-            if last and last[-1].data.get("frozen"):
+            last = self.store.last_event(info.id, "state")
+            if last is not None and last.data.get("frozen"):
                 self.store.transition(info.id, JobState.RUNNING, sources=[JobState.PAUSED],
                                       control={"reason": None}, data={"resumed": True, "frozen": False})
         thaw(info.pid)

@@ -56,7 +56,15 @@ class JobStore:
             q = q.where(JobEvent.kind.in_(list(kinds)))
         q = q.order_by(JobEvent.id).limit(limit)
         with self.db.session() as s:
-            return [JobEventInfo(e.id, e.job_id, e.at, e.kind, dict(e.data or {})) for e in s.scalars(q)]
+            return [_event_info(e) for e in s.scalars(q)]
+
+    def last_event(self, job_id: str, kind: str) -> JobEventInfo | None:
+        """The newest event of one kind (one indexed read, however long the job's history)."""
+        q = (select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind)
+             .order_by(JobEvent.id.desc()).limit(1))
+        with self.db.session() as s:
+            e = s.scalars(q).first()
+            return _event_info(e) if e else None
 
     def control(self, job_id: str) -> tuple[Control, str | None, int]:
         """(pending request, its reason, current attempt): what a runner polls (a primary-key read)."""
@@ -146,3 +154,7 @@ def _info(job: Job, ctl: JobControl | None) -> JobInfo:
         finished_at=job.finished_at, error=job.error, result=ctl.result, result_model=job.result_model,
         requested=Control(ctl.requested or 0), reason=ctl.reason, checkpoint=ctl.checkpoint,
         pid=ctl.pid, pid_started=ctl.pid_started, attempts=ctl.attempts or 0)
+
+
+def _event_info(e: JobEvent) -> JobEventInfo:
+    return JobEventInfo(e.id, e.job_id, e.at, e.kind, dict(e.data or {}))

@@ -88,7 +88,7 @@ def run_plan(plan: TrainPlan, env: TrainEnv, reporter: "Reporter", work_dir: Pat
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     method.save(outcome.model, task, folder)
-    (folder / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub; the report says more
+    (folder / "README.md").unlink(missing_ok=True)  # PEFT's generic model card; the report says more
     kind = method.result_kind(task)
     _save_tokenizer(tokenizer, template, folder, kind, task.head)
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float))

@@ -165,3 +165,15 @@ def test_a_superseded_runner_stops_and_can_change_nothing(runtime: Runtime) -> N
         assert store.get("job-old").state == JobState.RUNNING
     finally:
         ctx.close()
+
+
+def test_last_event_is_the_newest_of_its_kind_past_any_page(runtime: Runtime) -> None:
+    store = JobStore(runtime.db)
+    store.create("job-long", "count", {}, "default")
+    assert store.last_event("job-long", "eval") is None
+    for i in range(1005):  # more than one default page of events
+        store.add_event("job-long", "eval", {"i": i})
+    store.add_event("job-long", "log", {"line": "after"})
+    last = store.last_event("job-long", "eval")
+    assert last is not None and last.data == {"i": 1004}
+    assert store.last_event("job-long", "state").data == {"state": "queued"}  # type: ignore[union-attr]
