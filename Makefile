@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 serve: install  ## install everything and start the daemon on 127.0.0.1 with the built-in models
 	HF_HUB_OFFLINE=1 $(BIN)/llmos serve
 
-test: install browser  ## install everything (incl. test tools) and run the whole test suite
+test: install browser  ## install everything (incl. test tools), check the layers, run the whole test suite
+	$(BIN)/lint-imports --no-cache
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 install: $(STAMP)

@@ -4,7 +4,7 @@ The task is a set of Banking77 intents the base model (minilm-l6) was never trai
 version is trained lightly on a few seed rows per intent. Users then send traffic (texts the model
 never saw); each wrong answer gets a correction, exactly what ``POST /v1/feedback`` stores. At each
 checkpoint (100, 200, 400 corrections) the loop's round is run as in the daemon: the round dataset
-(``llmos.loop.dataset.build_round``: seed data + deduplicated corrections), a fine-tune of the same
+(``llmos.feedback.rounds.build_round``: seed data + deduplicated corrections), a fine-tune of the same
 method and base (``train`` job code, in this process), and the new version serves the traffic that
 follows. Printed: accuracy on held-out rows (never trained on, never corrected) after 0, 100, 200,
 400 corrections.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.trainkit import DATASETS, MINILM, open_home  # noqa: E402
 from llmos.data import Datasets, ImportOptions  # noqa: E402
 from llmos.feedback.shapes import Example  # noqa: E402
-from llmos.loop.dataset import build_round  # noqa: E402
+from llmos.feedback.rounds import build_round  # noqa: E402
 from llmos.runtime import Runtime  # noqa: E402
 from llmos.train import TrainEnv, TrainSpec, plan_training  # noqa: E402
 from llmos.train.job import publish, run_plan  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.trainkit import DATASETS, MINILM, head_lines, import_splits, open_home, scratch  # noqa: E402
-from llmos.kernel.jobs import JobRunner, JobState  # noqa: E402
+from llmos.jobs import JobRunner, JobState  # noqa: E402
 from llmos.runtime import Runtime  # noqa: E402
 from llmos.train import TrainEnv, TrainSpec, plan_training  # noqa: E402
 from llmos.train.plan import TrainPlan  # noqa: E402

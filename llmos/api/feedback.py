@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmos.api.deps import Caller, get_caller
-from llmos.feedback.store import FeedbackIn, FeedbackOut
-from llmos.loop.loop import Loop
+from llmos.feedback.items import FeedbackIn, FeedbackOut
+from llmos.feedback.loop import Loop
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -17,7 +17,8 @@ from llmos.api.reqlog import LogEntry, record
 from llmos.api.schemas import SamplingIn, Usage
 from llmos.errors import InvalidInput, PayloadTooLarge, QuotaExceeded
 from llmos.kernel.core import Kernel, Resolved
-from llmos.kernel.request import Request, RequestStatus, SamplingParams
+from llmos.kernel.request import Request
+from llmos.engines.types import RequestStatus, SamplingParams
 from llmos.runtime import Runtime
 
 DEFAULT_MAX_TOKENS = 512

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
+from llmos.api.records import event_record, job_record
 from llmos.api.deps import Caller, get_caller
 from llmos.errors import InvalidInput
-from llmos.kernel.jobs import JobRunner, JobState
+from llmos.jobs import JobRunner, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -35,12 +36,12 @@ def list_jobs(jobs: JobsDep, caller: CallerDep,
         states = [JobState.from_api(state)] if state else None
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    return {"object": "list", "data": [j.to_api() for j in jobs.list(caller.tenant, states)]}
+    return {"object": "list", "data": [job_record(j) for j in jobs.list(caller.tenant, states)]}
 
 
 @router.get("/{job_id}")
 def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
-    return jobs.get(job_id, caller.tenant).to_api()
+    return job_record(jobs.get(job_id, caller.tenant))
 
 
 @router.get("/{job_id}/events")
@@ -50,7 +51,7 @@ def job_events(job_id: str, jobs: JobsDep, caller: CallerDep,
                kind: Annotated[list[str] | None, Query(description="only events of these kinds")] = None,
                ) -> dict[str, Any]:
     events = jobs.events(job_id, caller.tenant, since=since, limit=limit, kinds=kind)
-    return {"object": "list", "data": [e.to_api() for e in events]}
+    return {"object": "list", "data": [event_record(e) for e in events]}
 
 
 @router.get("/{job_id}/logs")
@@ -62,14 +63,14 @@ def job_logs(job_id: str, jobs: JobsDep, caller: CallerDep,
 @router.post("/{job_id}/pause")
 def pause_job(job_id: str, jobs: JobsDep, caller: CallerDep, body: PauseIn | None = None) -> dict[str, Any]:
     free = body.free_memory if body else False
-    return jobs.pause(job_id, caller.tenant, free_memory=free).to_api()
+    return job_record(jobs.pause(job_id, caller.tenant, free_memory=free))
 
 
 @router.post("/{job_id}/resume")
 def resume_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
-    return jobs.resume(job_id, caller.tenant).to_api()
+    return job_record(jobs.resume(job_id, caller.tenant))
 
 
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
-    return jobs.cancel(job_id, caller.tenant).to_api()
+    return job_record(jobs.cancel(job_id, caller.tenant))

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.api.records import job_record
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.jobs import JobsDep
 from llmos.runtime import Runtime
@@ -46,16 +47,16 @@ def spec_of(body: FineTuneIn, tenant: str) -> TrainSpec:
 def create_job(body: FineTuneIn, jobs: JobsDep, runtime: RuntimeDep, caller: CallerDep) -> dict[str, Any]:
     plan = plan_training(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller.tenant))
     job_id = jobs.submit(JOB_KIND, plan.spec.model_dump(mode="json"), tenant=caller.tenant)
-    return {**jobs.get(job_id, caller.tenant).to_api(), "plan": plan.summary()}
+    return {**job_record(jobs.get(job_id, caller.tenant)), "plan": plan.summary()}
 
 
 @router.get("/jobs")
 def list_jobs(jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
-    found = [j.to_api() for j in jobs.list(caller.tenant) if j.kind == JOB_KIND]
+    found = [job_record(j) for j in jobs.list(caller.tenant) if j.kind == JOB_KIND]
     return {"object": "list", "data": found}
 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
-    return jobs.get(job_id, caller.tenant).to_api()
+    return job_record(jobs.get(job_id, caller.tenant))
 

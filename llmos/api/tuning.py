@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.api.records import job_record
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.jobs import JobsDep
 from llmos.runtime import Runtime
@@ -51,17 +52,17 @@ def spec_of(body: TuneIn, tenant: str) -> TuneSpec:
 def create_job(body: TuneIn, jobs: JobsDep, runtime: RuntimeDep, caller: CallerDep) -> dict[str, Any]:
     plan = plan_tuning(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller.tenant))
     job_id = jobs.submit(JOB_KIND, plan.spec.model_dump(mode="json"), tenant=caller.tenant)
-    return {**jobs.get(job_id, caller.tenant).to_api(), "plan": plan.summary()}
+    return {**job_record(jobs.get(job_id, caller.tenant)), "plan": plan.summary()}
 
 
 @router.get("/jobs")
 def list_jobs(jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
-    return {"object": "list", "data": [j.to_api() for j in jobs.list(caller.tenant) if j.kind == JOB_KIND]}
+    return {"object": "list", "data": [job_record(j) for j in jobs.list(caller.tenant) if j.kind == JOB_KIND]}
 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
-    return jobs.get(job_id, caller.tenant).to_api()
+    return job_record(jobs.get(job_id, caller.tenant))
 
 
 @router.get("/jobs/{job_id}/trials")
@@ -70,4 +71,4 @@ def list_trials(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]
     jobs.get(job_id, caller.tenant)
     found = [j for j in jobs.list(caller.tenant) if (j.spec.get("trial") or {}).get("of") == job_id]
     found.sort(key=lambda j: j.spec["trial"]["number"])
-    return {"object": "list", "data": [j.to_api() for j in found]}
+    return {"object": "list", "data": [job_record(j) for j in found]}

@@ -14,7 +14,7 @@ from llmos.cli import feedback as feedback_cli
 from llmos.cli import keys as keys_cli
 from llmos.cli import alerts as alerts_cli
 from llmos.cli import train as train_cli
-from llmos.cli import tasks as tasks_cli
+from llmos.cli import prompt_tasks as tasks_cli
 from llmos.cli import tune as tune_cli
 from llmos.cli.common import err
 from llmos.errors import LlmosError

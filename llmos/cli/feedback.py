@@ -15,7 +15,7 @@ from rich.table import Table
 
 from llmos.cli.common import console, print_json, runtime
 from llmos.feedback.shapes import Example, to_rows
-from llmos.loop.loop import Loop
+from llmos.feedback.loop import Loop
 
 feedback_app = typer.Typer(help="Ratings and corrections users gave to responses.", no_args_is_help=True)
 loop_app = typer.Typer(help="The self-improvement loop of served task models.", no_args_is_help=True)
@@ -24,7 +24,7 @@ Tenant = Annotated[str, typer.Option(help="tenant whose data to use")]
 
 
 def _loop() -> Loop:
-    from llmos.kernel.jobs import JobRunner
+    from llmos.jobs import JobRunner
 
     rt = runtime()
     return Loop(rt, JobRunner(rt))

@@ -12,7 +12,7 @@ from llmos.engines.base import ChatMessage, Engine
 from llmos.engines.loader import load_engine
 from llmos.errors import WrongTask
 from llmos.kernel.local import stream
-from llmos.kernel.request import SamplingParams
+from llmos.engines.types import SamplingParams
 
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="most tokens to generate")]
 Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]

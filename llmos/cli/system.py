@@ -24,7 +24,7 @@ def serve(
     """Start the daemon: HTTP API on HOST:PORT with the store's models."""
     import uvicorn
 
-    from llmos.api.app import create_app
+    from llmos.daemon import create_app
 
     rt = runtime()
     h, p = host or rt.settings.host, port or rt.settings.port

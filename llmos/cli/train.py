@@ -82,11 +82,11 @@ def eval_(
     """Evaluate a stored model on a dataset split and print its report (runs here, no daemon needed)."""
     from llmos.data import Datasets
     from llmos.train.config import Hyperparameters
-    from llmos.train.loading import evaluate_stored
+    from llmos.prompt_tasks.evaluate import evaluate_stored_task
 
     rt = runtime()
     hp = Hyperparameters(max_eval_rows=max_rows)
-    report = evaluate_stored(rt.store.registry, Datasets.of(rt), model, dataset, split, hp)
+    report = evaluate_stored_task(rt.store.registry, Datasets.of(rt), model, dataset, split, hp)
     if as_json:
         print_json(report)
         return

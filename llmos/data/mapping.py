@@ -15,21 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from llmos.data.columns import ALIASES
 from llmos.data.readers import Format, RawTable
 from llmos.data.rows import ClassifyRow, Row, SftRow, TagRow, Task, parse_task
 from llmos.errors import ImportFailed, InvalidInput
 
-ALIASES: dict[str, tuple[str, ...]] = {
-    "text": ("text", "sentence", "content", "review", "document", "utterance", "message", "body", "tweet",
-             "comment", "sms"),
-    "label": ("label", "category", "intent", "class", "target", "sentiment", "labels"),
-    "instruction": ("instruction", "prompt", "question", "query"),
-    "input": ("input", "context"),
-    "output": ("output", "response", "completion", "answer", "answers"),
-    "messages": ("messages", "conversations", "conversation", "chat"),
-    "tokens": ("tokens", "words"),
-    "tags": ("tags", "ner_tags", "ner", "pos_tags", "labels"),
-}
 FIELDS: dict[Task, tuple[str, ...]] = {Task.classify: ("text", "label"), Task.tag: ("tokens", "tags"),
                                        Task.sft: ("instruction", "input", "output", "messages")}
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
@@ -46,11 +36,6 @@ class Mapped:
     rows: list[Row]
     labels: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def known_column(name: str) -> bool:
-    low = name.strip().lower()
-    return any(low in names for names in ALIASES.values())
 
 
 def map_table(table: RawTable, name: str, task: Task | str | None = None,

@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from llmos.data.columns import known_column
 from llmos.errors import ImportFailed, InvalidInput
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB: longer than any sane row, short enough to fail fast on junk
@@ -196,8 +197,6 @@ def _record(fields: list[str], columns: list[str], name: str, line: int) -> dict
 def looks_like_header(first: list[str], following: list[list[str]]) -> bool:
     """A first row is a header when its cells read as names: short, not numbers, not sentences, and
     not repeated among the values below (a label column's first value reappears; a name does not)."""
-    from llmos.data.mapping import known_column
-
     if any(known_column(c) for c in first):
         return True
     for i, cell in enumerate(first):

@@ -1,7 +1,7 @@
 """The engine contract: one loaded model (plus its adapters) on one device.
 
 The scheduler decides what runs; an engine only executes what it is told. Every argument and result
-is a dataclass of built-in types (see ``llmos.kernel.request``), so an engine may live in another
+is a dataclass of built-in types (see ``llmos.engines.types``), so an engine may live in another
 process or on another machine behind the same interface.
 """
 
@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from llmos.errors import WrongTask
-from llmos.kernel.request import RequestStatus, SequenceSpec, StepOutput
+from llmos.engines.types import RequestStatus, SequenceSpec, StepOutput
 
 
 @dataclass

@@ -31,7 +31,7 @@ from llmos.engines.sampling import (
     pick_tokens,
 )
 from llmos.errors import Conflict, EngineFailed, InvalidInput, LlmosError, Unavailable, WrongTask
-from llmos.kernel.request import RequestStatus, SequenceSpec, StepOutput
+from llmos.engines.types import RequestStatus, SequenceSpec, StepOutput
 
 
 class HFEngine(Engine):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmos.engines.base import Engine
 from llmos.errors import InvalidInput
-from llmos.store.manifest import ModelInfo
+from llmos.store.manifest import ModelInfo, is_prompt_task, parent_ref
 from llmos.store.registry import Registry
 
 EngineFactory = Callable[..., Engine]
@@ -39,8 +39,6 @@ def shares_base(info: ModelInfo) -> bool:
 
 def runs_on(registry: Registry, info: ModelInfo) -> ModelInfo:
     """The stored model whose weights answer for ``info``: a prompt task's base; otherwise ``info``."""
-    from llmos.prompt_tasks.store import is_prompt_task, parent_ref
-
     return registry.get(parent_ref(info)) if is_prompt_task(info) else info
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llmos.errors import InvalidInput
-from llmos.kernel.request import RequestStatus, SamplingParams, SequenceSpec, StepOutput
+from llmos.engines.types import RequestStatus, SamplingParams, SequenceSpec, StepOutput
 
 # Prompt tokens kept in front of the output when detokenising, so tokenizers whose decoding depends
 # on the previous token (SentencePiece's leading-space marker) render the first output token right.

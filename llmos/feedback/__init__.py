@@ -1,7 +1,12 @@
-"""Feedback on responses: ratings and corrections stored with the request they name (tenant-scoped),
-and the corrected examples they make for the self-improvement loop (``llmos.loop``)."""
+"""The self-improvement loop, whole: feedback on responses (ratings and corrections stored with the
+request they name, tenant-scoped), the rounds they make, the gate, the canary and promotion or
+rollback (see docs/loop.md for how it decides)."""
 
+from llmos.feedback.items import FeedbackIn, FeedbackOut, FeedbackStore
 from llmos.feedback.shapes import Example, expected_shape, normalise, to_rows
-from llmos.feedback.store import FeedbackIn, FeedbackOut, FeedbackStore
+from llmos.feedback.canary import CanaryRouter
+from llmos.feedback.loop import Loop
+from llmos.feedback.policy import LoopSettings, Policies
 
-__all__ = ["Example", "FeedbackIn", "FeedbackOut", "FeedbackStore", "expected_shape", "normalise", "to_rows"]
+__all__ = ["CanaryRouter", "Example", "FeedbackIn", "FeedbackOut", "FeedbackStore", "Loop", "LoopSettings",
+           "Policies", "expected_shape", "normalise", "to_rows"]

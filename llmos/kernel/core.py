@@ -19,7 +19,8 @@ from llmos.engines.base import Engine
 from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
-from llmos.kernel.request import Request, StepOutput
+from llmos.kernel.request import Request
+from llmos.engines.types import StepOutput
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
@@ -91,7 +92,7 @@ class Kernel:
         With a ``tenant``, other tenants' private models are treated as absent (404, never named).
 
         With a ``key`` (the request id) and a ``router`` set, the router may send the request to another
-        version of the name first: the feedback loop's canary split (``llmos.loop.canary``).
+        version of the name first: the feedback loop's canary split (``llmos.feedback.canary``).
         """
         if key is not None and self.router is not None:
             name = self.router(name, key)

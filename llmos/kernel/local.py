@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from llmos.engines.base import Engine
-from llmos.kernel.request import SamplingParams, SequenceSpec, StepOutput, new_request_id
+from llmos.kernel.request import new_request_id
+from llmos.engines.types import SamplingParams, SequenceSpec, StepOutput
 
 
 def stream(engine: Engine, prompt_ids: list[int], params: SamplingParams,

@@ -1,7 +1,7 @@
-"""The kernel's process descriptor for one inference request, and what engines return per step.
+"""The kernel's process descriptor for one inference request.
 
-Everything here is a plain dataclass of built-in types so that it can cross a process or machine
-boundary (pickle, JSON) unchanged: the scheduler reaches an engine only through these types.
+A Request carries what the scheduler needs (tenant, priority, timings); an engine sees only the
+``SequenceSpec`` made from it (``llmos.engines.types``).
 """
 
 from __future__ import annotations
@@ -9,47 +9,8 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import IntEnum
 
-
-class RequestStatus(IntEnum):
-    """Life cycle of a request inside the kernel."""
-
-    WAITING = 0  # queued, not yet admitted to a batch
-    RUNNING = 1  # admitted: prefilled, decoding
-    FINISHED_STOPPED = 2  # end-of-sequence token or a stop string
-    FINISHED_LENGTH = 3  # max_tokens reached
-    FINISHED_ABORTED = 4  # cancelled (client went away) or shut down
-    FINISHED_ERROR = 5  # the engine failed for this request
-
-    @property
-    def finished(self) -> bool:
-        return self >= RequestStatus.FINISHED_STOPPED
-
-
-FINISH_REASONS: dict[RequestStatus, str] = {
-    RequestStatus.FINISHED_STOPPED: "stop",
-    RequestStatus.FINISHED_LENGTH: "length",
-    RequestStatus.FINISHED_ABORTED: "abort",
-    RequestStatus.FINISHED_ERROR: "error",
-}
-"""The OpenAI-style ``finish_reason`` for each finished status."""
-
-
-@dataclass
-class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` means greedy decoding."""
-
-    max_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no top-k cut
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
+from llmos.engines.types import FINISH_REASONS, RequestStatus, SamplingParams, SequenceSpec
 
 
 def new_request_id() -> str:
@@ -79,33 +40,7 @@ class Request:
     def finish_reason(self) -> str | None:
         return FINISH_REASONS.get(self.status)
 
-
-@dataclass
-class SequenceSpec:
-    """What an engine needs to start a sequence: the serialisable part of a Request."""
-
-    id: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    adapter: str | None = None
-
-    @classmethod
-    def of(cls, req: Request) -> "SequenceSpec":
-        return cls(id=req.id, prompt_ids=list(req.prompt_ids), params=req.params, adapter=req.adapter)
-
-
-@dataclass
-class StepOutput:
-    """One new token for one sequence, produced by an engine's prefill or decode step.
-
-    ``text`` is the text this token adds (may be empty while a multi-byte character is incomplete).
-    ``finished`` is set by the engine when it stops the sequence itself (EOS, a stop string, max_tokens,
-    the context limit, or an error); ``status`` then says which.
-    """
-
-    id: str
-    token_id: int
-    text: str = ""
-    finished: bool = False
-    status: RequestStatus = RequestStatus.RUNNING
-    error: str | None = None
+    def spec(self) -> SequenceSpec:
+        """The serialisable part an engine needs to start this sequence."""
+        return SequenceSpec(id=self.id, prompt_ids=list(self.prompt_ids), params=self.params,
+                            adapter=self.adapter)

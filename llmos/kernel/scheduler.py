@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from llmos.errors import Conflict, QueueFull
 from llmos.kernel.queue import QueuePolicy, make_policy
-from llmos.kernel.request import Request, RequestStatus, SequenceSpec, StepOutput
+from llmos.kernel.request import Request
+from llmos.engines.types import RequestStatus, SequenceSpec, StepOutput
 
 Clock = Callable[[], float]
 
@@ -45,7 +46,7 @@ class Batch:
     decode: list[Request] = field(default_factory=list)
 
     def prefill_specs(self) -> list[SequenceSpec]:
-        return [SequenceSpec.of(r) for r in self.prefill]
+        return [r.spec() for r in self.prefill]
 
     def decode_ids(self) -> list[str]:
         return [r.id for r in self.decode]

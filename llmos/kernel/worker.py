@@ -17,7 +17,8 @@ from typing import Any
 
 from llmos.engines.base import Engine
 from llmos.errors import QueueFull
-from llmos.kernel.request import Request, SequenceSpec, StepOutput
+from llmos.kernel.request import Request
+from llmos.engines.types import SequenceSpec, StepOutput
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler
 
@@ -156,7 +157,7 @@ class ModelWorker:
     def _step(self, engine: Engine, prefill: list[Request], decode: list[Request]) -> None:
         outputs: list[StepOutput] = []
         prefill = self._with_adapters(engine, prefill)
-        for reqs, run in ((prefill, lambda: engine.prefill([SequenceSpec.of(r) for r in prefill])),
+        for reqs, run in ((prefill, lambda: engine.prefill([r.spec() for r in prefill])),
                           (decode, lambda: engine.decode([r.id for r in decode]))):
             if not reqs:
                 continue

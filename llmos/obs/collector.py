@@ -18,9 +18,9 @@ from sqlalchemy import case, func, select
 from llmos.db.engine import Database
 from llmos.db.tables import Feedback, Job, RequestLog, utcnow
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobRunner
-from llmos.kernel.jobs_types import API_STATES, JobState
-from llmos.obs import canary
+from llmos.jobs import JobRunner
+from llmos.jobs.types import API_STATES, JobState
+from llmos.feedback import canary_signals as canary
 
 log = logging.getLogger("llmos.obs")
 LIVE_JOB_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)

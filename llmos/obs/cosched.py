@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from llmos.kernel.cosched import CoScheduler
+from llmos.jobs.cosched import CoScheduler
 
 
 class CoschedCollector(Collector):

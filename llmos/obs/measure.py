@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from llmos.db.engine import Database
 from llmos.kernel.core import Kernel
-from llmos.obs import canary
+from llmos.feedback import canary_signals as canary
 from llmos.obs.collector import failed_jobs_since
 from llmos.obs.metrics import HttpEvent, InferenceEvent, Metrics
 from llmos.obs.rules import CountRule, ErrorRateRule, LatencyRule, MemoryRule, Rule

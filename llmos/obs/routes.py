@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobRunner
+from llmos.jobs import JobRunner
 from llmos.obs.alerts import AlertManager
 from llmos.obs.collector import StateCollector
 from llmos.obs.measure import Sources

@@ -17,7 +17,10 @@ from llmos.engines.base import Span
 from llmos.kernel.core import Kernel
 from llmos.prompt_tasks import serve
 from llmos.prompt_tasks.store import spec_of
-from llmos.store.manifest import ModelInfo
+from llmos.data.registry import Datasets
+from llmos.store.manifest import ModelInfo, is_prompt_task
+from llmos.train.config import Hyperparameters
+from llmos.train.loading import eval_inputs, evaluate_stored
 from llmos.store.registry import Registry
 
 _CHUNK = 64  # texts per call: bounded memory, and progress the kernel can interleave with others
@@ -74,3 +77,12 @@ def _fix_starts(tags: list[str]) -> list[str]:
             tag = "B-" + tag[2:]
         fixed.append(tag)
     return fixed
+
+
+def evaluate_stored_task(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
+                         split: str | None = None, hyperparameters: Hyperparameters | None = None) -> dict[str, Any]:
+    """``llmos eval`` on any stored model: a prompt task through its serving path, others as trained."""
+    if not is_prompt_task(registry.get(model_ref)):
+        return evaluate_stored(registry, datasets, model_ref, dataset_ref, split, hyperparameters)
+    inputs = eval_inputs(registry, datasets, model_ref, dataset_ref, split, hyperparameters)
+    return inputs.finish(evaluate_prompt_task(registry, inputs.info, inputs.rows))

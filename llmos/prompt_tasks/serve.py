@@ -14,7 +14,8 @@ from llmos.engines.base import Span
 from llmos.errors import EngineFailed, InvalidInput
 from llmos.kernel.codec import PromptCodec
 from llmos.kernel.core import Kernel, Resolved
-from llmos.kernel.request import Request, RequestStatus, SamplingParams
+from llmos.kernel.request import Request
+from llmos.engines.types import RequestStatus, SamplingParams
 from llmos.prompt_tasks import extract
 from llmos.prompt_tasks.classify import (
     CONTENT_FREE, LikelihoodPrompts, label_documents, likelihood_probs, similarity_probs,

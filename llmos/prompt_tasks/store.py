@@ -13,27 +13,16 @@ from typing import Any
 
 from llmos.errors import Conflict, InvalidInput
 from llmos.prompt_tasks.spec import PromptTaskSpec, build_spec, method_for
-from llmos.store.manifest import ManifestData, ModelInfo
+from llmos.store.manifest import PROMPT_TASK_KIND as KIND
+from llmos.store.manifest import ManifestData, ModelInfo, is_prompt_task, parent_ref
 from llmos.store.names import parse_ref
 from llmos.store.registry import Registry
 
-KIND = "prompt_task"
 SERVED_BY = {"classify": "classify", "extract": "tag"}  # spec kind -> route task
-
-
-def is_prompt_task(info: ModelInfo) -> bool:
-    return info.manifest.kind == KIND
 
 
 def spec_of(info: ModelInfo) -> PromptTaskSpec:
     return PromptTaskSpec.model_validate(info.manifest.lineage["prompt_task"])
-
-
-def parent_ref(info: ModelInfo) -> str:
-    """The stored model a prompt task runs on (``name:tag``, without the pinned digest)."""
-    if not info.manifest.parent:
-        raise InvalidInput(f"prompt task {info.ref} has no base model recorded")
-    return info.manifest.parent.split("@", 1)[0]
 
 
 def create_prompt_task(registry: Registry, name: str, base: str, *, kind: str, labels: list[str],

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from llmos.errors import InvalidInput
+
 
 class FileEntry(BaseModel):
     path: str  # relative path inside the model folder, e.g. "config.json" or "1_Pooling/config.json"
@@ -56,3 +58,18 @@ class ModelInfo(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.tag}"
+
+
+PROMPT_TASK_KIND = "prompt_task"
+"""Manifest kind of a task defined by a prompt over a stored base (no files of its own)."""
+
+
+def is_prompt_task(info: ModelInfo) -> bool:
+    return info.manifest.kind == PROMPT_TASK_KIND
+
+
+def parent_ref(info: ModelInfo) -> str:
+    """The stored model a prompt task runs on (``name:tag``, without the pinned digest)."""
+    if not info.manifest.parent:
+        raise InvalidInput(f"prompt task {info.ref} has no base model recorded")
+    return info.manifest.parent.split("@", 1)[0]

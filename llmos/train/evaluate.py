@@ -25,10 +25,10 @@ import torch
 
 from llmos.data.rows import ClassifyRow, Row, SftRow, TagRow
 
-_SAMPLES = 5  # generated answers kept in an sft report, for a person to read
+REPORT_SAMPLES = 5  # generated answers kept in an sft report, for a person to read
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -37,7 +37,7 @@ def _inputs(enc: Any, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def _device(model: Any) -> torch.device:
+def modelmodel_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -46,9 +46,9 @@ def _device(model: Any) -> torch.device:
 def predict_classes(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int) -> list[int]:
     model.eval()
     out: list[int] = []
-    for chunk in _batches(texts, batch_size):
+    for chunk in batches(texts, batch_size):
         enc = tokenizer(list(chunk), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        out.extend(model(**_inputs(enc, _device(model))).logits.argmax(dim=-1).tolist())
+        out.extend(model(**_inputs(enc, model_device(model))).logits.argmax(dim=-1).tolist())
     return out
 
 
@@ -87,10 +87,10 @@ def predict_tags(model: Any, tokenizer: Any, sentences: Sequence[list[str]], lab
     """One tag per word: the prediction at the word's first sub-token ("O" for words cut by truncation)."""
     model.eval()
     out: list[list[str]] = []
-    for chunk in _batches(sentences, batch_size):
+    for chunk in batches(sentences, batch_size):
         enc = tokenizer([list(s) for s in chunk], is_split_into_words=True, truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
-        ids = model(**_inputs(enc, _device(model))).logits.argmax(dim=-1).tolist()
+        ids = model(**_inputs(enc, model_device(model))).logits.argmax(dim=-1).tolist()
         for row, words in enumerate(chunk):
             tags = ["O"] * len(words)
             seen: set[int] = set()
@@ -126,48 +126,6 @@ def score_tags(gold: list[list[str]], guess: list[list[str]], labels: list[str])
             "unseen_tags": dict(unseen)}
 
 
-# -- sft ------------------------------------------------------------------------------------------
-def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: str | None, cfg: Any) -> dict[str, Any]:
-    from llmos.train.sft import prompt_text, target_text
-
-    chats = [r for r in rows if isinstance(r, SftRow)]
-    loss = answer_loss(model, tokenizer, chats, chat_template, cfg.max_length, cfg.batch_size)
-    sample = chats[: cfg.report_rows]
-    prompts = [prompt_text(tokenizer, chat_template, r) for r in sample]
-    answers = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
-    refs = [target_text(r) for r in sample]
-    em = sum(_norm(a) == _norm(r) for a, r in zip(answers, refs)) / max(1, len(refs))
-    f1 = sum(token_f1(a, r) for a, r in zip(answers, refs)) / max(1, len(refs))
-    samples = [{"prompt": r.to_messages()[-2].content if len(r.to_messages()) > 1 else "", "reference": ref,
-                "generated": a} for r, ref, a in list(zip(sample, refs, answers))[:_SAMPLES]]
-    return {"task": "sft", "rows": len(chats), "generated_rows": len(sample),
-            "metrics": {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "exact_match": em, "token_f1": f1},
-            "samples": samples}
-
-
-@torch.inference_mode()
-def answer_loss(model: Any, tokenizer: Any, rows: Sequence[SftRow], chat_template: str | None, max_length: int,
-                batch_size: int) -> float:
-    """Mean cross-entropy per answer token, prompts excluded (as trained)."""
-    from llmos.train.sft import encode_pair, render
-    from llmos.train.tasks import get_task
-
-    model.eval()
-    items = [encode_pair(tokenizer, *render(tokenizer, chat_template, r), max_length) for r in rows]
-    items = [i for i in items if i is not None]
-    collate = get_task("sft").collator(tokenizer)
-    total, count = 0.0, 0
-    for chunk in _batches(items, batch_size):
-        batch = {k: v.to(_device(model)) for k, v in collate(list(chunk)).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        labels = batch["labels"][:, 1:]
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
-                                                   reduction="sum")
-        total += float(losses)
-        count += int((labels != -100).sum())
-    return total / max(1, count)
-
-
 @torch.inference_mode()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy answers, left-padded batches."""
@@ -176,9 +134,9 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: list[str] = []
     try:
-        for chunk in _batches(prompts, batch_size):
+        for chunk in batches(prompts, batch_size):
             enc = tokenizer(list(chunk), add_special_tokens=False, padding=True, return_tensors="pt")
-            enc = {k: v.to(_device(model)) for k, v in enc.items()}
+            enc = {k: v.to(model_device(model)) for k, v in enc.items()}
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
             out.extend(tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     finally:
@@ -186,7 +144,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
     return [o.strip() for o in out]
 
 
-def _norm(text: str) -> str:
+def normalise_answer(text: str) -> str:
     return " ".join(text.lower().split())
 
 

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from llmos.data.registry import Datasets
 from llmos.errors import LlmosError
-from llmos.kernel.jobs_types import JobPaths
+from llmos.jobs.types import JobPaths
 from llmos.train.config import Hyperparameters, TrainSpec, TrialLink
 from llmos.train.job import REPORT_FILE, RunResult, job_result, publish, published_by
 from llmos.train.plan import TrainEnv, TrainPlan, plan_training
@@ -33,7 +33,7 @@ from llmos.train.trials import TrialEnd, TrialJobs
 if TYPE_CHECKING:
     import optuna
 
-    from llmos.kernel.jobs_context import JobContext
+    from llmos.jobs.context import JobContext
     from llmos.store.manifest import ModelInfo
 
 STUDY_FILE = "study.json"
@@ -91,7 +91,7 @@ def plan_tuning(env: TrainEnv, spec: TuneSpec) -> TunePlan:
 
 
 def tune_job(ctx: "JobContext", spec: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of the ``tune`` job kind (see ``llmos.kernel.jobs_kinds``)."""
+    """Entry point of the ``tune`` job kind (see ``llmos.jobs.kinds``)."""
     parsed = TuneSpec.parse(spec)
     store = ctx.store
     env = TrainEnv(store.registry, Datasets(store.registry.db, store.blobs, ctx.settings.locks_dir, parsed.tenant))

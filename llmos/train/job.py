@@ -23,7 +23,7 @@ from llmos.train.config import TrainSpec
 from llmos.train.plan import TrainEnv, TrainPlan, plan_training
 
 if TYPE_CHECKING:
-    from llmos.kernel.jobs_context import JobContext
+    from llmos.jobs.context import JobContext
     from llmos.store.importer import Importer
     from llmos.train.runner import Reporter, TrainOutcome
 
@@ -41,7 +41,7 @@ class RunResult:
 
 
 def train_job(ctx: "JobContext", spec: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of the ``train`` job kind (see ``llmos.kernel.jobs_kinds``)."""
+    """Entry point of the ``train`` job kind (see ``llmos.jobs.kinds``)."""
     _quiet_transformers()
     parsed = TrainSpec.parse(spec)
     store = ctx.store

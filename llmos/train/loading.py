@@ -12,11 +12,10 @@ from typing import Any
 from llmos.data.registry import Datasets
 from llmos.data.rows import Row, Task
 from llmos.errors import InvalidInput, WrongTask
-from llmos.prompt_tasks import is_prompt_task
-from llmos.store.manifest import ModelInfo
+from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
 from llmos.train.config import Hyperparameters, resolve
-from llmos.train.tasks import get_task, head_kwargs, quiet_load
+from llmos.train.task_kinds import get_task, head_kwargs, quiet_load
 
 # A stored model's serving task -> the dataset task it is evaluated on
 SERVED_TO_TASK = {"classify": Task.classify, "tag": Task.tag, "generate": Task.sft}
@@ -71,9 +70,24 @@ def _head_model(task: Task, folder: Any, labels: list[str], tokenizer: Any) -> A
     return quiet_load(cls, folder, **kwargs)
 
 
-def evaluate_stored(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
-                    split: str | None = None, hyperparameters: Hyperparameters | None = None) -> dict[str, Any]:
-    """The evaluation report of a stored model on a dataset split (default: test, else validation, else all)."""
+@dataclass
+class EvalInputs:
+    """What ``llmos eval MODEL DATASET`` scores: the model, the rows of the chosen split, the settings."""
+
+    info: ModelInfo
+    dataset_ref: str
+    split: str
+    rows: list[Row]
+    config: Any  # TrainConfig
+
+    def finish(self, report: dict[str, Any]) -> dict[str, Any]:
+        report.update(model=self.info.ref, dataset=self.dataset_ref, split=self.split)
+        return report
+
+
+def eval_inputs(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
+                split: str | None = None, hyperparameters: Hyperparameters | None = None) -> EvalInputs:
+    """Check the model against the dataset and pick the split (default: test, else validation, else all)."""
     info = registry.get(model_ref)
     dataset = datasets.get(dataset_ref)
     task = model_task(info)
@@ -85,17 +99,20 @@ def evaluate_stored(registry: Registry, datasets: Datasets, model_ref: str, data
     if not rows:
         raise InvalidInput(f"dataset {dataset.ref} has no rows{f' in split {split!r}' if split else ''}")
     cfg = resolve(hyperparameters or Hyperparameters(), task, "full", info.manifest.context_length)
-    if is_prompt_task(info):  # no weights of its own: score what its serving path answers
-        from llmos.prompt_tasks.evaluate import evaluate_prompt_task
+    return EvalInputs(info, dataset.ref, split or "all", _sample(rows, cfg.max_eval_rows), cfg)
 
-        report = evaluate_prompt_task(registry, info, _sample(rows, cfg.max_eval_rows))
-        report.update(model=info.ref, dataset=dataset.ref, split=split or "all")
-        return report
-    loaded = load_trained(registry, info.ref)
-    report = get_task(task).report(loaded.model, loaded.tokenizer, _sample(rows, cfg.max_eval_rows), loaded.labels,
-                                   cfg, loaded.chat_template)
-    report.update(model=info.ref, dataset=dataset.ref, split=split or "all")
-    return report
+
+def evaluate_stored(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
+                    split: str | None = None, hyperparameters: Hyperparameters | None = None) -> dict[str, Any]:
+    """The evaluation report of a stored model with weights of its own (a prompt task is scored through
+    its serving path: ``llmos.prompt_tasks.evaluate.evaluate_stored_task``)."""
+    inputs = eval_inputs(registry, datasets, model_ref, dataset_ref, split, hyperparameters)
+    if is_prompt_task(inputs.info):
+        raise WrongTask(f"{inputs.info.ref} is a prompt task: it is evaluated through its serving path")
+    loaded = load_trained(registry, inputs.info.ref)
+    report = get_task(loaded.task).report(loaded.model, loaded.tokenizer, inputs.rows, loaded.labels, inputs.config,
+                                          loaded.chat_template)
+    return inputs.finish(report)
 
 
 def _sample(rows: list[Row], limit: int | None) -> list[Row]:

@@ -28,7 +28,7 @@ from llmos.errors import InvalidInput
 if TYPE_CHECKING:
     from llmos.store.manifest import ModelInfo
     from llmos.train.config import TrainConfig
-    from llmos.train.tasks import TrainTask
+    from llmos.train.task_kinds import TrainTask
 
 HEAD_MODULES = ("classifier", "score", "lm_head", "pooler")  # never LoRA targets: trained whole or left alone
 

@@ -28,7 +28,7 @@ from llmos.store.names import parse_ref
 from llmos.store.registry import Registry
 from llmos.train.config import TrainConfig, TrainSpec, resolve, stretch_epochs
 from llmos.train.methods import DEFAULT_METHOD, Method, get_method
-from llmos.train.tasks import TrainTask, get_task
+from llmos.train.task_kinds import TrainTask, get_task
 
 if TYPE_CHECKING:
     from llmos.runtime import Runtime

@@ -8,13 +8,14 @@ template's end-of-turn marker, so the model learns to stop). Only target tokens 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos.data.rows import Row, SftRow, Task
 from llmos.errors import InvalidInput, WrongTask
-from llmos.train.tasks import IGNORE, TrainTask, quiet_load, register_task
+from llmos.train.task_kinds import IGNORE, TrainTask, quiet_load, register_task
 
 if TYPE_CHECKING:
     from llmos.store.manifest import ModelInfo
@@ -64,8 +65,6 @@ class SftTask(TrainTask):
 
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
                chat_template: str | None) -> dict[str, Any]:
-        from llmos.train.evaluate import sft_report
-
         return sft_report(model, tokenizer, rows, chat_template, cfg)
 
 
@@ -112,3 +111,54 @@ def encode_pair(tokenizer: Any, prompt: str, answer: str, max_length: int) -> di
 
 
 register_task(SftTask())
+
+
+# -- the sft report ------------------------------------------------------------------------------------------
+def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: str | None, cfg: Any) -> dict[str, Any]:
+    """Teacher-forced answer loss, then greedy answers scored by exact match and token F1."""
+    from llmos.train.evaluate import REPORT_SAMPLES, generate, normalise_answer, token_f1
+
+    chats = [r for r in rows if isinstance(r, SftRow)]
+    loss = answer_loss(model, tokenizer, chats, chat_template, cfg.max_length, cfg.batch_size)
+    sample = chats[: cfg.report_rows]
+    prompts = [prompt_text(tokenizer, chat_template, r) for r in sample]
+    answers = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
+    refs = [target_text(r) for r in sample]
+    em = sum(normalise_answer(a) == normalise_answer(r) for a, r in zip(answers, refs)) / max(1, len(refs))
+    f1 = sum(token_f1(a, r) for a, r in zip(answers, refs)) / max(1, len(refs))
+    samples = [{"prompt": r.to_messages()[-2].content if len(r.to_messages()) > 1 else "", "reference": ref,
+                "generated": a} for r, ref, a in list(zip(sample, refs, answers))[:REPORT_SAMPLES]]
+    return {"task": "sft", "rows": len(chats), "generated_rows": len(sample),
+            "metrics": {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "exact_match": em, "token_f1": f1},
+            "samples": samples}
+
+
+def answer_loss(model: Any, tokenizer: Any, rows: Sequence[SftRow], chat_template: str | None, max_length: int,
+                batch_size: int) -> float:
+    """Mean cross-entropy per answer token, prompts excluded (as trained)."""
+    import torch
+
+    with torch.inference_mode():
+        return _answer_loss(model, tokenizer, rows, chat_template, max_length, batch_size)
+
+
+def _answer_loss(model: Any, tokenizer: Any, rows: Sequence[SftRow], chat_template: str | None, max_length: int,
+                 batch_size: int) -> float:
+    import torch
+
+    from llmos.train.evaluate import batches, model_device
+
+    model.eval()
+    items = [encode_pair(tokenizer, *render(tokenizer, chat_template, r), max_length) for r in rows]
+    items = [i for i in items if i is not None]
+    collate = SftTask().collator(tokenizer)
+    total, count = 0.0, 0
+    for chunk in batches(items, batch_size):
+        batch = {k: v.to(model_device(model)) for k, v in collate(list(chunk)).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        labels = batch["labels"][:, 1:]
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
+                                                   reduction="sum")
+        total += float(losses)
+        count += int((labels != -100).sum())
+    return total / max(1, count)

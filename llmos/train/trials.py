@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmos.kernel.jobs_context import JobStop
-from llmos.kernel.jobs_types import Control, JobInfo, JobPaths, JobState
+from llmos.jobs.context import JobStop
+from llmos.jobs.submit import queue_job
+from llmos.jobs.types import Control, JobInfo, JobPaths, JobState
 
 if TYPE_CHECKING:
-    from llmos.kernel.jobs_context import JobContext
-    from llmos.kernel.jobs_db import JobStore
+    from llmos.jobs.context import JobContext
+    from llmos.jobs.store import JobStore
 
 TRIAL_KIND = "train"
 PRUNED = "pruned by its tuning job"
@@ -50,9 +50,7 @@ class TrialJobs:
 
     def submit(self, spec: dict[str, Any]) -> str:
         """Queue a trial's ``train`` job (the daemon's supervisor starts it, as any queued job)."""
-        job_id = "job-" + uuid.uuid4().hex[:20]
-        self.jobs.create(job_id, TRIAL_KIND, spec, spec.get("tenant", "default"))
-        return job_id
+        return queue_job(self.jobs, TRIAL_KIND, spec, spec.get("tenant", "default"))
 
     def follow(self, job_id: str, trial: Any | None) -> TrialEnd:
         """Wait for the trial's job to end; with ``trial`` (an Optuna trial) report and prune on the way.

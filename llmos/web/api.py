@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from llmos.api.records import job_record
 from llmos.errors import NotFound
 from llmos.web import views
 from llmos.web.forward import forward, stream
@@ -44,7 +45,7 @@ def stats(request: Request) -> dict[str, Any]:
 @router.get("/jobs")
 def jobs(request: Request) -> dict[str, Any]:
     user = require_user(request, "read")
-    return {"data": [j.to_api() for j in request.app.state.jobs.list(user.tenant)]}
+    return {"data": [job_record(j) for j in request.app.state.jobs.list(user.tenant)]}
 
 
 @router.get("/jobs/{job_id}")

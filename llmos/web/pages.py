@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from llmos.api.records import job_record
 from llmos.auth import audit
 from llmos.data.registry import Datasets
 from llmos.errors import LlmosError, NotFound
@@ -127,7 +128,7 @@ def jobs(request: Request) -> Response:
     user = _page(request, "read")
     if isinstance(user, Response):
         return user
-    rows = [j.to_api() for j in request.app.state.jobs.list(user.tenant)]
+    rows = [job_record(j) for j in request.app.state.jobs.list(user.tenant)]
     return render(request, "jobs.html", user, page="jobs", rows=rows)
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from llmos.api.records import event_record, job_record
 from llmos.db.tables import RequestLog
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobRunner
+from llmos.jobs import JobRunner
 from llmos.runtime import Runtime
 from llmos.store.manifest import ModelInfo
 
@@ -124,8 +125,8 @@ def job_payload(jobs: JobRunner, job_id: str, tenant: str, log_bytes: int = 16_3
             loss.append([step, metrics["loss"]])
         elif e.kind == "eval" and "loss" in data:  # the training loop's validation event
             evals.append([step, data["loss"]])
-    recent = [e.to_api() for e in events if e.kind != "progress"][-50:]
-    return {"job": info.to_api(), "loss": loss, "eval_loss": evals, "events": recent,
+    recent = [event_record(e) for e in events if e.kind != "progress"][-50:]
+    return {"job": job_record(info), "loss": loss, "eval_loss": evals, "events": recent,
             "log": jobs.logs(job_id, tenant, max_bytes=log_bytes)}
 
 

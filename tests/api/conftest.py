@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.engines.base import Engine, FakeEngine
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.db.tables import RequestLog
 from llmos.engines.base import FakeEngine
 from llmos.runtime import Runtime

@@ -11,7 +11,7 @@ import torch
 from openai import OpenAI
 from transformers import AutoModelForCausalLM
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 from llmos.store.importer import ImportOptions

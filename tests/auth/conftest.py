@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth import create_key
 from llmos.runtime import Runtime
 from tests.api.conftest import fake_kernel_factory  # noqa: F401 - the fake-engine kernels

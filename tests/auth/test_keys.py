@@ -8,7 +8,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth import authenticate, create_key, list_audit, list_keys, revoke
 from llmos.auth.bootstrap import announce_bootstrap
 from llmos.cli import app as cli

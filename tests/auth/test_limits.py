@@ -9,7 +9,7 @@ import time
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth.limits import Limiter
 from llmos.db.tables import AuditEvent, RequestLog
 from llmos.runtime import Runtime

@@ -6,7 +6,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 from tests.api.server import serving

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from llmos.kernel.jobs import register_job_kind
+from llmos.jobs import register_job_kind
 from llmos.runtime import Runtime
 from tests.auth.conftest import CHAT, SMOL, Key, MakeKey
 
@@ -44,7 +44,7 @@ def test_datasets_are_invisible_across_tenants(secure_client: TestClient, two: t
 
 def test_jobs_are_invisible_across_tenants(secure_client: TestClient, two: tuple[Key, Key]) -> None:
     a, b = two
-    register_job_kind("count", "tests.kernel.jobkinds:count", replace=True)
+    register_job_kind("count", "tests.jobs.jobkinds:count", replace=True)
     jobs = secure_client.app.state.jobs  # type: ignore[attr-defined]
     job_id = jobs.submit("count", {"n": 3}, tenant=a.tenant)  # no lifespan: it stays queued
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth import create_key
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime, open_runtime

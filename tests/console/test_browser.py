@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth import create_key
 from llmos.data import Datasets, ImportOptions
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobRunner
+from llmos.jobs import JobRunner
 from llmos.runtime import Runtime, open_runtime
 from llmos.store.importer import ImportOptions as ModelImport
 from tests.api.server import serving

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.api.deps import Caller, get_caller
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmos.engines.base import Engine
-from llmos.kernel.request import RequestStatus, SamplingParams, SequenceSpec, StepOutput
+from llmos.engines.types import RequestStatus, SamplingParams, SequenceSpec, StepOutput
 
 
 @dataclass

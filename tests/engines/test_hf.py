@@ -8,7 +8,7 @@ import torch
 from llmos.engines.base import ChatMessage
 from llmos.engines.hf import HFEngine
 from llmos.errors import InvalidInput, Unavailable, WrongTask
-from llmos.kernel.request import RequestStatus
+from llmos.engines.types import RequestStatus
 
 from .helpers import Result, record, run, run_alone, spec, tokens
 

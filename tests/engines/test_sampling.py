@@ -8,7 +8,7 @@ import torch
 from llmos.engines.sampling import StopMatcher, check_params, sample_row
 from llmos.engines.spans import WordTag, merge_spans, split_tag
 from llmos.errors import InvalidInput
-from llmos.kernel.request import SamplingParams
+from llmos.engines.types import SamplingParams
 
 
 def feed(matcher: StopMatcher, pieces: list[str]) -> tuple[str, bool]:

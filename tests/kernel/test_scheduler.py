@@ -6,7 +6,8 @@ import pytest
 
 from llmos.engines.base import FakeEngine
 from llmos.errors import Conflict, QueueFull
-from llmos.kernel.request import Request, RequestStatus, SamplingParams, StepOutput
+from llmos.kernel.request import Request
+from llmos.engines.types import RequestStatus, SamplingParams, StepOutput
 from llmos.kernel.scheduler import DEFAULT_RETRY_AFTER, Batch, RateMeter, Scheduler
 
 from .conftest import FakeClock

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.engines.base import Engine
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime

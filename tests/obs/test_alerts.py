@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from llmos.cli import app as cli_app
 from llmos.engines.base import FakeEngine
 from llmos.errors import ConfigError
-from llmos.obs.canary import record_canary_outcome
+from llmos.feedback.canary_signals import record_canary_outcome
 from llmos.obs.measure import quantile
 from llmos.obs.metrics import HttpEvent, Rolling
 from llmos.obs.rules import default_rules_text, parse_duration, parse_rules

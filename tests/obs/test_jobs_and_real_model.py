@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.engines.base import FakeEngine
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobRunner, JobState, register_job_kind
+from llmos.jobs import JobRunner, JobState, register_job_kind
 from llmos.runtime import Runtime, open_runtime
 from tests.conftest import make_settings
 from tests.obs.conftest import scrape, value, write_rules
@@ -23,7 +23,7 @@ FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeo
 @pytest.fixture
 def job_app(tmp_path: Path) -> Iterator[TestClient]:
     """A daemon over a fresh home whose jobs run in real runner processes (two at once)."""
-    register_job_kind("count", "tests.kernel.jobkinds:count", replace=True)
+    register_job_kind("count", "tests.jobs.jobkinds:count", replace=True)
     rules = write_rules(tmp_path / "alerts.yaml", "rules:\n  - {name: job-failed, kind: job_failed, window: 10m}\n")
     rt = open_runtime(make_settings(tmp_path / "home", max_jobs=2, alerts_file=rules, alert_interval=3600, **FAST),
                       builtins=False)

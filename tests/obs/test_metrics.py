@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 
 from llmos.db.tables import Feedback, RequestLog
 from llmos.engines.base import FakeEngine
-from llmos.obs.canary import CanaryShare, record_canary_outcome, register_canary_source
+from llmos.feedback.canary_signals import CanaryShare, record_canary_outcome, register_canary_source
 from llmos.obs.metrics import Metrics, MetricsMiddleware
 from llmos.runtime import Runtime
 from tests.obs.conftest import scrape, value

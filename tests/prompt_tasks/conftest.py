@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime, open_runtime
 from llmos.store.importer import ImportOptions

@@ -13,8 +13,8 @@ import pytest
 
 from llmos.data import Datasets, ImportOptions
 from llmos.errors import ExitCode
-from llmos.loop.gate import scores
-from llmos.train.loading import evaluate_stored
+from llmos.feedback.gate import scores
+from llmos.prompt_tasks.evaluate import evaluate_stored_task as evaluate_stored
 from tests.prompt_tasks.conftest import MINILM, SMOL, Daemon, conll_sentences, sst2_dev
 
 SENTIMENT = "{text}\nIs the sentiment of this review positive or negative?"

@@ -109,7 +109,7 @@ def kill_runners(root: Path) -> None:
     for pid in pids:
         try:
             proc = psutil.Process(pid)
-            if "llmos.kernel.jobproc" in " ".join(proc.cmdline()):
+            if "llmos.jobs.process" in " ".join(proc.cmdline()):
                 proc.kill()
         except psutil.Error:
             pass

@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("args", nargs=argparse.REMAINDER)
     ns = ap.parse_args()
     from llmos.cli import main as llmos_main
-    from llmos.kernel.jobs_kinds import register_job_kind
+    from llmos.jobs.kinds import register_job_kind
 
     for kind in ns.kind:
         name, _, entry = kind.partition("=")

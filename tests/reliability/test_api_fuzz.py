@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth.keys import create_key
 from llmos.auth.scopes import SCOPES
 from llmos.engines.base import FakeEngine

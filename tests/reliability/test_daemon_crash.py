@@ -18,8 +18,8 @@ import pytest
 
 from llmos.data import Datasets, ImportOptions
 from llmos.db.tables import Feedback, LoopPolicy, RequestLog
-from llmos.loop.canary import CACHE_S, to_candidate
-from llmos.loop.policy import Policies
+from llmos.feedback.canary import CACHE_S, to_candidate
+from llmos.feedback.policy import Policies
 from tests.reliability.conftest import Daemon, kill_runners, llmos, open_home
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.engines.base import FakeEngine
 from llmos.kernel.core import Kernel
 from llmos.runtime import open_runtime

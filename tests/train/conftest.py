@@ -14,11 +14,11 @@ import httpx
 import psutil
 import pytest
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.data import Datasets, ImportOptions
 from llmos.data.info import DatasetInfo
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobInfo, JobRunner, JobState
+from llmos.jobs import JobInfo, JobRunner, JobState
 from llmos.runtime import Runtime, open_runtime
 from llmos.store.importer import ImportOptions as ModelImport
 from tests.api.server import serving

@@ -11,7 +11,7 @@ import pytest
 from llmos.data.rows import ClassifyRow, Task
 from llmos.train.config import Hyperparameters, resolve
 from llmos.train.runner import NullReporter, TrainInputs, build_trainer, train
-from llmos.train.tasks import get_task
+from llmos.train.task_kinds import get_task
 from tests.train.conftest import MINILM, Home
 
 

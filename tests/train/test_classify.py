@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from llmos.errors import InvalidInput
-from llmos.kernel.jobs import JobState
-from llmos.kernel.jobs_procs import process_alive
+from llmos.jobs import JobState
+from llmos.jobs.procs import process_alive
 from llmos.train import TrainEnv, TrainSpec, plan_training
 from llmos.train.export import export_model
 from llmos.train.loading import evaluate_stored

@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from llmos.data import ImportOptions
-from llmos.train.tasks import IGNORE, align_word_labels
+from llmos.train.task_kinds import IGNORE, align_word_labels
 from tests.train.conftest import MINILM, Daemon, Home, finished, report_of, slice_conll
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from llmos.cli import app as cli
 from llmos.cli.tune import _space
 from llmos.data.rows import Task
 from llmos.errors import ExitCode, InvalidInput
-from llmos.kernel.jobs_types import JobPaths, JobState
+from llmos.jobs.types import JobPaths, JobState
 from llmos.train.config import Hyperparameters
 from llmos.train.space import default_space, parse_dimension, resolve_space
 from tests.train.conftest import MINILM, Daemon, Home, finished, import_sst2

@@ -3,7 +3,7 @@
 Revision ID: 0003
 Revises: 0002
 
-The kernel's job runner writes here (llmos.kernel.jobs_db.JobControl): the pending control request
+The kernel's job runner writes here (llmos.jobs.store.JobControl): the pending control request
 the runner process polls, the runner's pid plus its start time (so a reused pid is never mistaken for
 the runner), the last checkpoint a restart resumes from, and the job's result.
 """

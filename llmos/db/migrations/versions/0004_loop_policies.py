@@ -3,7 +3,7 @@
 Revision ID: 0004
 Revises: 0003
 
-One row per served model name with a loop (llmos.loop.policy). The canary column persists the live
+One row per served model name with a loop (llmos.feedback.policy). The canary column persists the live
 traffic split so a restarted daemon resumes it unchanged.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Job kinds for the job tests; they run inside real runner processes (``llmos.kernel.jobproc``)."""
+"""Job kinds for the job tests; they run inside real runner processes (``llmos.jobs.process``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmos.kernel.jobs_context import JobContext
+from llmos.jobs.context import JobContext
 
 
 def count(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:

@@ -21,20 +21,20 @@ from typing import Any
 from llmos.auth.audit import audit, list_audit
 from llmos.data.registry import Datasets
 from llmos.errors import Conflict, LlmosError, NotFound
-from llmos.feedback.store import FeedbackStore
-from llmos.kernel.jobs import JobRunner, JobState
-from llmos.loop.canary import CanaryRouter, arm_stats, judge
-from llmos.obs.canary import record_canary_outcome
-from llmos.loop.dataset import build_round
-from llmos.loop.gate import run_gate
-from llmos.loop.policy import Policies, PolicyState
+from llmos.feedback.items import FeedbackStore
+from llmos.jobs import JobRunner, JobState
+from llmos.feedback.canary import CanaryRouter, arm_stats, judge
+from llmos.feedback.canary_signals import record_canary_outcome
+from llmos.feedback.rounds import build_round
+from llmos.feedback.gate import run_gate
+from llmos.feedback.policy import Policies, PolicyState
 from llmos.runtime import Runtime
 from llmos.store.manifest import ModelInfo
 from llmos.train.config import Hyperparameters, TrainSpec
 from llmos.train.job import next_version
 from llmos.train.plan import TrainEnv, plan_training
 
-log = logging.getLogger("llmos.loop")
+log = logging.getLogger("llmos.feedback")
 ACTOR = "loop"
 
 

@@ -38,7 +38,7 @@ Spawn = Callable[[list[str], Path], RunnerProcess]
 
 
 def runner_argv(launch_file: Path) -> list[str]:
-    return [sys.executable, "-m", "llmos.kernel.jobproc", str(launch_file)]
+    return [sys.executable, "-m", "llmos.jobs.process", str(launch_file)]
 
 
 def spawn_runner(argv: list[str], log_path: Path) -> RunnerProcess:

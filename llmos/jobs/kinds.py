@@ -80,8 +80,3 @@ def load_entry(entry: str) -> JobEntry:
         raise TypeError(f"job entry {entry!r} is not callable")
     return fn
 
-
-# Built-in kinds register here, one explicit call each, when their subsystem exists (the daemon must
-# know a kind to launch it), e.g.: register_job_kind("finetune", "llmos.train.runner:finetune_job")
-register_job_kind("train", "llmos.train.job:train_job")  # fine-tuning (llmos.train)
-register_job_kind("tune", "llmos.train.hpo:tune_job", driver=True)  # hyperparameter search (llmos.train)

@@ -12,7 +12,7 @@ import pytest
 from llmos.db.tables import RequestLog
 from llmos.errors import NotFound
 from llmos.feedback import FeedbackIn
-from tests.loop.conftest import LoopHome, Slices
+from tests.feedback.conftest import LoopHome, Slices
 from tests.train.conftest import MINILM, Daemon, finished
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # real training: minutes on a busy CPU
@@ -113,7 +113,7 @@ def test_poisoned_corrections_are_rejected_then_a_rollback_restores_v1(daemon: D
 
 
 def slices_intents() -> list[str]:
-    from tests.loop.conftest import INTENTS
+    from tests.feedback.conftest import INTENTS
     return list(INTENTS)
 
 

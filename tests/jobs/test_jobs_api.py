@@ -10,12 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.api.deps import Caller
 from llmos.cli import app as cli
 from llmos.errors import NotFound
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobRunner, JobState, register_job_kind
+from llmos.jobs import JobRunner, JobState, register_job_kind
 from llmos.runtime import open_runtime
 from tests.api.server import serving
 from tests.conftest import make_settings
@@ -27,7 +27,7 @@ FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeo
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[FastAPI]:
     """The daemon's app; an ``X-Tenant`` header picks the caller's tenant (standing in for auth)."""
-    register_job_kind("count", "tests.kernel.jobkinds:count", replace=True)
+    register_job_kind("count", "tests.jobs.jobkinds:count", replace=True)
     rt = open_runtime(make_settings(tmp_path / "home", **FAST), builtins=False)
     app = create_app(rt, Kernel(rt.settings, rt.store.registry), JobRunner(rt))
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from llmos.errors import Conflict, InvalidInput
-from llmos.kernel.jobs_context import ControlWatcher, EtaEstimator, JobContext, JobStop
-from llmos.kernel.jobs_db import JobStore
-from llmos.kernel.jobs_kinds import job_kind_entry, load_entry, register_job_kind, unregister_job_kind
-from llmos.kernel.jobs_procs import UNKNOWN_EXIT, describe_exit, tail_text
-from llmos.kernel.jobs_types import API_STATES, TRANSITIONS, Control, JobState, sources_of
+from llmos.jobs.context import ControlWatcher, EtaEstimator, JobContext, JobStop
+from llmos.jobs.store import JobStore
+from llmos.jobs.kinds import job_kind_entry, load_entry, register_job_kind, unregister_job_kind
+from llmos.jobs.procs import UNKNOWN_EXIT, describe_exit, tail_text
+from llmos.jobs.types import API_STATES, TRANSITIONS, Control, JobState, sources_of
 from llmos.runtime import Runtime
 from tests.kernel.conftest import FakeClock
 
@@ -49,11 +49,11 @@ def test_eta_comes_from_step_timing_and_ignores_paused_time(clock: FakeClock) ->
 
 
 def test_kind_registry_validates_and_refuses_silent_replacement() -> None:
-    register_job_kind("unit-kind", "tests.kernel.jobkinds:count")
-    register_job_kind("unit-kind", "tests.kernel.jobkinds:count")  # the same again is fine
+    register_job_kind("unit-kind", "tests.jobs.jobkinds:count")
+    register_job_kind("unit-kind", "tests.jobs.jobkinds:count")  # the same again is fine
     with pytest.raises(Conflict):
-        register_job_kind("unit-kind", "tests.kernel.jobkinds:stubborn")
-    register_job_kind("unit-kind", "tests.kernel.jobkinds:stubborn", replace=True)
+        register_job_kind("unit-kind", "tests.jobs.jobkinds:stubborn")
+    register_job_kind("unit-kind", "tests.jobs.jobkinds:stubborn", replace=True)
     assert job_kind_entry("unit-kind").endswith(":stubborn")
     assert callable(load_entry(job_kind_entry("unit-kind")))
     unregister_job_kind("unit-kind")

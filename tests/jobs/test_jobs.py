@@ -12,12 +12,12 @@ import psutil
 import pytest
 
 from llmos.errors import Conflict, InvalidInput, NotFound
-from llmos.kernel.freeze import is_stopped
-from llmos.kernel.jobs import JobInfo, JobRunner, JobState, register_job_kind
-from llmos.kernel.jobs_procs import RunnerProcess, Spawn, spawn_runner
+from llmos.jobs.freeze import is_stopped
+from llmos.jobs import JobInfo, JobRunner, JobState, register_job_kind
+from llmos.jobs.procs import RunnerProcess, Spawn, spawn_runner
 from llmos.runtime import Runtime, open_runtime
 from tests.conftest import make_settings
-from tests.kernel.jobkinds import steps_done
+from tests.jobs.jobkinds import steps_done
 
 FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": 5.0}
 MakeRunner = Callable[..., JobRunner]
@@ -25,10 +25,10 @@ MakeRunner = Callable[..., JobRunner]
 
 @pytest.fixture(autouse=True)
 def kinds() -> None:
-    register_job_kind("count", "tests.kernel.jobkinds:count", replace=True)
-    register_job_kind("stubborn", "tests.kernel.jobkinds:stubborn", replace=True)
-    register_job_kind("cpu_policy", "tests.kernel.jobkinds:cpu_policy", replace=True)
-    register_job_kind("db_writer", "tests.kernel.jobkinds:db_writer", replace=True)
+    register_job_kind("count", "tests.jobs.jobkinds:count", replace=True)
+    register_job_kind("stubborn", "tests.jobs.jobkinds:stubborn", replace=True)
+    register_job_kind("cpu_policy", "tests.jobs.jobkinds:cpu_policy", replace=True)
+    register_job_kind("db_writer", "tests.jobs.jobkinds:db_writer", replace=True)
 
 
 @pytest.fixture

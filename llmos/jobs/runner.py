@@ -1,6 +1,6 @@
 """Background jobs as OS processes the kernel owns: submit, run, pause, resume, cancel, recover.
 
-Each job attempt runs in its own runner process (``llmos.kernel.jobproc``, see ``jobs_context`` for
+Each job attempt runs in its own runner process (``llmos.jobs.process``, see ``llmos.jobs.context`` for
 what a job kind's function gets). The daemon and a runner talk only through the database:
 
 * daemon -> runner: a control request in ``job_control.requested`` (pause / pause freeing memory /
@@ -21,34 +21,30 @@ Hooks for the kernel's co-scheduling: ``pause_all(reason)`` / ``resume_all(reaso
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from llmos.errors import Conflict, InvalidInput
-from llmos.kernel.freeze import Freezer
-from llmos.kernel.jobproc import Launch
-from llmos.kernel.jobs_context import JobContext, JobStop
-from llmos.kernel.jobs_db import JobStore
-from llmos.kernel.jobs_kinds import is_driver_kind, job_kind_entry, job_kinds, register_job_kind
-from llmos.kernel.jobs_procs import (
+from llmos.jobs.freeze import Freezer
+from llmos.jobs.process import Launch
+from llmos.jobs.context import JobContext, JobStop
+from llmos.jobs.store import JobStore
+from llmos.jobs.submit import queue_job
+from llmos.jobs.kinds import is_driver_kind, job_kind_entry, job_kinds, register_job_kind
+from llmos.jobs.procs import (
     UNKNOWN_EXIT, AdoptedProcess, RunnerProcess, Spawn, describe_exit, process_alive, process_started,
     runner_argv, spawn_runner, tail_text,
 )
-from llmos.kernel.jobs_types import (
+from llmos.jobs.types import (
     API_STATES, SHUTDOWN_REASON, TRANSITIONS, USER_REASON, Control, JobEventInfo, JobInfo, JobPaths,
     JobProgress, JobState,
 )
 from llmos.runtime import Runtime
-
-__all__ = ["API_STATES", "TRANSITIONS", "Control", "JobContext", "JobEventInfo", "JobInfo", "JobProgress",
-           "JobRunner", "JobState", "JobStop", "job_kinds", "register_job_kind"]
 
 log = logging.getLogger("llmos.jobs")
 _CLEARED = {"pid": None, "pid_started": None}
@@ -91,15 +87,7 @@ class JobRunner:
     # -- submitting and reading ------------------------------------------------------------------
     def submit(self, kind: str, spec: dict[str, Any] | None = None, tenant: str = "default") -> str:
         """Queue a job of a registered kind; it starts when a runner slot is free. Returns its id."""
-        job_kind_entry(kind)  # unknown kinds fail here, naming the known ones
-        if spec is not None and not isinstance(spec, dict):
-            raise InvalidInput("a job spec is a JSON object")
-        try:
-            json.dumps(spec)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"a job spec must be JSON-serialisable: {exc}") from None
-        job_id = "job-" + uuid.uuid4().hex[:20]
-        self.store.create(job_id, kind, dict(spec or {}), tenant)
+        job_id = queue_job(self.store, kind, spec, tenant)
         log.info("job %s (%s) queued for tenant %s", job_id, kind, tenant)
         self._kick()
         return job_id

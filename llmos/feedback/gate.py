@@ -11,9 +11,9 @@ from llmos.data.registry import Datasets
 from llmos.data.rows import Row
 from llmos.store.registry import Registry
 from llmos.train.config import Hyperparameters, resolve
-from llmos.prompt_tasks import is_prompt_task
+from llmos.store.manifest import is_prompt_task
 from llmos.train.loading import load_trained, model_task
-from llmos.train.tasks import get_task
+from llmos.train.task_kinds import get_task
 
 
 @dataclass

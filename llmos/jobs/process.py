@@ -1,4 +1,4 @@
-"""The runner process: ``python -m llmos.kernel.jobproc <launch.json>`` runs one job attempt.
+"""The runner process: ``python -m llmos.jobs.process <launch.json>`` runs one job attempt.
 
 The daemon has already moved the job to ``running`` and pointed stdout/stderr at the job's log file.
 This process calls the job kind's function and records how it ended (succeeded with its result,
@@ -22,11 +22,11 @@ from typing import Any
 
 from llmos.config import Settings, load_settings
 from llmos.db.engine import Database, set_session_guard
-from llmos.kernel.freeze import RunnerGuard
-from llmos.kernel.jobs_context import JobContext, JobStop
-from llmos.kernel.jobs_db import JobStore
-from llmos.kernel.jobs_kinds import load_entry
-from llmos.kernel.jobs_types import SHUTDOWN_REASON, Control, JobPaths, JobState
+from llmos.jobs.freeze import RunnerGuard
+from llmos.jobs.context import JobContext, JobStop
+from llmos.jobs.store import JobStore
+from llmos.jobs.kinds import load_entry
+from llmos.jobs.types import SHUTDOWN_REASON, Control, JobPaths, JobState
 
 
 @dataclass
@@ -170,7 +170,7 @@ def _install_sigterm(ctx: JobContext) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m llmos.kernel.jobproc LAUNCH_FILE", file=sys.stderr)
+        print("usage: python -m llmos.jobs.process LAUNCH_FILE", file=sys.stderr)
         return 2
     try:
         launch = Launch.read(Path(args[0]))

@@ -13,11 +13,11 @@ from llmos.auth.audit import audit
 from llmos.errors import Conflict, InvalidInput, NotFound
 from llmos.feedback import Example, FeedbackIn, FeedbackStore, normalise
 from llmos.feedback.shapes import spans_to_tags
-from llmos.loop.canary import Arm, CanaryRouter, judge, to_candidate
-from llmos.loop.dataset import build_round, stable_fraction
-from llmos.kernel.jobs import JobRunner, JobState
-from llmos.loop import Loop
-from llmos.loop.policy import LoopSettings, Policies
+from llmos.feedback.canary import Arm, CanaryRouter, judge, to_candidate
+from llmos.feedback.rounds import build_round, stable_fraction
+from llmos.jobs import JobRunner, JobState
+from llmos.feedback import Loop
+from llmos.feedback.policy import LoopSettings, Policies
 from llmos.runtime import Runtime
 from llmos.store.manifest import ManifestData
 

@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmos.kernel.jobs_types import Control, JobPaths, JobState
+from llmos.jobs.types import Control, JobPaths, JobState
 
 if TYPE_CHECKING:
-    from llmos.kernel.jobs_db import JobStore
-    from llmos.kernel.jobs_types import JobInfo
+    from llmos.jobs.store import JobStore
+    from llmos.jobs.types import JobInfo
 
 LOCK_WAIT_S = 0.2  # how long freezing waits for the runner to finish its current database session
 STOP_WAIT_S = 0.2  # how long freezing waits for the stop to show in /proc

@@ -17,20 +17,21 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.cli import app as cli
 from llmos.engines.base import FakeEngine
 from llmos.kernel.core import Activity, Kernel
-from llmos.kernel.freeze import is_stopped
-from llmos.kernel.cosched import MEMORY_REASON, TRAFFIC_REASON, CoScheduler
-from llmos.kernel.jobs import JobEventInfo, JobRunner, JobState, register_job_kind
-from llmos.kernel.request import Request, SamplingParams
+from llmos.jobs.freeze import is_stopped
+from llmos.jobs.cosched import MEMORY_REASON, TRAFFIC_REASON, CoScheduler
+from llmos.jobs import JobEventInfo, JobRunner, JobState, register_job_kind
+from llmos.kernel.request import Request
+from llmos.engines.types import SamplingParams
 from llmos.runtime import Runtime, open_runtime
 from tests.conftest import make_settings
 from tests.kernel.conftest import FakeClock
 from tests.api.conftest import SlowFakeEngine
 from tests.api.server import serving
-from tests.kernel.jobkinds import steps_done
+from tests.jobs.jobkinds import steps_done
 from tests.train.conftest import MINILM, SMOL, Home, finished, import_sst2
 
 MODEL = "lm"  # a real stored model (MiniLM's files) whose size drives memory; its engines are fakes
@@ -55,7 +56,7 @@ class Setup:
 
 @pytest.fixture(autouse=True)
 def kinds() -> None:
-    register_job_kind("count", "tests.kernel.jobkinds:count", replace=True)
+    register_job_kind("count", "tests.jobs.jobkinds:count", replace=True)
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +318,7 @@ def test_policy_hysteresis_priorities_and_share() -> None:
 
 
 def test_admission_reserves_memory_and_explains_a_wait() -> None:
-    from llmos.kernel.jobs_types import JobInfo, JobProgress
+    from llmos.jobs.types import JobInfo, JobProgress
 
     c, kernel, _, _ = policy()
     c._estimate = lambda info: info.spec["need"]  # noqa: SLF001

@@ -5,7 +5,7 @@ The loop code registers a *source*, a function returning the canaries being serv
 and reports each canary's end with ``record_canary_outcome(model, version, "promoted" | "rolled_back")``.
 With nothing registered the ``llmos_canary_share`` series is simply empty.
 
-    from llmos.obs.canary import CanaryShare, register_canary_source, record_canary_outcome
+    from llmos.feedback.canary_signals import CanaryShare, register_canary_source, record_canary_outcome
     unregister = register_canary_source(lambda: [CanaryShare("support-bot", "v3", 0.2)])
     record_canary_outcome("support-bot", "v3", "rolled_back")   # fires the canary_rolled_back rule
 

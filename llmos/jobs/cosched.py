@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from llmos.config import Settings
 from llmos.errors import LlmosError
 from llmos.kernel.core import Activity, Kernel
-from llmos.kernel.jobs import JobRunner
-from llmos.kernel.jobs_types import Control, JobInfo, JobState
+from llmos.jobs.runner import JobRunner
+from llmos.jobs.types import Control, JobInfo, JobState
 from llmos.kernel.resources import _size
 
 log = logging.getLogger("llmos.cosched")

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos.config import Settings
-from llmos.kernel.jobs_db import JobStore
-from llmos.kernel.jobs_types import Control, JobInfo, JobPaths, JobProgress, JobState
+from llmos.jobs.store import JobStore
+from llmos.jobs.types import Control, JobInfo, JobPaths, JobProgress, JobState
 
 if TYPE_CHECKING:
     from llmos.store.store import Store

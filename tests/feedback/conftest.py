@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.data import ImportOptions
 from llmos.kernel.core import Kernel
-from llmos.kernel.jobs import JobRunner
+from llmos.jobs import JobRunner
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import serving
 from tests.conftest import make_settings

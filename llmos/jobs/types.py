@@ -134,16 +134,6 @@ class JobInfo:
     pid_started: float | None = None
     attempts: int = 0
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "object": "job", "kind": self.kind, "state": self.state.api, "tenant": self.tenant,
-            "spec": self.spec, "progress": self.progress.to_dict(), "result": self.result,
-            "result_model": self.result_model, "error": self.error, "requested": self.requested.api,
-            "reason": self.reason, "checkpoint": self.checkpoint, "pid": self.pid,
-            "attempts": self.attempts, "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-        }
-
 
 @dataclass
 class JobEventInfo:
@@ -154,9 +144,6 @@ class JobEventInfo:
     at: datetime
     kind: str  # "state", "progress", "control", "checkpoint", or a job kind's own event name
     data: dict[str, Any]
-
-    def to_api(self) -> dict[str, Any]:
-        return {"id": self.id, "job_id": self.job_id, "at": _iso(self.at), "kind": self.kind, "data": self.data}
 
 
 @dataclass(frozen=True)
@@ -193,7 +180,3 @@ class JobPaths:
         for d in (self.root, self.checkpoints, self.work):
             d.mkdir(parents=True, exist_ok=True)
         return self
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None

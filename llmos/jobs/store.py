@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from llmos.db.engine import Database
 from llmos.db.tables import Job, JobControl, JobEvent, utcnow
 from llmos.errors import NotFound
-from llmos.kernel.jobs_types import Control, JobEventInfo, JobInfo, JobProgress, JobState, sources_of
+from llmos.jobs.types import Control, JobEventInfo, JobInfo, JobProgress, JobState, sources_of
 
 
 class JobStore:

@@ -287,4 +287,3 @@ def word_sequences(preds: Any, gold: Any, labels: list[str]) -> tuple[list[list[
 
 register_task(ClassifyTask())
 register_task(TagTask())
-from llmos.train import sft as _sft  # noqa: E402,F401 - registers "sft" beside the encoder tasks

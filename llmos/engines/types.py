@@ -1,0 +1,78 @@
+"""The engine contract's data: what the kernel hands an engine and what an engine returns per step.
+
+Everything here is a plain dataclass of built-in types so that it can cross a process or machine
+boundary (pickle, JSON) unchanged: the kernel reaches an engine only through these types, and engines
+never import the kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class RequestStatus(IntEnum):
+    """Life cycle of a request inside the kernel."""
+
+    WAITING = 0  # queued, not yet admitted to a batch
+    RUNNING = 1  # admitted: prefilled, decoding
+    FINISHED_STOPPED = 2  # end-of-sequence token or a stop string
+    FINISHED_LENGTH = 3  # max_tokens reached
+    FINISHED_ABORTED = 4  # cancelled (client went away) or shut down
+    FINISHED_ERROR = 5  # the engine failed for this request
+
+    @property
+    def finished(self) -> bool:
+        return self >= RequestStatus.FINISHED_STOPPED
+
+
+FINISH_REASONS: dict[RequestStatus, str] = {
+    RequestStatus.FINISHED_STOPPED: "stop",
+    RequestStatus.FINISHED_LENGTH: "length",
+    RequestStatus.FINISHED_ABORTED: "abort",
+    RequestStatus.FINISHED_ERROR: "error",
+}
+"""The OpenAI-style ``finish_reason`` for each finished status."""
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens. ``temperature == 0`` means greedy decoding."""
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class SequenceSpec:
+    """What an engine needs to start a sequence: the serialisable part of a Request."""
+
+    id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter: str | None = None
+
+
+@dataclass
+class StepOutput:
+    """One new token for one sequence, produced by an engine's prefill or decode step.
+
+    ``text`` is the text this token adds (may be empty while a multi-byte character is incomplete).
+    ``finished`` is set by the engine when it stops the sequence itself (EOS, a stop string, max_tokens,
+    the context limit, or an error); ``status`` then says which.
+    """
+
+    id: str
+    token_id: int
+    text: str = ""
+    finished: bool = False
+    status: RequestStatus = RequestStatus.RUNNING
+    error: str | None = None
