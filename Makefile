@@ -11,6 +11,7 @@ serve: install  ## install everything and start the daemon on 127.0.0.1 with the
 
 test: install browser  ## install everything (incl. test tools), check the layers, run the whole test suite
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check --select F --output-format concise llmos
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 install: $(STAMP)

@@ -18,7 +18,7 @@ from typing import Any
 from llmos.engines.base import Engine
 from llmos.errors import QueueFull
 from llmos.kernel.request import Request
-from llmos.engines.types import SequenceSpec, StepOutput
+from llmos.engines.types import StepOutput
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler
 

@@ -14,7 +14,7 @@ from typing import Any
 from llmos.errors import Conflict, InvalidInput
 from llmos.prompt_tasks.spec import PromptTaskSpec, build_spec, method_for
 from llmos.store.manifest import PROMPT_TASK_KIND as KIND
-from llmos.store.manifest import ManifestData, ModelInfo, is_prompt_task, parent_ref
+from llmos.store.manifest import ManifestData, ModelInfo, is_prompt_task
 from llmos.store.names import parse_ref
 from llmos.store.registry import Registry
 

@@ -14,7 +14,6 @@ training (and validation) loss of a run as a PNG.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from llmos.data.rows import ClassifyRow, Row, SftRow, TagRow
+from llmos.data.rows import ClassifyRow, Row, TagRow
 
 REPORT_SAMPLES = 5  # generated answers kept in an sft report, for a person to read
 
@@ -37,7 +36,7 @@ def _inputs(enc: Any, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def modelmodel_device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
