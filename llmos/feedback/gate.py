@@ -40,7 +40,7 @@ def scores(registry: Registry, ref: str, splits: dict[str, list[Row]]) -> tuple[
     for split, rows in splits.items():
         if rows:
             report = task.report(loaded.model, loaded.tokenizer, rows, loaded.labels, cfg, loaded.chat_template)
-            out[split] = float(report["metrics"][task.metric])
+            out[split] = report.metric(task.metric)
     return task.metric, out
 
 
@@ -49,7 +49,7 @@ def _prompt_task_scores(registry: Registry, ref: str, splits: dict[str, list[Row
 
     info = registry.get(ref)
     metric = get_task(model_task(info)).metric
-    return metric, {split: float(evaluate_prompt_task(registry, info, rows)["metrics"][metric])
+    return metric, {split: evaluate_prompt_task(registry, info, rows).metric(metric)
                     for split, rows in splits.items() if rows}
 
 

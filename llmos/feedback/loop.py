@@ -128,16 +128,16 @@ class Loop:
         if serving is None:
             raise NotFound(f"{p.name}:latest does not exist")
         lin = serving.manifest.lineage
-        if not lin.get("dataset") or not lin.get("base"):
+        if lin.dataset is None or lin.base is None:
             raise Conflict(f"{serving.ref} was not trained by llmos: no dataset in its lineage to retrain from")
-        root = p.root_dataset or f"{lin['dataset']['name']}@{lin['dataset']['version']}"
+        root = p.root_dataset or f"{lin.dataset.name}@{lin.dataset.version}"
         datasets = Datasets.of(self.runtime, p.tenant)
         examples = self.feedback.examples(p.name, p.tenant, upto=upto)
         built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed)
-        hp = {k: v for k, v in (lin.get("hyperparameters") or {}).items() if k in Hyperparameters.model_fields}
+        hp = {k: v for k, v in (lin.hyperparameters or {}).items() if k in Hyperparameters.model_fields}
         hp.update(p.settings.hyperparameters)
-        spec = TrainSpec.parse({"base": lin["base"]["ref"], "dataset": built.dataset.ref, "task": lin.get("task"),
-                                "method": lin.get("method"), "hyperparameters": hp,
+        spec = TrainSpec.parse({"base": lin.base.ref, "dataset": built.dataset.ref, "task": lin.task,
+                                "method": lin.method, "hyperparameters": hp,
                                 "name": next_version(self.registry, p.name), "tenant": p.tenant})
         plan_training(TrainEnv(self.registry, datasets), spec)  # every user-fixable problem surfaces now
         return spec, root
@@ -236,8 +236,8 @@ class Loop:
             serving = None  # another tenant's private model: absent for this one
         versions = [{"ref": i.ref, "digest": i.digest, "created_at": i.created_at.isoformat(),
                      "serving": serving is not None and i.digest == serving.digest,
-                     "dataset": (i.manifest.lineage.get("dataset") or {}).get("name"),
-                     "metrics": i.manifest.lineage.get("metrics", {})}
+                     "dataset": i.manifest.lineage.dataset.name if i.manifest.lineage.dataset else None,
+                     "metrics": i.manifest.lineage.metrics or {}}
                     for i in self.registry.list(tenant=tenant) if i.name == name and i.tag != "latest"]
         if not versions and serving is None:
             raise NotFound(f"model {name!r} not found")

@@ -5,7 +5,8 @@ module that owns them. The daemon resolves the name when it launches a runner an
 string to the runner process, so a kind registered only in the daemon (a plugin, a test module) still
 runs: the runner imports the entry's module itself.
 
-The entry is called as ``fn(ctx: JobContext, spec: dict) -> dict | None``; the dict is the job's result.
+The entry is called as ``fn(ctx: JobContext, spec: dict) -> BaseModel | dict | None``; that is the job's
+result (a pydantic model is stored as its JSON form; readers parse it back with the same model).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from llmos.errors import InvalidInput
 from llmos.registry import Registry
 
-JobEntry = Callable[..., "dict[str, Any] | None"]
+JobEntry = Callable[..., Any]  # (ctx, spec) -> pydantic model | dict | None
 
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")  # fits jobs.kind (32 chars)

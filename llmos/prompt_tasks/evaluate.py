@@ -21,13 +21,14 @@ from llmos.data.registry import Datasets
 from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.train.config import Hyperparameters
 from llmos.train.loading import eval_inputs, evaluate_stored
+from llmos.train.report import EvalReport
 from llmos.store.registry import Registry
 
 _CHUNK = 64  # texts per call: bounded memory, and progress the kernel can interleave with others
 
 
 def evaluate_prompt_task(registry: Registry, info: ModelInfo, rows: Sequence[Row],
-                         settings: Settings | None = None) -> dict[str, Any]:
+                         settings: Settings | None = None) -> EvalReport:
     from llmos.train.evaluate import score_classes, score_tags
 
     kernel = Kernel(settings or load_settings(), registry)
@@ -80,7 +81,7 @@ def _fix_starts(tags: list[str]) -> list[str]:
 
 
 def evaluate_stored_task(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
-                         split: str | None = None, hyperparameters: Hyperparameters | None = None) -> dict[str, Any]:
+                         split: str | None = None, hyperparameters: Hyperparameters | None = None) -> EvalReport:
     """``llmos eval`` on any stored model: a prompt task through its serving path, others as trained."""
     if not is_prompt_task(registry.get(model_ref)):
         return evaluate_stored(registry, datasets, model_ref, dataset_ref, split, hyperparameters)

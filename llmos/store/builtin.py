@@ -16,7 +16,7 @@ from pathlib import Path
 from llmos.errors import ImportFailed
 from llmos.registry import Registry as NameTable
 from llmos.store.importer import Importer, ImportOptions
-from llmos.store.manifest import ModelInfo
+from llmos.store.manifest import Lineage, ModelInfo
 from llmos.store.progress import Progress
 from llmos.store.registry import Registry
 
@@ -80,6 +80,6 @@ def ensure_builtins(registry: Registry, importer: Importer,
                 continue
             progress = progress_for(model.name) if progress_for else None
             opts = ImportOptions(license=model.license, source=_source(model),
-                                 lineage={"builtin": True, "description": model.description})
+                                 lineage=Lineage(builtin=True, description=model.description))
             added.append(importer.import_unlocked(locate(model), ref, opts, progress or Progress()))
     return added

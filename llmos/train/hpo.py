@@ -26,6 +26,8 @@ from llmos.errors import LlmosError
 from llmos.jobs.types import JobPaths
 from llmos.train.config import Hyperparameters, TrainSpec, TrialLink
 from llmos.train.job import REPORT_FILE, RunResult, job_result, publish, published_by
+from llmos.train.report import EvalReport
+from llmos.train.results import TuneJobResult
 from llmos.train.plan import TrainEnv, TrainPlan, plan_training
 from llmos.train.space import Dimension, distributions, fixed_knobs, resolve_space
 from llmos.train.trials import TrialEnd, TrialJobs
@@ -90,14 +92,14 @@ def plan_tuning(env: TrainEnv, spec: TuneSpec) -> TunePlan:
     return TunePlan(pinned, train, space, train.task.metric, direction)
 
 
-def tune_job(ctx: "JobContext", spec: dict[str, Any]) -> dict[str, Any]:
+def tune_job(ctx: "JobContext", spec: dict[str, Any]) -> TuneJobResult:
     """Entry point of the ``tune`` job kind (see ``llmos.jobs.kinds``)."""
     parsed = TuneSpec.parse(spec)
     store = ctx.store
     env = TrainEnv(store.registry, Datasets(store.registry.db, store.blobs, ctx.settings.locks_dir, parsed.tenant))
     done = published_by(env.registry, ctx.job_id)
     if done is not None:  # a retry after the best model was registered
-        return {**job_result(done), "study": done.manifest.lineage.get("tuning")}
+        return TuneJobResult(**job_result(done).model_dump(), study=done.manifest.lineage.tuning)
     plan = plan_tuning(env, parsed)
     ctx.log(f"tuning {plan.train.base.ref} on {plan.train.dataset.ref} ({plan.train.task.name.value}, "
             f"{plan.train.method.name}): {plan.spec.trials} trials, {plan.direction} validation {plan.metric}; "
@@ -108,7 +110,7 @@ def tune_job(ctx: "JobContext", spec: dict[str, Any]) -> dict[str, Any]:
     info = promote(plan, study, summary, env, ctx)
     ctx.log(f"registered {info.ref} from trial {summary['best']['number']} ({plan.metric} "
             f"{summary['best']['value']:.4f}); {summary['counts']}")
-    return {**job_result(info), "study": summary}
+    return TuneJobResult(**job_result(info).model_dump(), study=summary)
 
 
 def open_study(plan: TunePlan, ctx: "JobContext") -> "optuna.Study":
@@ -223,7 +225,7 @@ def promote(plan: TunePlan, study: "optuna.Study", summary: dict[str, Any], env:
     if not (folder / REPORT_FILE).is_file():
         raise TuningFailed(f"the best trial's result ({folder}) is gone; run the study again")
     train = plan_training(env, plan.spec.trial_spec(best["params"]))
-    report = json.loads((folder / REPORT_FILE).read_text())
+    report = EvalReport.read(folder / REPORT_FILE)
     (folder / STUDY_FILE).write_text(json.dumps(summary, indent=2, default=float))
     result = RunResult(folder, train.method.result_kind(train.task), report, None)
     extra = {"tuning": {**{k: v for k, v in summary.items() if k != "trials"}, "file": STUDY_FILE,

@@ -25,6 +25,7 @@ from llmos.registry import Registry
 
 if TYPE_CHECKING:
     from llmos.store.manifest import ModelInfo
+    from llmos.train.report import EvalReport
     from llmos.train.config import TrainConfig
 
 IGNORE = -100  # the label id cross-entropy skips: padding, later sub-tokens, labels the model lacks
@@ -76,8 +77,8 @@ class TrainTask(ABC):
 
     @abstractmethod
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
-               chat_template: str | None) -> dict[str, Any]:
-        """The evaluation report (JSON-serialisable) of ``model`` on ``rows``."""
+               chat_template: str | None) -> "EvalReport":
+        """The evaluation report of ``model`` on ``rows``."""
 
 
 # -- the registry ---------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ class ClassifyTask(TrainTask):
         return metrics
 
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
-               chat_template: str | None) -> dict[str, Any]:
+               chat_template: str | None) -> "EvalReport":
         from llmos.train.evaluate import classify_report
 
         return classify_report(model, tokenizer, rows, labels, cfg.max_length, cfg.batch_size)
@@ -246,7 +247,7 @@ class TagTask(TrainTask):
         return metrics
 
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
-               chat_template: str | None) -> dict[str, Any]:
+               chat_template: str | None) -> "EvalReport":
         from llmos.train.evaluate import tag_report
 
         return tag_report(model, tokenizer, rows, labels, cfg.max_length, cfg.batch_size)
