@@ -37,7 +37,7 @@ from llmos.runtime import Runtime
 from llmos.store.manifest import ModelInfo
 from llmos.train.config import Hyperparameters, TrainSpec
 from llmos.train.job import next_version
-from llmos.train.plan import TrainEnv, plan_training
+from llmos.train.plan import TrainEnv, TrainPlan, plan_training
 
 log = logging.getLogger("llmos.feedback")
 ACTOR = "loop"
@@ -117,8 +117,9 @@ class Loop:
         upto = max(f.id for f in new)
         serving = self._serving(p.name)
         try:
-            spec, root = self._retrain_spec(p, serving, upto)
-            job_id = self.jobs.submit("train", spec.model_dump(mode="json"), tenant=p.tenant)
+            plan, root = self._retrain_plan(p, serving, upto)
+            spec = plan.spec
+            job_id = self.jobs.submit("train", plan.job_spec(), tenant=p.tenant)
         except LlmosError as exc:
             self.policies.update(p.name, feedback_cutoff=upto)
             return self._decide(p, "loop.retrain_failed", reason=exc.message, feedback=len(new),
@@ -128,8 +129,8 @@ class Loop:
         return self._decide(p, "loop.retrain", job=job_id, candidate=spec.name, dataset=spec.dataset,
                             new_feedback=len(new), serving=_version(self.registry, serving))
 
-    def _retrain_spec(self, p: PolicyState, serving: ModelInfo | None, upto: int) -> tuple[TrainSpec, str]:
-        """Build the round's dataset and the train spec: same base and method as the serving version."""
+    def _retrain_plan(self, p: PolicyState, serving: ModelInfo | None, upto: int) -> tuple[TrainPlan, str]:
+        """Build the round's dataset and plan the retrain: same base and method as the serving version."""
         if serving is None:
             raise NotFound(f"{p.name}:latest does not exist")
         lin = serving.manifest.lineage
@@ -144,8 +145,7 @@ class Loop:
         spec = TrainSpec.parse({"base": lin.base.ref, "dataset": built.dataset.ref, "task": lin.task,
                                 "method": lin.method, "hyperparameters": hp,
                                 "name": next_version(self.registry, p.name), "tenant": p.tenant})
-        plan_training(TrainEnv(self.registry, datasets), spec)  # every user-fixable problem surfaces now
-        return spec, root
+        return plan_training(TrainEnv(self.registry, datasets), spec), root  # every problem surfaces now
 
     def _after_training(self, p: PolicyState) -> str | None:
         job = self.jobs.get(p.job_id) if p.job_id else None

@@ -1,6 +1,7 @@
 """The ``train`` job kind: plan -> train (the one loop) -> evaluate -> save -> register with lineage.
 
-``train_job(ctx, spec)`` runs in the job's runner process. ``run_plan`` is the same work for any
+``train_job(ctx, spec)`` runs in the job's runner process, on the plan its spec carries (made when the
+job was queued; see ``llmos.train.plan``). ``run_plan`` is the same work for any
 caller with a ``Reporter`` (a test or a notebook can run it in-process); ``publish`` registers the
 result folder as a new model version (``name:vN``, with ``name:latest`` pointing at it).
 """
@@ -18,8 +19,8 @@ from llmos.errors import Conflict
 from llmos.store.importer import ImportOptions
 from llmos.store.manifest import Lineage, LineageBase, LineageDataset, ModelInfo
 from llmos.store.names import parse_ref
-from llmos.train.config import TrainSpec
-from llmos.train.plan import TrainEnv, TrainPlan, plan_training
+from llmos.train.plan import TrainEnv, TrainPlan, load_plan, plan_training
+from llmos.train.plan_record import PlannedSpec
 from llmos.train.report import EvalReport, TrainingSummary
 from llmos.train.results import TrainJobResult, TrialResult
 
@@ -44,13 +45,14 @@ class RunResult:
 def train_job(ctx: "JobContext", spec: dict[str, Any]) -> TrainJobResult | TrialResult:
     """Entry point of the ``train`` job kind (see ``llmos.jobs.kinds``)."""
     _quiet_transformers()
-    parsed = TrainSpec.parse(spec)
+    parsed = PlannedSpec.parse(spec)
     store = ctx.store
     env = TrainEnv(store.registry, Datasets(store.registry.db, store.blobs, ctx.settings.locks_dir, parsed.tenant))
     done = published_by(env.registry, ctx.job_id)
     if done is not None:  # a retry after the result was registered: nothing left to do
         return job_result(done)
-    plan = plan_training(env, parsed)
+    # Planned before it was queued: read the plan back (a job queued without one is planned here).
+    plan = load_plan(env, parsed, parsed.plan) if parsed.plan is not None else plan_training(env, parsed)
     ctx.log(f"training {plan.base.ref} on {plan.dataset.ref}: task {plan.task.name.value}, method "
             f"{plan.method.name}, {len(plan.splits.train)} training rows, {len(plan.splits.validation)} validation")
     for warning in plan.splits.warnings:

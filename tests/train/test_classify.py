@@ -69,7 +69,7 @@ def test_full_classifier_survives_a_pause_and_a_crash_and_loses_no_step(daemon: 
                             "hyperparameters": {**SMALL, "checkpoint_steps": 5}})
     plan = plan_training(TrainEnv.of(home.rt), spec)
     first = home.runner()
-    job_id = first.submit("train", plan.spec.model_dump(mode="json"))
+    job_id = first.submit("train", plan.job_spec())  # the plan travels with the job
     wait_until(lambda: first.get(job_id).progress.step >= 7, what="training reached step 7")
     first.pause(job_id, free_memory=True)  # checkpoint and exit the runner
     wait_until(lambda: first.get(job_id).state == JobState.PAUSED and first.get(job_id).pid is None)
