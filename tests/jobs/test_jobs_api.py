@@ -19,7 +19,7 @@ from llmos.jobs import JobRunner, JobState, register_job_kind
 from llmos.runtime import open_runtime
 from tests.api.server import serving
 from tests.conftest import make_settings
-from tests.kernel.test_jobs import wait_until
+from tests.jobs.test_jobs import wait_until
 
 FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": 5.0}
 
