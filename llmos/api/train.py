@@ -1,7 +1,8 @@
 """Fine-tuning routes: ``POST /v1/fine_tuning/jobs`` checks a request and queues a ``train`` job.
 
 Everything a user can get wrong (unknown model or dataset, a task the model cannot learn, a bad
-hyperparameter, too few rows) is answered here, before anything is queued. Progress, pause, resume
+hyperparameter, too few rows) is answered here, before anything is queued; the plan made here is
+stored in the job's spec and is what the runner trains on. Progress, pause, resume
 and cancel go through the generic ``/v1/jobs/{id}`` routes; the job's result names the new model.
 """
 
@@ -46,7 +47,7 @@ def spec_of(body: FineTuneIn, tenant: str) -> TrainSpec:
 @router.post("/jobs")
 def create_job(body: FineTuneIn, jobs: JobsDep, runtime: RuntimeDep, caller: CallerDep) -> dict[str, Any]:
     plan = plan_training(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller.tenant))
-    job_id = jobs.submit(JOB_KIND, plan.spec.model_dump(mode="json"), tenant=caller.tenant)
+    job_id = jobs.submit(JOB_KIND, plan.job_spec(), tenant=caller.tenant)  # the runner reads the plan back
     return {**job_record(jobs.get(job_id, caller.tenant)), "plan": plan.summary()}
 
 

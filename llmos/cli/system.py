@@ -79,7 +79,7 @@ def _version(pkg: str) -> tuple[str, str]:
 
 def _check_builtins(table: Table) -> int:
     failures = 0
-    for model in BUILTINS:
+    for model in BUILTINS.values():
         try:
             table.add_row(f"package {model.package}", "ok", str(locate(model)))
         except LlmosError as exc:

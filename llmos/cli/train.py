@@ -86,7 +86,7 @@ def eval_(
 
     rt = runtime()
     hp = Hyperparameters(max_eval_rows=max_rows)
-    report = evaluate_stored_task(rt.store.registry, Datasets.of(rt), model, dataset, split, hp)
+    report = evaluate_stored_task(rt.store.registry, Datasets.of(rt), model, dataset, split, hp).to_json()
     if as_json:
         print_json(report)
         return

@@ -158,7 +158,8 @@ class AuditEvent(Base):
 class LoopPolicy(Base):
     """The feedback loop of one served model name: its settings and where its current round stands.
 
-    ``state`` is idle / training / canary; ``canary`` holds the live split (candidate, share, salt) so a
+    ``state`` is idle / training / gating / canary (``job_id``: the round's train job, then its gate's
+    evaluate job); ``canary`` holds the live split (candidate, share, salt) so a
     restarted daemon routes the same request ids the same way.
     """
 

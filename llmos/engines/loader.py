@@ -7,15 +7,16 @@ from pathlib import Path
 
 from llmos.engines.base import Engine
 from llmos.errors import InvalidInput
+from llmos.registry import Registry as NameTable
 from llmos.store.manifest import ModelInfo, is_prompt_task, parent_ref
 from llmos.store.registry import Registry
 
 EngineFactory = Callable[..., Engine]
-ENGINES: dict[str, EngineFactory] = {}
+ENGINES: NameTable[EngineFactory] = NameTable("engine backend")
 
 
-def register_engine(name: str, factory: EngineFactory) -> None:
-    ENGINES[name] = factory
+def register_engine(name: str, factory: EngineFactory, *, replace: bool = False) -> None:
+    ENGINES.register(name, factory, replace=replace)
 
 
 def _hf_engine(path: Path, **kwargs: object) -> Engine:
@@ -55,15 +56,14 @@ def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
 
 def load_engine(registry: Registry, ref: str, *, backend: str = "hf", **options: object) -> Engine:
     """Load ``ref`` into a new engine; for an adapter, load its base and attach the adapter."""
-    if backend not in ENGINES:
-        raise InvalidInput(f"unknown engine backend {backend!r}; available: {', '.join(sorted(ENGINES))}")
+    factory = ENGINES.get(backend)  # unknown backends fail here, naming the known ones
     info = runs_on(registry, registry.get(ref))
     if info.manifest.kind == "adapter" and not shares_base(info):
         from llmos.engines.prompt_adapter import load_prompt_adapter
 
         return load_prompt_adapter(registry, info, backend=backend, **options)
     base = base_of(registry, info)
-    engine = ENGINES[backend](registry.snapshot(base), name=base.ref, tasks=base.manifest.tasks,
+    engine = factory(registry.snapshot(base), name=base.ref, tasks=base.manifest.tasks,
                               chat_template=base.manifest.chat_template, **options)
     if base is not info:
         engine.add_adapter(info.ref, str(registry.snapshot(info)))

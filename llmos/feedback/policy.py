@@ -1,8 +1,9 @@
 """Loop policies: per served model name, when to retrain and how a candidate must prove itself.
 
 The policy row (``loop_policies``) also holds where the current round stands, so a daemon restart
-continues it: ``idle`` (collecting feedback) -> ``training`` (a ``train`` job runs) -> ``canary``
-(the candidate serves a share of traffic) -> ``idle``.
+continues it: ``idle`` (collecting feedback) -> ``training`` (a ``train`` job runs) -> ``gating`` (an
+``evaluate`` job scores the candidate against the serving version; ``job_id`` is then the gate's job)
+-> ``canary`` (the candidate serves a share of traffic) -> ``idle``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 from llmos.errors import Conflict, InvalidInput
 from llmos.prompt_tasks.spec import PromptTaskSpec, build_spec, method_for
 from llmos.store.manifest import PROMPT_TASK_KIND as KIND
-from llmos.store.manifest import ManifestData, ModelInfo, is_prompt_task
+from llmos.store.manifest import Lineage, LineageBase, ManifestData, ModelInfo, is_prompt_task
 from llmos.store.names import parse_ref
 from llmos.store.registry import Registry
 
@@ -22,7 +22,7 @@ SERVED_BY = {"classify": "classify", "extract": "tag"}  # spec kind -> route tas
 
 
 def spec_of(info: ModelInfo) -> PromptTaskSpec:
-    return PromptTaskSpec.model_validate(info.manifest.lineage["prompt_task"])
+    return PromptTaskSpec.model_validate(info.manifest.lineage.prompt_task)
 
 
 def create_prompt_task(registry: Registry, name: str, base: str, *, kind: str, labels: list[str],
@@ -58,7 +58,7 @@ def _manifest(base: ModelInfo, spec: PromptTaskSpec) -> ManifestData:
         chat_template=m.chat_template, labels=list(spec.labels), license=m.license,
         source=f"prompt:{base.ref}", parent=f"{base.ref}@{base.digest}",
         # "base" has the shape trained versions record; the method lives in the spec (it is no training method)
-        lineage={"base": {"ref": base.ref, "digest": base.digest}, "prompt_task": spec.model_dump(mode="json")},
+        lineage=Lineage(base=LineageBase(ref=base.ref, digest=base.digest), prompt_task=spec.model_dump(mode="json")),
     )
 
 

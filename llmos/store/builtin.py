@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmos.errors import ImportFailed
+from llmos.registry import Registry as NameTable
 from llmos.store.importer import Importer, ImportOptions
-from llmos.store.manifest import ModelInfo
+from llmos.store.manifest import Lineage, ModelInfo
 from llmos.store.progress import Progress
 from llmos.store.registry import Registry
 
@@ -30,11 +31,11 @@ class BuiltinModel:
     description: str
 
 
-BUILTINS: list[BuiltinModel] = []
+BUILTINS: NameTable[BuiltinModel] = NameTable("built-in model")
 
 
-def register_builtin(model: BuiltinModel) -> None:
-    BUILTINS.append(model)
+def register_builtin(model: BuiltinModel, *, replace: bool = False) -> None:
+    BUILTINS.register(model.name, model, replace=replace)
 
 
 register_builtin(BuiltinModel(
@@ -69,7 +70,7 @@ def ensure_builtins(registry: Registry, importer: Importer,
                     progress_for: Callable[[str], Progress] | None = None) -> list[ModelInfo]:
     """Register every built-in that is not in the store yet; returns the ones added."""
     added = []
-    for model in BUILTINS:
+    for model in BUILTINS.values():  # in the order they were registered
         ref = f"{model.name}:latest"
         if registry.exists(ref):
             continue
@@ -79,6 +80,6 @@ def ensure_builtins(registry: Registry, importer: Importer,
                 continue
             progress = progress_for(model.name) if progress_for else None
             opts = ImportOptions(license=model.license, source=_source(model),
-                                 lineage={"builtin": True, "description": model.description})
+                                 lineage=Lineage(builtin=True, description=model.description))
             added.append(importer.import_unlocked(locate(model), ref, opts, progress or Progress()))
     return added

@@ -19,7 +19,7 @@ from llmos.errors import Conflict, ImportFailed, UnsafeFormat
 from llmos.store.formats import (
     PICKLE_SUFFIXES, WeightsSummary, check_gguf, check_safetensors, read_json, tasks_for,
 )
-from llmos.store.manifest import FileEntry, ManifestData, ModelInfo
+from llmos.store.manifest import FileEntry, Lineage, ManifestData, ModelInfo
 from llmos.store.names import parse_ref
 from llmos.store.progress import NullProgress, Progress
 from llmos.store.registry import Registry
@@ -36,7 +36,7 @@ class ImportOptions:
     allow_pickle: bool = False
     config: Path | None = None  # config.json for a single safetensors file
     parent: str | None = None  # base model ref, for adapters
-    lineage: dict[str, Any] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
     replace: bool = False
     tenant: str | None = None
     # Manifest fields that override what the folder says: a trainer knows what its result serves
@@ -169,7 +169,7 @@ class Importer:
             convert_pickle_folder(src, stage)
             progress.finish()
             opts.source = opts.source or f"pickle:{src}"
-            opts.lineage = {**opts.lineage, "converted_from": "pickle"}
+            opts.lineage = opts.lineage.with_(converted_from="pickle")
             return self._folder(stage, ref, opts, progress)
 
     @contextmanager

@@ -15,6 +15,7 @@ from llmos.errors import InvalidInput, WrongTask
 from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
 from llmos.train.config import Hyperparameters, resolve
+from llmos.train.report import EvalReport
 from llmos.train.task_kinds import get_task, head_kwargs, quiet_load
 
 # A stored model's serving task -> the dataset task it is evaluated on
@@ -80,9 +81,8 @@ class EvalInputs:
     rows: list[Row]
     config: Any  # TrainConfig
 
-    def finish(self, report: dict[str, Any]) -> dict[str, Any]:
-        report.update(model=self.info.ref, dataset=self.dataset_ref, split=self.split)
-        return report
+    def finish(self, report: EvalReport) -> EvalReport:
+        return report.model_copy(update={"model": self.info.ref, "dataset": self.dataset_ref, "split": self.split})
 
 
 def eval_inputs(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
@@ -103,7 +103,7 @@ def eval_inputs(registry: Registry, datasets: Datasets, model_ref: str, dataset_
 
 
 def evaluate_stored(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
-                    split: str | None = None, hyperparameters: Hyperparameters | None = None) -> dict[str, Any]:
+                    split: str | None = None, hyperparameters: Hyperparameters | None = None) -> EvalReport:
     """The evaluation report of a stored model with weights of its own (a prompt task is scored through
     its serving path: ``llmos.prompt_tasks.evaluate.evaluate_stored_task``)."""
     inputs = eval_inputs(registry, datasets, model_ref, dataset_ref, split, hyperparameters)

@@ -48,7 +48,7 @@ def visible_models(runtime: Runtime, tenant: str) -> list[ModelInfo]:
 
 
 def model_row(info: ModelInfo) -> ModelRow:
-    metrics = info.manifest.lineage.get("metrics") or {}
+    metrics = info.manifest.lineage.metrics or {}
     return ModelRow(info, info.manifest.file(REPORT_FILE) is not None, info.manifest.file(CURVE_FILE) is not None,
                     metrics if isinstance(metrics, dict) else {})
 
@@ -66,7 +66,8 @@ def model_detail(runtime: Runtime, tenant: str, ref: str) -> ModelDetail | None:
 
 def _parent_ref(info: ModelInfo) -> str | None:
     """``name:tag`` of the model this one was made from (the manifest keeps ``name:tag@digest``)."""
-    parent = info.manifest.parent or (info.manifest.lineage.get("base") or {}).get("ref")
+    base = info.manifest.lineage.base
+    parent = info.manifest.parent or (base.ref if base else None)
     return parent.split("@", 1)[0] if parent else None
 
 

@@ -161,3 +161,21 @@ def test_a_rollback_during_a_canary_ends_it_and_keeps_the_serving_version(runtim
     assert all(loop.router.route("spam", f"req-{i}") == "spam" for i in range(50))  # routing ended at once
     assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v2").digest
     assert loop.policies.get("spam").state == "idle"
+
+
+def test_a_failed_gate_job_ends_the_round_without_a_verdict(runtime: Runtime) -> None:
+    two_versions(runtime)
+    loop = Loop(runtime, JobRunner(runtime))  # no supervisor: the gate's job is ended by hand
+    loop.policies.set("spam", "default", {})
+    job = loop.jobs.store.create("job-gate", "evaluate", {"models": ["spam:v3", "spam:v2"], "dataset": "x@1"},
+                                 "default")
+    v2 = runtime.store.registry.get("spam:v2").digest
+    loop.policies.update("spam", state="gating", job_id=job.id, candidate="spam:v3", baseline=v2, round_cutoff=9)
+    assert loop.tick() == []  # still queued: nothing to decide
+    assert loop.jobs.store.transition(job.id, JobState.RUNNING)
+    assert loop.jobs.store.transition(job.id, JobState.FAILED, job={"error": "out of memory"})
+    assert loop.tick() == ["loop.gate_failed"]
+    state = loop.policies.get("spam")
+    assert (state.state, state.job_id, state.candidate, state.feedback_cutoff) == ("idle", None, None, 9)
+    assert loop.history("spam", "default")["events"][-1]["reason"] == "out of memory"
+    assert runtime.store.registry.get("spam:latest").digest == v2

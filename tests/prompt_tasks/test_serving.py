@@ -62,9 +62,9 @@ def test_eval_reports_on_a_prompt_task(daemon: Daemon, datasets: Path, tmp_path:
     src.write_text("sentence\tlabel\n" + "".join(f"{t}\t{g}\n" for t, g in rows), encoding="utf-8")
     Datasets.of(daemon.rt).import_file(src, "sst2-slice", ImportOptions(split="validation"))
     report = evaluate_stored(daemon.rt.store.registry, Datasets.of(daemon.rt), "sst2-emb", "sst2-slice")
-    assert report["task"] == "classify" and report["rows"] == 40 and report["split"] == "validation"
-    assert report["metrics"]["accuracy"] == pytest.approx(served)  # the report scores what is served
-    assert sum(map(sum, report["confusion_matrix"]["matrix"])) == 40
+    assert report.task == "classify" and report.rows == 40 and report.split == "validation"
+    assert report.metrics["accuracy"] == pytest.approx(served)  # the report scores what is served
+    assert report.confusion_matrix is not None and sum(map(sum, report.confusion_matrix.matrix)) == 40
     # the feedback loop's gate can weigh a prompt task against a fine-tuned candidate the same way
     slice_rows = list(Datasets.of(daemon.rt).rows("sst2-slice", 1))
     assert scores(daemon.rt.store.registry, "sst2-emb", {"validation": slice_rows}) == (
@@ -91,7 +91,7 @@ def test_few_shot_extraction_spans_are_real_offsets(daemon: Daemon, datasets: Pa
     conll.write_text("\n\n".join("\n".join(f"{w} X X {t}" for w, t in zip(*s)) for s in sentences) + "\n")
     Datasets.of(daemon.rt).import_file(conll, "ner-slice", ImportOptions(split="validation"))
     report = evaluate_stored(daemon.rt.store.registry, Datasets.of(daemon.rt), "ner-shot", "ner-slice")
-    assert report["task"] == "tag" and report["rows"] == 3 and report["metrics"]["f1"] > 0
+    assert report.task == "tag" and report.rows == 3 and report.metrics["f1"] > 0
 
 
 def _mentions(tokens: list[str], tags: list[str]) -> list[str]:

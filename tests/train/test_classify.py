@@ -30,7 +30,7 @@ def setup(home: Home, datasets: Path) -> None:
 
 def check_lineage(home: Home, ref: str, method: str, peft_type: str | None, job_id: str) -> dict:
     info = home.rt.store.registry.get(ref)
-    lin = info.manifest.lineage
+    lin = info.manifest.lineage.model_dump(mode="json")
     base = home.rt.store.registry.get(MINILM)
     dataset = home.datasets.get("sst2")
     assert lin["base"] == {"ref": base.ref, "digest": base.digest}
@@ -69,7 +69,7 @@ def test_full_classifier_survives_a_pause_and_a_crash_and_loses_no_step(daemon: 
                             "hyperparameters": {**SMALL, "checkpoint_steps": 5}})
     plan = plan_training(TrainEnv.of(home.rt), spec)
     first = home.runner()
-    job_id = first.submit("train", plan.spec.model_dump(mode="json"))
+    job_id = first.submit("train", plan.job_spec())  # the plan travels with the job
     wait_until(lambda: first.get(job_id).progress.step >= 7, what="training reached step 7")
     first.pause(job_id, free_memory=True)  # checkpoint and exit the runner
     wait_until(lambda: first.get(job_id).state == JobState.PAUSED and first.get(job_id).pid is None)
@@ -93,7 +93,7 @@ def test_full_classifier_survives_a_pause_and_a_crash_and_loses_no_step(daemon: 
     out = daemon.ok("/v1/classify", {"model": "sent-full", "input": ["an utterly charming and hilarious film"]})
     assert out["data"][0]["label"] in {"0", "1"}
     again = evaluate_stored(home.rt.store.registry, home.datasets, "sent-full", "sst2", "validation")
-    assert again["rows"] == 120 and abs(again["metrics"]["accuracy"] - lin["metrics"]["accuracy"]) < 1e-6
+    assert again.rows == 120 and abs(again.metrics["accuracy"] - lin["metrics"]["accuracy"]) < 1e-6
 
 
 def test_prompt_tuning_gives_an_adapter_with_an_engine_of_its_own(daemon: Daemon, home: Home, tmp_path: Path) -> None:

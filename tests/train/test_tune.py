@@ -121,7 +121,7 @@ def test_a_tiny_study_runs_trials_as_jobs_and_promotes_the_best(daemon: Daemon, 
 
     reg = home.rt.store.registry
     assert info.result_model == "sent-tuned:v1" and reg.get("sent-tuned").digest == reg.get("sent-tuned:v1").digest
-    lin = reg.get("sent-tuned:v1").manifest.lineage
+    lin = reg.get("sent-tuned:v1").manifest.lineage.model_dump(mode="json")
     assert lin["job_id"] == job["id"] and lin["tuning"]["best"] == best
     assert lin["tuning"]["counts"] == study["counts"] and len(lin["tuning"]["trials"]) == 3
     assert lin["hyperparameters"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
