@@ -29,6 +29,11 @@ _BY_STATUS: dict[int, type[errors.LlmosError]] = {
 Messages = str | list[dict[str, str]]
 
 
+class DaemonNotRunning(errors.Unavailable):
+    """Nothing accepts connections at the daemon's address: a caller may do the work in-process instead.
+    Any other failure (a refused key, a timeout, an error answer) is a daemon that runs."""
+
+
 class Client:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 600.0) -> None:
         if base_url is None or api_key is None:  # unset: from settings (LLMOS_HOST / PORT / API_KEY)
@@ -45,9 +50,10 @@ class Client:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             r = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise self._not_running(exc) from None
         except httpx.TransportError as exc:
-            raise errors.Unavailable(f"the llmos daemon is not reachable at {self.base_url} ({exc}); "
-                                     "start it with `llmos serve`") from None
+            raise errors.Unavailable(f"the llmos daemon at {self.base_url} did not answer ({exc})") from None
         _raise_for(r)
         return r.json()
 
@@ -65,8 +71,14 @@ class Client:
                                 raise errors.QuotaExceeded(event["error"]["message"])
                             raise errors.EngineFailed(event["error"]["message"])
                         yield event
+        except httpx.ConnectError as exc:
+            raise self._not_running(exc) from None
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"lost the connection to {self.base_url} ({exc})") from None
+
+    def _not_running(self, exc: Exception) -> DaemonNotRunning:
+        return DaemonNotRunning(f"the llmos daemon is not reachable at {self.base_url} ({exc}); "
+                                "start it with `llmos serve`")
 
     def close(self) -> None:
         self._http.close()
@@ -81,8 +93,12 @@ class Client:
                 "/v1/chat/completions", {**body, "stream": True}) if c.get("choices"))
         return self._request("POST", "/v1/chat/completions", json=body)["choices"][0]["message"]["content"]
 
-    def complete(self, model: str, prompt: str, **params: Any) -> str:
+    def complete(self, model: str, prompt: str, *, stream: bool = False, **params: Any) -> Any:
+        """The completion text (no chat template); with ``stream=True`` an iterator of text pieces."""
         body = {"model": model, "prompt": prompt, **params}
+        if stream:
+            return (c["choices"][0].get("text", "") for c in self._stream(
+                "/v1/completions", {**body, "stream": True}) if c.get("choices"))
         return self._request("POST", "/v1/completions", json=body)["choices"][0]["text"]
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -129,8 +145,10 @@ class Client:
         """The Prometheus text exposition of ``/metrics``."""
         try:
             r = self._http.get("/metrics")
+        except httpx.ConnectError as exc:
+            raise self._not_running(exc) from None
         except httpx.TransportError as exc:
-            raise errors.Unavailable(f"the llmos daemon is not reachable at {self.base_url} ({exc})") from None
+            raise errors.Unavailable(f"the llmos daemon at {self.base_url} did not answer ({exc})") from None
         _raise_for(r)
         return r.text
 

@@ -1,23 +1,13 @@
 """The CLI as a script uses it: real processes, real stores, exit codes and messages."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from llmos.errors import ExitCode
 from llmos.runtime import Runtime
-
-
-def llmos(home: Path, *args: str, builtins: bool = True, stdin: str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "LLMOS_HOME": str(home), "LLMOS_BUILTINS": str(builtins).lower(),
-                "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "llmos", *args], env=full_env, capture_output=True, text=True,
-                          input=stdin, timeout=300)
+from tests.cli.proc import llmos
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +81,15 @@ def test_doctor_reports_a_corrupt_blob(tmp_path: Path, minilm_dir: Path) -> None
 
 
 @pytest.mark.slow
-def test_run_answers_the_capital_of_france(home: Path) -> None:
+def test_run_in_process_when_no_daemon_listens(home: Path) -> None:
+    """llmos() points LLMOS_PORT at a port nothing listens on: the model runs in the CLI's process."""
     out = llmos(home, "run", "smollm2-135m-instruct", "What is the capital of France?", "-n", "20")
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
 
 
 @pytest.mark.slow
-def test_chat_streams_a_conversation_from_stdin(home: Path) -> None:
+def test_chat_in_process_streams_a_conversation_from_stdin(home: Path) -> None:
     out = llmos(home, "chat", "smollm2-135m-instruct", "-t", "0", "-n", "16",
                 stdin="What is the capital of France?\nAnd of Germany?\n")
     assert out.returncode == 0, out.stderr
