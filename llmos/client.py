@@ -122,8 +122,9 @@ class Client:
         return self._request("GET", f"/v1/loop/{name}/history")
 
     # -- admin -------------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        return self._request("GET", "/health")
+    def health(self, timeout: float | None = None) -> dict[str, Any]:
+        """The daemon's status; ``timeout`` (seconds) overrides the client's for this call."""
+        return self._request("GET", "/health", **({} if timeout is None else {"timeout": timeout}))
 
     def models(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/models")["data"]
@@ -201,13 +202,23 @@ class Client:
 def _raise_for(r: httpx.Response) -> None:
     if r.status_code < 400:
         return
-    try:
-        err = r.json().get("error", {})
-        message = err.get("message", r.text)
-    except ValueError:
-        message = r.text or r.reason_phrase
     cls = _BY_STATUS.get(r.status_code, errors.LlmosError)
-    exc = cls(message)
+    exc = cls(_error_message(r))
     if isinstance(exc, errors.Unavailable):
         exc.retry_after = float(r.headers.get("retry-after", 1))
     raise exc
+
+
+def _error_message(r: httpx.Response) -> str:
+    """The daemon's own message; for an answer not in its shape, who answered what."""
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):  # a route this daemon does not have
+        return f"{r.request.url} answered {r.status_code}: {body['detail']}"
+    return (f"{r.request.url} answered {r.status_code} {r.reason_phrase} without an llmos error: "
+            "is something other than the llmos daemon listening there?")

@@ -79,11 +79,14 @@ class LocalGenerator(Generator):
                 raise EngineFailed(out.error)
 
 
+PROBE_TIMEOUT_S = 30.0  # a daemon that accepts the connection but says nothing is an error, not absent
+
+
 def open_generator(model: str, sampling: Sampling, url: str | None = None) -> Generator:
     """The daemon's generator when a daemon answers at ``url`` (default: from settings), else a local one."""
     client = Client(url)
     try:
-        client.health()
+        client.health(timeout=PROBE_TIMEOUT_S)
     except DaemonNotRunning:
         client.close()
         return _local(model, sampling, client.base_url)

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from llmos.cli.common import RichProgress, console, human_bytes, print_json, runtime
+from llmos.cli.tables import ago, new_table, short_id, size
 from llmos.store.importer import ImportOptions
 
 app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
@@ -22,11 +22,10 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="machine-re
         print_json([{"name": i.ref, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
                      "size": i.manifest.size_bytes, "parameters": i.manifest.parameters} for i in infos])
         return
-    table = Table("NAME", "KIND", "TASKS", "PARAMS", "SIZE", "DIGEST", "CREATED")
-    table.columns[0].no_wrap = True
+    table = new_table("NAME", "TASKS", "PARAMS", "SIZE", "ID", "CREATED", wrap=["NAME", "TASKS"])
     for i in infos:
-        table.add_row(i.ref, i.manifest.kind, ",".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
-                      human_bytes(i.manifest.size_bytes), i.digest[7:19], i.created_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(i.ref, ", ".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
+                      size(i.manifest.size_bytes), short_id(i.digest), ago(i.created_at))
     console.print(table)
 
 

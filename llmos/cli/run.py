@@ -15,7 +15,7 @@ from llmos.cli.generators import Generator, Sampling, open_generator
 from llmos.engines.base import ChatMessage
 
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="most tokens to generate")]
-Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
+Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, max=2.0, help="0 = greedy")]
 Seed = Annotated[Optional[int], typer.Option(help="sampling seed, for reproducible output")]
 Url = Annotated[Optional[str], typer.Option("--url", help="daemon URL (default: from settings); "
                                             "when nothing listens there, the model runs in this process")]

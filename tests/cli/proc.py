@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rich.cells import cell_len
+
 from tests.api.server import free_port
 
 
@@ -20,3 +22,15 @@ def llmos(home: Path, *args: str, builtins: bool = True, stdin: str | None = Non
     return subprocess.run([sys.executable, "-m", "llmos", *args], env=full_env, capture_output=True, text=True,
                           input=stdin, timeout=300)
 
+
+def assert_fits(output: str, *headers: str, width: int = 80) -> list[str]:
+    """The table in ``output`` fits ``width`` columns and shows every header whole, in order, on one line;
+    returns the output's lines."""
+    lines = output.splitlines()
+    assert lines and max(cell_len(line.rstrip()) for line in lines) <= width, output
+    header = next((line for line in lines if line.startswith(headers[0] + " ")), None)
+    assert header is not None, f"no header line starting with {headers[0]!r}:\n{output}"
+    assert "…" not in header, header
+    found = [header.find(f"{h} ") if h != headers[-1] else header.rstrip().rfind(h) for h in headers]
+    assert -1 not in found and found == sorted(found), f"headers {headers} not all whole in:\n{header}"
+    return lines

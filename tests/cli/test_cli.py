@@ -1,6 +1,9 @@
 """The CLI as a script uses it: real processes, real stores, exit codes and messages."""
 
+import functools
 import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,15 @@ def test_run_on_a_model_that_cannot_generate(home: Path) -> None:
     out = llmos(home, "run", "minilm-l6", "hello")
     assert out.returncode == ExitCode.USAGE
     assert "cannot generate" in out.stderr and "smollm2-135m-instruct" in out.stderr
+
+
+def test_run_reports_a_server_that_answers_with_an_error(home: Path, tmp_path: Path) -> None:
+    """Something answers at the daemon's address, with a 404: reported, not bypassed by an in-process run."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))  # no /health there
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        out = llmos(home, "run", "smollm2-135m-instruct", "What is the capital of France?", "--url", url)
+        server.shutdown()
+    assert out.returncode == ExitCode.NOT_FOUND and out.stdout == "", out.stderr
+    assert "answered 404" in out.stderr and "<html" not in out.stderr and "Traceback" not in out.stderr

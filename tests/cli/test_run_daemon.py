@@ -1,5 +1,6 @@
 """`llmos run` and `llmos chat` through a running daemon: an auth-on app on a loopback port serving the
-real SmolLM2, whose request log says which requests it answered, for which key."""
+real SmolLM2, whose request log says which requests it answered, for which key. Then the tables of the
+commands that ask the daemon, in an 80-column terminal."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth import create_key
+from llmos.client import Client
 from llmos.db.tables import RequestLog
 from llmos.errors import ExitCode
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 from tests.api.server import serving
-from tests.cli.proc import llmos
+from tests.cli.proc import assert_fits, llmos
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow
@@ -105,3 +107,27 @@ def test_raw_completion_through_the_daemon(daemon: Daemon, home: Path) -> None:
     [row] = daemon.logged()[before:]
     assert row.route == "completion" and row.output.strip() == out.stdout.strip()
 
+
+def test_daemon_tables_fit_80_columns(daemon: Daemon, home: Path) -> None:
+    """ps lists the loaded model, alerts the default rules, feedback list a rating given through the API."""
+    client = Client(daemon.url, api_key=daemon.key)
+    assert client.chat(SMOL, QUESTION, max_tokens=4, temperature=0)
+    client.feedback(daemon.logged()[-1].id, rating=1, correction="The capital of France is Paris, on the Seine.",
+                    comment="right, and short enough")
+    client.close()
+
+    def table(*args: str) -> str:
+        out = llmos(home, "--api-key", daemon.admin, *args, env={"COLUMNS": "80"})
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    ps = assert_fits(table("ps", "--url", daemon.url),
+                     "MODEL", "MEMORY", "IN USE", "QUEUED", "RUNNING", "TOK/S", "UNLOAD IN")
+    assert any(line.startswith(f"{SMOL}:latest ") and "MiB" in line for line in ps)
+    rules = assert_fits(table("alerts", "list", "--url", daemon.url),
+                        "RULE", "SEV", "STATE", "VALUE", "LIMIT", "DETAIL")
+    assert any(line.startswith("canary-rolled-back ") for line in rules)
+    assert_fits(table("jobs", "list", "--url", daemon.url), "ID", "KIND", "STATE", "PROGRESS", "ETA", "METRICS")
+    feedback = assert_fits(table("feedback", "list", "--tenant", daemon.tenant),
+                           "ID", "MODEL", "RATING", "CORRECTION", "COMMENT", "AT")
+    assert any("+1" in line and "ago" in line for line in feedback)
