@@ -199,6 +199,13 @@ class Client:
         return self._request("POST", "/v1/tuning/jobs", json=body)
 
 
+    def evaluate(self, model: str, dataset: str, *, split: str | None = None,
+                 max_rows: int | None = None) -> dict[str, Any]:
+        """Queue an ``evaluate`` job (checked first: a bad request raises here); returns the job."""
+        body = {"model": model, "dataset": dataset, "split": split, "max_rows": max_rows}
+        return self._request("POST", "/v1/evaluations", json=body)
+
+
 def _raise_for(r: httpx.Response) -> None:
     if r.status_code < 400:
         return

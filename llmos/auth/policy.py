@@ -64,6 +64,8 @@ RULES: tuple[Rule, ...] = (
     _r("/v1/fine_tuning", "POST", TRAIN),
     _r("/v1/tuning", "GET", READ, TRAIN),
     _r("/v1/tuning", "POST", TRAIN),
+    _r("/v1/evaluations", "GET", READ, TRAIN),
+    _r("/v1/evaluations", "POST", TRAIN),
     _r("/v1/prompt_tasks", "POST", TRAIN),  # a prompt-defined task is a new model version
     _r("/v1/loop/tick", "POST", ADMIN, exact=True),  # runs every tenant's loop now
     _r("/v1/loop", "GET", READ, TRAIN),

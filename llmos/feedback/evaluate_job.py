@@ -1,6 +1,7 @@
 """The ``evaluate`` job kind: stored models scored on a dataset's splits, in a runner process.
 
-The feedback loop's gate is one: the candidate and the serving version on the round's validation rows
+``llmos eval MODEL DATASET`` with a daemon up (``POST /v1/evaluations``) is one: one model, one split.
+The feedback loop's gate is another: the candidate and the serving version on the round's validation rows
 and its held-out feedback (dataset split ``test``), with the verdict (``GateResult``) in the job's
 result. Running as a job puts the evaluation where all heavy work goes: admitted under the memory
 budget (the spec's ``base`` is the largest model it loads), frozen or paused for interactive traffic by
@@ -24,6 +25,7 @@ from llmos.feedback.gate import GateResult, decide, reports
 from llmos.kernel.core import Kernel
 from llmos.store.manifest import ModelInfo, is_prompt_task, parent_ref
 from llmos.store.registry import Registry
+from llmos.train.loading import eval_target
 from llmos.train.report import EvalReport
 
 if TYPE_CHECKING:
@@ -49,8 +51,10 @@ class EvaluateSpec(BaseModel):
 
     models: list[str] = Field(min_length=1, max_length=8, description="stored models to score (name:tag)")
     dataset: str = Field(min_length=1, description="dataset version: name@version")
-    splits: dict[str, str] = Field(default_factory=lambda: dict(GATE_SPLITS), min_length=1,
-                                   description="result name -> dataset split scored under that name")
+    splits: dict[str, str | None] = Field(default_factory=lambda: dict(GATE_SPLITS), min_length=1,
+                                          description="result name -> dataset split scored under that name "
+                                                      "(null: every row)")
+    max_rows: int | None = Field(None, ge=1, description="score at most this many rows of each split")
     gate: GateRule | None = None
     base: str | None = Field(None, description="the largest model loaded: what memory admission reserves")
     tenant: str = "default"
@@ -83,6 +87,14 @@ def gate_spec(registry: Registry, candidate: str, serving: str, dataset: str, ma
                         base=largest_weights(registry, models).ref, tenant=tenant)
 
 
+def eval_spec(registry: Registry, datasets: Datasets, model: str, dataset: str, split: str | None,
+              max_rows: int | None, tenant: str) -> EvaluateSpec:
+    """The spec of ``llmos eval MODEL DATASET [--split S]``, checked as the in-process command checks it."""
+    info, ds, split = eval_target(registry, datasets, model, dataset, split)
+    return EvaluateSpec(models=[info.ref], dataset=ds.ref, splits={split or "all": split}, max_rows=max_rows,
+                        base=largest_weights(registry, [info.ref]).ref, tenant=tenant)
+
+
 def largest_weights(registry: Registry, refs: list[str]) -> ModelInfo:
     """Of the weights that answer for ``refs`` (a prompt task's or an adapter's base), the largest."""
     return max((_weights(registry, registry.get(ref)) for ref in refs), key=lambda i: i.manifest.size_bytes)
@@ -110,6 +122,8 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
             ctx.progress(i, len(parsed.models))
             ctx.pause_point()
             metric, found[ref] = reports(store.registry, ref, splits, kernel)
+            found[ref] = {s: r.model_copy(update={"model": ref, "dataset": parsed.dataset,
+                                                  "split": parsed.splits[s] or "all"}) for s, r in found[ref].items()}
             ctx.log(f"{ref}: " + ", ".join(f"{s} {metric} {r.metric(metric):.4f}" for s, r in found[ref].items()))
     finally:
         kernel.close()
@@ -124,12 +138,11 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
 
 
 def split_rows(datasets: Datasets, spec: EvaluateSpec) -> dict[str, list[Row]]:
-    """The rows of each named split, read in one pass over the dataset version."""
+    """The rows of each named split (the first ``max_rows``), read in one pass over the dataset version."""
     info = datasets.get(spec.dataset)
-    wanted = {split: name for name, split in spec.splits.items()}
     out: dict[str, list[Row]] = {name: [] for name in spec.splits}
     for row in datasets.rows(info.name, info.version):
-        name = wanted.get(row.split or "")
-        if name is not None:
-            out[name].append(row)
-    return out
+        for name, split in spec.splits.items():
+            if split is None or row.split == split:
+                out[name].append(row)
+    return {name: rows[:spec.max_rows] if spec.max_rows else rows for name, rows in out.items()}

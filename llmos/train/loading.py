@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llmos.data.info import DatasetInfo
 from llmos.data.registry import Datasets
 from llmos.data.rows import Row, Task
 from llmos.errors import InvalidInput, WrongTask
@@ -85,9 +86,10 @@ class EvalInputs:
         return report.model_copy(update={"model": self.info.ref, "dataset": self.dataset_ref, "split": self.split})
 
 
-def eval_inputs(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
-                split: str | None = None, hyperparameters: Hyperparameters | None = None) -> EvalInputs:
-    """Check the model against the dataset and pick the split (default: test, else validation, else all)."""
+def eval_target(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
+                split: str | None = None) -> tuple[ModelInfo, DatasetInfo, str | None]:
+    """Check the model against the dataset and pick the split (default: test, else validation, else all);
+    the dataset's recorded counts say whether the split has rows, so nothing is read."""
     info = registry.get(model_ref)
     dataset = datasets.get(dataset_ref)
     task = model_task(info)
@@ -95,10 +97,17 @@ def eval_inputs(registry: Registry, datasets: Datasets, model_ref: str, dataset_
         raise InvalidInput(f"model {info.ref} does {task.value}; dataset {dataset.ref} holds {dataset.task.value} "
                            "rows", param="dataset")
     split = split or next((s for s in ("test", "validation") if dataset.counts.splits.get(s)), None)
-    rows: list[Row] = list(datasets.rows(dataset.name, dataset.version, split=split))
-    if not rows:
+    if not (dataset.counts.splits.get(split, 0) if split else dataset.counts.rows):
         raise InvalidInput(f"dataset {dataset.ref} has no rows{f' in split {split!r}' if split else ''}")
-    cfg = resolve(hyperparameters or Hyperparameters(), task, "full", info.manifest.context_length)
+    return info, dataset, split
+
+
+def eval_inputs(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
+                split: str | None = None, hyperparameters: Hyperparameters | None = None) -> EvalInputs:
+    """``eval_target``'s model and split, with the split's rows (at most ``max_eval_rows``)."""
+    info, dataset, split = eval_target(registry, datasets, model_ref, dataset_ref, split)
+    rows: list[Row] = list(datasets.rows(dataset.name, dataset.version, split=split))
+    cfg = resolve(hyperparameters or Hyperparameters(), model_task(info), "full", info.manifest.context_length)
     return EvalInputs(info, dataset.ref, split or "all", _sample(rows, cfg.max_eval_rows), cfg)
 
 

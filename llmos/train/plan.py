@@ -191,12 +191,15 @@ def make_splits(rows: list[Row], dataset: DatasetInfo, cfg: TrainConfig) -> Spli
         val_from, held_out = train_from, True
     test = by_split.get("test", [])
     report_from, report = ("test", list(range(len(test)))) if test else (val_from, validation)
-    counts = {None: len(rows), **{k: len(v) for k, v in by_split.items()}}
-    picks = PlannedSplits(
-        train=RowPick.of_indices(train_from, counts[train_from], _sample(train, cfg.max_train_rows, cfg.seed)),
-        validation=RowPick.of_indices(val_from, counts[val_from], _sample(validation, cfg.max_eval_rows, cfg.seed)),
-        report=RowPick.of_indices(report_from, counts[report_from], _sample(report, cfg.max_eval_rows, cfg.seed)),
-        report_split="test" if test else "validation", held_out=held_out, warnings=warnings)
+
+    def pick(split: str | None, positions: list[int], limit: int | None) -> RowPick:
+        of = len(rows) if split is None else len(by_split.get(split, []))  # None: every row of the version
+        return RowPick.of_indices(split, of, _sample(positions, limit, cfg.seed))
+
+    picks = PlannedSplits(train=pick(train_from, train, cfg.max_train_rows),
+                          validation=pick(val_from, validation, cfg.max_eval_rows),
+                          report=pick(report_from, report, cfg.max_eval_rows),
+                          report_split="test" if test else "validation", held_out=held_out, warnings=warnings)
     return select_splits(rows, picks, dataset.ref)
 
 
