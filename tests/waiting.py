@@ -3,7 +3,9 @@
 ``wait_until(cond, what)`` polls ``cond`` until it returns something truthy and returns that. Given
 ``job=(jobs, job_id)`` it fails at once, naming the job's state, error and the end of its log, when the
 job ends while ``cond`` is still false: a job that failed is reported as such, not as a timeout.
-``wait_for_job`` waits for a job to reach one of some states the same way.
+``ended`` does the same for anything else that can end (a process, a thread, a job seen over HTTP): a
+callable that returns None while it may still happen, else why it never will. ``wait_for_job`` waits
+for a job to reach one of some states the same way.
 
 ``BACKSTOP_S`` is a hang guard, not a timing claim: no test asserts how long something took (speed
 is measured in bench/), so the backstop is generous enough for the busiest machine the suite runs on.
@@ -27,19 +29,22 @@ LOG_TAIL = 3000
 
 
 def wait_until(cond: Callable[[], T], what: str, *, job: tuple[JobRunner, str] | None = None,
-               timeout: float = BACKSTOP_S, interval: float = POLL_S) -> T:
-    """Poll ``cond`` until it is truthy; returns its value. Fails at once when ``job`` has ended."""
+               ended: Callable[[], str | None] | None = None, timeout: float = BACKSTOP_S,
+               interval: float = POLL_S) -> T:
+    """Poll ``cond`` until it is truthy; returns its value. Fails at once when ``job`` (or ``ended``) has ended."""
+    if job is not None:
+        ended = lambda: job_ended(*job)  # noqa: E731
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
-        ended = job_ended(*job) if job is not None else None
-        if ended is not None:
+        why = ended() if ended is not None else None
+        if why is not None:
             value = cond()  # the job may have met the condition on its way out
             if value:
                 return value
-            pytest.fail(f"while waiting for {what}: {ended}", pytrace=False)
+            pytest.fail(f"while waiting for {what}: {why}", pytrace=False)
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: still not so after {timeout:.0f} s (a hang guard, not a timing claim)",
                         pytrace=False)

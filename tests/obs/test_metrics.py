@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -16,6 +15,7 @@ from llmos.feedback.canary_signals import CanaryShare, record_canary_outcome, re
 from llmos.obs.metrics import Metrics, MetricsMiddleware
 from llmos.runtime import Runtime
 from tests.obs.conftest import scrape, value
+from tests.waiting import BACKSTOP_S, wait_until
 
 SMOL = "smollm2-135m-instruct"
 REF = f"{SMOL}:latest"
@@ -62,7 +62,7 @@ class GatedEngine(FakeEngine):
     gate = threading.Event()
 
     def prefill(self, seqs):  # type: ignore[no-untyped-def]
-        self.gate.wait(timeout=30)
+        assert self.gate.wait(BACKSTOP_S), "the test never opened the gate"
         return super().prefill(seqs)
 
 
@@ -75,10 +75,8 @@ def test_queue_depth_and_rejections(make_app) -> None:  # type: ignore[no-untype
         results.append(client.post("/v1/chat/completions", json=CHAT).status_code)
 
     def wait_for_gauge(name: str, want: float) -> None:
-        deadline = time.monotonic() + 20
-        while value(scrape(client), name, model=REF) != want:
-            assert time.monotonic() < deadline, (name, results, client.get("/admin/ps").json())
-            time.sleep(0.05)
+        wait_until(lambda: value(scrape(client), name, model=REF) == want, f"{name} = {want}",
+                   ended=lambda: None if all(t.is_alive() for t in threads if t.ident) else f"a request ended: {results}")
 
     threads = [threading.Thread(target=send) for _ in range(2)]
     try:
@@ -97,7 +95,7 @@ def test_queue_depth_and_rejections(make_app) -> None:  # type: ignore[no-untype
     finally:
         GatedEngine.gate.set()
         for t in threads:
-            t.join(timeout=30)
+            t.join(BACKSTOP_S)
     assert results == [200, 200]
     assert value(scrape(client), "llmos_queue_waiting", model=REF) == 0
 

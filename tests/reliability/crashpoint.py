@@ -1,6 +1,6 @@
 """Run an llmos command that kills itself (SIGKILL, like a power cut) at a chosen point in the code.
 
-    python -m tests.reliability.crashpoint [--before|--after] [--hold FD] module:Qual.name [--kind NAME=ENTRY] -- ARGS
+    python -m tests.reliability.crashpoint [--before|--after] [--hold FD] [--kind NAME=ENTRY] module:Qual.name -- ARGS
 
 wraps ``module:Qual.name`` so that its first call kills the process before the call runs or right
 after it returns, then runs ``llmos ARGS``. With ``--hold FD`` the process does not kill itself: it

@@ -1,6 +1,5 @@
 """The embedded default models: registered at first start, converted once, loadable fast."""
 
-import time
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -27,14 +26,12 @@ def test_second_start_converts_nothing(builtin_runtime: Runtime) -> None:
     again.close()
 
 
-def test_converted_model_loads_fast_and_answers(builtin_runtime: Runtime) -> None:
-    start = time.perf_counter()
+def test_converted_model_loads_and_answers(builtin_runtime: Runtime) -> None:
     folder = builtin_runtime.store.registry.snapshot("smollm2-135m-instruct")
+    assert not list(folder.rglob("*.gguf"))  # a plain safetensors folder: loading it converts nothing
     model = AutoModelForCausalLM.from_pretrained(folder)
-    load_s = time.perf_counter() - start
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1]:])
-    assert load_s < 20  # the real comparison is bench/store.py; this only guards against re-conversion
+    assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1]:])  # how fast it loads: bench/store.py

@@ -11,6 +11,7 @@ import pytest
 from llmos.runtime import open_runtime
 from tests.conftest import make_settings
 from tests.reliability.crashpoint import HELD
+from tests.waiting import BACKSTOP_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,7 @@ def test_two_imports_of_one_name_at_once(minilm_dir: Path, tmp_path: Path) -> No
     open_runtime(make_settings(home), builtins=False).close()
     procs = [subprocess.Popen(_import_cmd(minilm_dir, "same"), env=_env(home), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    results = [(p.wait(BACKSTOP_S), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 4], results  # one wins; the other is told clearly (exit 4: conflict)
     loser = next(text for code, text in results if code == 4)

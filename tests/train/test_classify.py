@@ -15,7 +15,10 @@ from llmos.jobs.procs import process_alive
 from llmos.train import TrainEnv, TrainSpec, plan_training
 from llmos.train.export import export_model
 from llmos.train.loading import evaluate_stored
-from tests.train.conftest import MINILM, Daemon, Home, crash, finished, import_sst2, report_of, wait_until
+from llmos.jobs import register_job_kind
+from tests.heldjobs import release
+from tests.train.conftest import MINILM, Daemon, Home, crash, finished, import_sst2, report_of
+from tests.waiting import wait_for_job, wait_until
 
 pytestmark = pytest.mark.slow
 SMALL = {"epochs": 2, "max_length": 64, "batch_size": 16}
@@ -68,20 +71,25 @@ def test_full_classifier_survives_a_pause_and_a_crash_and_loses_no_step(daemon: 
     spec = TrainSpec.parse({"base": MINILM, "dataset": "sst2", "method": "full", "name": "sent-full",
                             "hyperparameters": {**SMALL, "checkpoint_steps": 5}})
     plan = plan_training(TrainEnv.of(home.rt), spec)
+    register_job_kind("train-held", "tests.heldjobs:train_held_at", replace=True)  # the real loop, held at 7 and 14
     first = home.runner()
-    job_id = first.submit("train", plan.job_spec())  # the plan travels with the job
-    wait_until(lambda: first.get(job_id).progress.step >= 7, what="training reached step 7")
+    job_id = first.submit("train-held", {**plan.job_spec(), "hold_at": [7, 14]})  # the plan travels with the job
+    job, work = (first, job_id), home.rt.settings.jobs_dir / job_id / "work"
+    wait_until(lambda: first.get(job_id).progress.step == 7, "training held at step 7", job=job)
     first.pause(job_id, free_memory=True)  # checkpoint and exit the runner
-    wait_until(lambda: first.get(job_id).state == JobState.PAUSED and first.get(job_id).pid is None)
+    wait_for_job(first, job_id, JobState.PAUSED)
+    wait_until(lambda: first.get(job_id).pid is None, "the paused runner gone", job=job)
     paused = first.get(job_id)
-    assert paused.checkpoint and Path(paused.checkpoint).name == f"checkpoint-{paused.progress.step}"
+    assert paused.progress.step == 7 and paused.checkpoint and Path(paused.checkpoint).name == "checkpoint-7"
     assert (Path(paused.checkpoint) / "optimizer.pt").is_file() and (Path(paused.checkpoint) / "trainer_state.json").is_file()
+    release(work, 7)
     first.resume(job_id)
-    wait_until(lambda: first.get(job_id).progress.step >= paused.progress.step + 7, what="resumed training")
+    wait_until(lambda: first.get(job_id).progress.step == 14, "resumed training held at step 14", job=job)
     crash(first)  # the daemon dies, then its runner is killed mid-epoch
     pid = first.get(job_id).pid
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not process_alive(pid, None), what="the runner died")
+    wait_until(lambda: not process_alive(pid, None), "the runner dead")
+    release(work, 14)
     second = home.runner()  # a restarted daemon requeues the job from its last checkpoint
     info = finished(second, job_id)
     assert info.attempts == 3 and second.logs(job_id).count("resuming training from checkpoint") == 2
