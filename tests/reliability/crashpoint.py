@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--kind", action="append", default=[], help="NAME=module:function job kind to register")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     ns = ap.parse_args()
+    import llmos.daemon  # noqa: F401 - every package registers its own job kinds before the overrides below
     from llmos.cli import main as llmos_main
     from llmos.jobs.kinds import register_job_kind
 
