@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmos.api.deps import Caller, get_caller
 from llmos.feedback.store import FeedbackIn, FeedbackOut
 from llmos.loop.loop import Loop
+from llmos.store.names import parse_ref
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -56,7 +57,8 @@ def list_policies(loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
 
 @router.put("/loop/{name}")
 def set_policy(name: str, body: dict[str, Any], loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
-    loop.registry.get(f"{name.split(':')[0]}:latest", tenant=caller.tenant)  # a served model it may see
+    loop.registry.get(f"{parse_ref(name).name}:latest", tenant=caller.tenant)  # a served model it may see
+    loop.registry.check_write(name, caller.tenant, admin=caller.admin)  # its retrains write under the name
     policy = loop.policies.set(name, caller.tenant, body)
     loop.router.refresh()
     return policy.to_api()
@@ -69,7 +71,7 @@ def history(name: str, loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
 
 @router.post("/loop/{name}/rollback")
 def rollback(name: str, loop: LoopDep, caller: CallerDep, body: RollbackIn | None = None) -> dict[str, Any]:
-    return loop.rollback(name, caller.tenant, actor(caller), to=body.to if body else None)
+    return loop.rollback(name, caller.tenant, actor(caller), to=body.to if body else None, admin=caller.admin)
 
 
 @router.post("/loop/tick")

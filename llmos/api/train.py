@@ -35,16 +35,17 @@ class FineTuneIn(BaseModel):
     suffix: str | None = Field(None, description="OpenAI style: the result is named <model>-<suffix>")
 
 
-def spec_of(body: FineTuneIn, tenant: str) -> TrainSpec:
+def spec_of(body: FineTuneIn, caller: Caller) -> TrainSpec:
     name = body.name or (f"{body.model.split(':')[0]}-{body.suffix}" if body.suffix else None)
     return TrainSpec.parse({"base": body.model, "dataset": body.dataset, "task": body.task, "method": body.method,
-                            "hyperparameters": body.hyperparameters, "name": name, "tenant": tenant})
+                            "hyperparameters": body.hyperparameters, "name": name, "tenant": caller.tenant,
+                            "publish": caller.admin})
 
 
 # Plain ``def`` handlers: FastAPI runs them in its thread pool (they read the database and datasets).
 @router.post("/jobs")
 def create_job(body: FineTuneIn, jobs: JobsDep, runtime: RuntimeDep, caller: CallerDep) -> dict[str, Any]:
-    plan = plan_training(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller.tenant))
+    plan = plan_training(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller))
     job_id = jobs.submit(JOB_KIND, plan.spec.model_dump(mode="json"), tenant=caller.tenant)
     return {**jobs.get(job_id, caller.tenant).to_api(), "plan": plan.summary()}
 

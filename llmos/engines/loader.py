@@ -39,9 +39,9 @@ def shares_base(info: ModelInfo) -> bool:
 
 def runs_on(registry: Registry, info: ModelInfo) -> ModelInfo:
     """The stored model whose weights answer for ``info``: a prompt task's base; otherwise ``info``."""
-    from llmos.prompt_tasks.store import is_prompt_task, parent_ref
+    from llmos.prompt_tasks.store import is_prompt_task
 
-    return registry.get(parent_ref(info)) if is_prompt_task(info) else info
+    return registry.parent(info) if is_prompt_task(info) else info
 
 
 def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
@@ -50,23 +50,22 @@ def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
     info = runs_on(registry, info)
     if not shares_base(info):
         return info
-    if not info.manifest.parent:
-        raise InvalidInput(f"adapter {info.ref} has no base model recorded")
-    return registry.get(info.manifest.parent.split("@", 1)[0])
+    return registry.parent(info)
 
 
-def load_engine(registry: Registry, ref: str, *, backend: str = "hf", **options: object) -> Engine:
-    """Load ``ref`` into a new engine; for an adapter, load its base and attach the adapter."""
+def load_engine(registry: Registry, key: str, *, backend: str = "hf", **options: object) -> Engine:
+    """Load the model ``key`` (a ``ModelInfo.key``) into a new engine; for an adapter, load its base and
+    attach the adapter. Engines and adapters are named by key, unique across tenants."""
     if backend not in ENGINES:
         raise InvalidInput(f"unknown engine backend {backend!r}; available: {', '.join(sorted(ENGINES))}")
-    info = runs_on(registry, registry.get(ref))
+    info = runs_on(registry, registry.get_key(key))
     if info.manifest.kind == "adapter" and not shares_base(info):
         from llmos.engines.prompt_adapter import load_prompt_adapter
 
         return load_prompt_adapter(registry, info, backend=backend, **options)
     base = base_of(registry, info)
-    engine = ENGINES[backend](registry.snapshot(base), name=base.ref, tasks=base.manifest.tasks,
+    engine = ENGINES[backend](registry.snapshot(base), name=base.key, tasks=base.manifest.tasks,
                               chat_template=base.manifest.chat_template, **options)
     if base is not info:
-        engine.add_adapter(info.ref, str(registry.snapshot(info)))
+        engine.add_adapter(info.key, str(registry.snapshot(info)))
     return engine

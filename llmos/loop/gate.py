@@ -9,6 +9,7 @@ from typing import Any
 
 from llmos.data.registry import Datasets
 from llmos.data.rows import Row
+from llmos.store.manifest import ModelInfo
 from llmos.store.registry import Registry
 from llmos.train.config import Hyperparameters, resolve
 from llmos.prompt_tasks import is_prompt_task
@@ -29,11 +30,14 @@ class GateResult:
         return asdict(self)
 
 
-def scores(registry: Registry, ref: str, splits: dict[str, list[Row]]) -> tuple[str, dict[str, float]]:
-    """The task's main metric of stored model ``ref`` on each non-empty split (loaded once)."""
-    if is_prompt_task(registry.get(ref)):  # no weights of its own: score what its serving path answers
-        return _prompt_task_scores(registry, ref, splits)
-    loaded = load_trained(registry, ref)
+def scores(registry: Registry, ref: str, splits: dict[str, list[Row]],
+           tenant: str | None) -> tuple[str, dict[str, float]]:
+    """The task's main metric of stored model ``ref`` (in ``tenant``'s namespace) on each non-empty
+    split (loaded once)."""
+    info = registry.get(ref, tenant=tenant)
+    if is_prompt_task(info):  # no weights of its own: score what its serving path answers
+        return _prompt_task_scores(registry, info, splits)
+    loaded = load_trained(registry, info.key)
     task = get_task(loaded.task)
     cfg = resolve(Hyperparameters(), loaded.task, "full", loaded.info.manifest.context_length)
     out = {}
@@ -44,10 +48,10 @@ def scores(registry: Registry, ref: str, splits: dict[str, list[Row]]) -> tuple[
     return task.metric, out
 
 
-def _prompt_task_scores(registry: Registry, ref: str, splits: dict[str, list[Row]]) -> tuple[str, dict[str, float]]:
+def _prompt_task_scores(registry: Registry, info: ModelInfo,
+                        splits: dict[str, list[Row]]) -> tuple[str, dict[str, float]]:
     from llmos.prompt_tasks.evaluate import evaluate_prompt_task
 
-    info = registry.get(ref)
     metric = get_task(model_task(info)).metric
     return metric, {split: float(evaluate_prompt_task(registry, info, rows)["metrics"][metric])
                     for split, rows in splits.items() if rows}
@@ -59,8 +63,8 @@ def run_gate(registry: Registry, datasets: Datasets, dataset_ref: str, candidate
     rows = list(datasets.rows(info.name, info.version))
     splits = {"validation": [r for r in rows if r.split == "validation"],
               "feedback": [r for r in rows if r.split == "test"]}
-    metric, cand = scores(registry, candidate, splits)
-    _, serv = scores(registry, serving, splits)
+    metric, cand = scores(registry, candidate, splits, datasets.tenant)
+    _, serv = scores(registry, serving, splits, datasets.tenant)
     counts = {k: len(v) for k, v in splits.items()}
     if not counts["feedback"]:
         return GateResult(False, "no held-out feedback to judge on", metric, cand, serv, counts)

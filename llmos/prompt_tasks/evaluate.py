@@ -45,7 +45,7 @@ def evaluate_prompt_task(registry: Registry, info: ModelInfo, rows: Sequence[Row
 
 
 async def _predict(kernel: Kernel, info: ModelInfo, task: str, texts: list[str]) -> list[Any]:
-    resolved = kernel.resolve(info.ref, task)
+    resolved = kernel.resolve(info.ref, task, tenant=info.tenant)
     out: list[Any] = []
     for start in range(0, len(texts), _CHUNK):
         out.extend(await serve.run(task, kernel, resolved, texts[start:start + _CHUNK]))

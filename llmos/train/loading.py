@@ -41,13 +41,13 @@ def model_task(info: ModelInfo) -> Task:
                     "dataset (fine-tune it for classify, tag or sft first)", param="model")
 
 
-def load_trained(registry: Registry, ref: str) -> Loaded:
-    """A stored model ready to predict: full weights, or its base with the adapter applied."""
+def load_trained(registry: Registry, key: str) -> Loaded:
+    """A stored model (by ``ModelInfo.key``) ready to predict: full weights, or its base with the adapter."""
     from transformers import AutoTokenizer
 
-    info = registry.get(ref)
+    info = registry.get_key(key)
     task = model_task(info)
-    base = registry.get(info.manifest.parent.split("@", 1)[0]) if info.manifest.kind == "adapter" else info
+    base = registry.parent(info) if info.manifest.kind == "adapter" else info
     base_dir = registry.snapshot(base)
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     labels = list(info.manifest.labels)
@@ -73,8 +73,9 @@ def _head_model(task: Task, folder: Any, labels: list[str], tokenizer: Any) -> A
 
 def evaluate_stored(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
                     split: str | None = None, hyperparameters: Hyperparameters | None = None) -> dict[str, Any]:
-    """The evaluation report of a stored model on a dataset split (default: test, else validation, else all)."""
-    info = registry.get(model_ref)
+    """The evaluation report of a stored model on a dataset split (default: test, else validation, else all);
+    the model's name is read in the dataset registry's tenant."""
+    info = registry.get(model_ref, tenant=datasets.tenant)
     dataset = datasets.get(dataset_ref)
     task = model_task(info)
     if dataset.task != task:
@@ -91,7 +92,7 @@ def evaluate_stored(registry: Registry, datasets: Datasets, model_ref: str, data
         report = evaluate_prompt_task(registry, info, _sample(rows, cfg.max_eval_rows))
         report.update(model=info.ref, dataset=dataset.ref, split=split or "all")
         return report
-    loaded = load_trained(registry, info.ref)
+    loaded = load_trained(registry, info.key)
     report = get_task(task).report(loaded.model, loaded.tokenizer, _sample(rows, cfg.max_eval_rows), loaded.labels,
                                    cfg, loaded.chat_template)
     report.update(model=info.ref, dataset=dataset.ref, split=split or "all")

@@ -103,4 +103,4 @@ def test_private_models_are_invisible_across_tenants(secure_client: TestClient, 
             assert theirs.status_code == nobody.status_code == 404, (path, theirs.text)
             assert theirs.text.replace(private, "X") == nobody.text.replace(absent, "X")
     finally:
-        registry.remove(f"{private}:latest")
+        registry.remove(f"{private}:latest", tenant=a.tenant)

@@ -165,7 +165,7 @@ def start_canary(home: Path, result: str) -> None:
     rt.store.registry.tag(result, "crash-clf:v2")
     Policies(rt.db).set("crash-clf", "default", {"canary_share": 0.5})
     with rt.db.session() as s:
-        row = s.get(LoopPolicy, "crash-clf")
+        row = s.get(LoopPolicy, ("default", "crash-clf"))
         row.state, row.canary = "canary", dict(CANARY)
     rt.close()
     time.sleep(CACHE_S + 0.2)  # the daemon's router reads canaries from the database this often
@@ -186,7 +186,7 @@ def check_canary_split(home: Path, ids: list[str]) -> None:
     rt = open_home(home)
     with rt.db.session() as s:
         routed = dict(s.query(RequestLog.id, RequestLog.model).filter(RequestLog.id.in_(ids)).all())
-        row = s.get(LoopPolicy, "crash-clf")
+        row = s.get(LoopPolicy, ("default", "crash-clf"))
         assert (row.state, row.canary) == ("canary", CANARY)
     rt.close()
     assert len(routed) == len(ids)
