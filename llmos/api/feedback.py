@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.api.bounds import NAME_MAX, Cursor, ModelFilter, PageSize
 from llmos.api.deps import Caller, get_caller
 from llmos.feedback.store import FeedbackIn, FeedbackOut
 from llmos.loop.loop import Loop
@@ -30,7 +31,8 @@ LoopDep = Annotated[Loop, Depends(get_loop)]
 
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to: str | None = Field(None, description="version to serve (default: the one that served before)")
+    to: str | None = Field(None, max_length=NAME_MAX,
+                           description="version to serve (default: the one that served before)")
 
 
 def actor(caller: Caller) -> str:
@@ -44,8 +46,8 @@ def post_feedback(body: FeedbackIn, loop: LoopDep, caller: CallerDep) -> Feedbac
 
 
 @router.get("/feedback")
-def list_feedback(loop: LoopDep, caller: CallerDep, model: str | None = None, after: int = 0,
-                  limit: int = 1000) -> dict[str, Any]:
+def list_feedback(loop: LoopDep, caller: CallerDep, model: ModelFilter | None = None, after: Cursor = 0,
+                  limit: PageSize = 1000) -> dict[str, Any]:
     found = loop.feedback.list(caller.tenant, model=model, after=after, limit=limit)
     return {"object": "list", "data": [f.model_dump(mode="json") for f in found]}
 

@@ -13,6 +13,7 @@ from llmos.engines.loader import load_engine
 from llmos.errors import WrongTask
 from llmos.kernel.local import stream
 from llmos.kernel.request import SamplingParams
+from llmos.store.names import DEFAULT_TENANT
 
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="most tokens to generate")]
 Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
@@ -23,11 +24,11 @@ def _engine(name: str) -> Engine:
     rt = runtime()
     info = rt.store.registry.get(name)
     if "generate" not in info.manifest.tasks:
-        gens = [i.ref for i in rt.store.registry.list() if "generate" in i.manifest.tasks]
+        gens = [i.ref for i in rt.store.registry.list(tenant=DEFAULT_TENANT) if "generate" in i.manifest.tasks]
         raise WrongTask(f"{info.ref} cannot generate text (it serves: {', '.join(info.manifest.tasks)}); "
                         f"models that can: {', '.join(gens) or 'none'}")
     with console.status(f"loading {info.ref}", spinner="dots"):
-        return load_engine(rt.store.registry, name)
+        return load_engine(rt.store.registry, info.key)
 
 
 def _emit(engine: Engine, ids: list[int], params: SamplingParams, adapter: str | None) -> str:

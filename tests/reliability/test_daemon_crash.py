@@ -91,7 +91,7 @@ def test_kill_9_mid_stream_and_mid_checkpoint_loses_nothing_acknowledged(home: P
     try:
         with daemon.client() as http:
             acked = acknowledged_requests(http)
-            job = http.post("/v1/fine_tuning/jobs", json={"model": "minilm-l6", "dataset": "sst2-crash",
+            job = http.post("/v1/training/jobs", json={"model": "minilm-l6", "dataset": "sst2-crash",
                                                           "method": "full", "hyperparameters": HP,
                                                           "name": "crash-clf"}).json()
             stream = OpenStream(daemon.url)
