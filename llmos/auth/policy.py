@@ -56,7 +56,6 @@ RULES: tuple[Rule, ...] = (
     _r("/v1/tag", "POST", INFER, exact=True),
     _r("/v1/feedback", "POST", INFER),
     _r("/v1/feedback", "GET", READ, INFER),
-    _r("/v1/requests", "GET", READ, INFER),
     _r("/v1/datasets", "GET", READ, TRAIN),
     _r("/v1/datasets", "POST", TRAIN),
     _r("/v1/jobs", "GET", READ, TRAIN),
