@@ -12,8 +12,8 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmos.api.errors import error_body
 from llmos.api.deps import Caller
+from llmos.api.errors import error_body
 from llmos.api.reqlog import LogEntry, record
 from llmos.api.schemas import SamplingIn, Usage
 from llmos.errors import InvalidInput, PayloadTooLarge, QuotaExceeded

@@ -16,16 +16,16 @@ app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
 
 @app.command("list")
 def list_models(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """List stored models."""
+    """List stored models of every tenant (TENANT "-" is a public model)."""
     infos = runtime().store.registry.list()
     if as_json:
-        print_json([{"name": i.ref, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
+        print_json([{"name": i.ref, "tenant": i.tenant, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
                      "size": i.manifest.size_bytes, "parameters": i.manifest.parameters} for i in infos])
         return
-    table = Table("NAME", "KIND", "TASKS", "PARAMS", "SIZE", "DIGEST", "CREATED")
+    table = Table("NAME", "TENANT", "KIND", "TASKS", "PARAMS", "SIZE", "DIGEST", "CREATED")
     table.columns[0].no_wrap = True
     for i in infos:
-        table.add_row(i.ref, i.manifest.kind, ",".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
+        table.add_row(i.ref, i.tenant or "-", i.manifest.kind, ",".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
                       human_bytes(i.manifest.size_bytes), i.digest[7:19], i.created_at.strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 

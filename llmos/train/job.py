@@ -8,7 +8,6 @@ result folder as a new model version (``name:vN``, with ``name:latest`` pointing
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from llmos.data.registry import Datasets
 from llmos.errors import Conflict
 from llmos.store.importer import ImportOptions
 from llmos.store.manifest import ModelInfo
-from llmos.store.names import parse_ref
 from llmos.train.config import TrainSpec
 from llmos.train.plan import TrainEnv, TrainPlan, plan_training
 
