@@ -188,7 +188,7 @@ class Client:
         """Queue a fine-tuning job (checked first: a bad request raises here); returns the job with its plan."""
         body = {"model": model, "dataset": dataset, "task": task, "method": method,
                 "hyperparameters": hyperparameters or {}, "name": name}
-        return self._request("POST", "/v1/fine_tuning/jobs", json=body)
+        return self._request("POST", "/v1/training/jobs", json=body)
 
     def tune(self, model: str, dataset: str, *, space: dict[str, Any] | None = None, trials: int = 8,
              **options: Any) -> dict[str, Any]:

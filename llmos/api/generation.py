@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from llmos.api.deps import Caller
+from llmos.api.errors import error_body
 from llmos.api.reqlog import LogEntry, record
 from llmos.api.schemas import SamplingIn, Usage
 from llmos.errors import InvalidInput, PayloadTooLarge, QuotaExceeded
@@ -71,7 +72,7 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
                                 retry_after=quota.retry_after())
         if not body.stream:  # one answer: stop where the quota ends (finish_reason "length")
             params.max_tokens = max(1, min(params.max_tokens, left - len(ids)))
-    req = Request(model=resolved.base.ref, prompt_ids=ids, params=params, adapter=resolved.adapter,
+    req = Request(model=resolved.base.key, prompt_ids=ids, params=params, adapter=resolved.adapter,
                   tenant=_queue_tenant(body, caller), priority=body.priority)
     log = LogEntry(req.id, route, resolved.info.ref, caller, adapter=resolved.adapter,
                    prompt_tokens=len(ids), prompt=prompt_text)
@@ -111,7 +112,7 @@ async def respond_once(kernel: Kernel, runtime: Runtime, job: Job, body_fn: Chun
     _finish_log(job, text)
     await record(runtime, job.log)
     if job.req.status == RequestStatus.FINISHED_ERROR:
-        return JSONResponse({"error": {"message": job.req.error, "type": "engine_error"}, "id": job.req.id},
+        return JSONResponse({**error_body(job.req.error or "engine error", "engine_error"), "id": job.req.id},
                             status_code=500, headers={"X-Request-Id": job.req.id})
     return JSONResponse(body_fn(job.req, text, finish_reason(job.req)), headers={"X-Request-Id": job.req.id})
 
@@ -145,11 +146,11 @@ async def _sse(kernel: Kernel, runtime: Runtime, job: Job, stream: AsyncIterator
         if not within:
             assert quota is not None
             job.log.status = 429
-            yield _event({"id": job.req.id, "error": {
-                "message": f"this key's daily quota of {quota.limit} tokens ran out during the answer; "
-                           "it renews at 00:00 UTC", "type": "quota_exceeded"}})
+            yield _event({"id": job.req.id, **error_body(
+                f"this key's daily quota of {quota.limit} tokens ran out during the answer; "
+                "it renews at 00:00 UTC", "quota_exceeded")})
         elif job.req.status == RequestStatus.FINISHED_ERROR:
-            yield _event({"id": job.req.id, "error": {"message": job.req.error, "type": "engine_error"}})
+            yield _event({"id": job.req.id, **error_body(job.req.error or "engine error", "engine_error")})
         else:
             yield _event(chunk_fn(job.req, "", finish_reason(job.req)))
         if include_usage:

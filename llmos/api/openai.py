@@ -7,10 +7,11 @@ from typing import Annotated
 
 import numpy as np
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from llmos.api.bounds import NAME_MAX
 from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
 from llmos.api.generation import (
     check_prompt_size, created, make_job, respond_once, respond_stream, usage,
@@ -21,6 +22,7 @@ from llmos.engines.base import ChatMessage
 from llmos.kernel.core import Kernel
 from llmos.kernel.request import Request, new_request_id
 from llmos.runtime import Runtime
+from llmos.store.manifest import ModelInfo
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 KernelDep = Annotated[Kernel, Depends(get_kernel)]
@@ -28,12 +30,24 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
+def model_out(info: ModelInfo) -> dict[str, object]:
+    """OpenAI's model object; ``owned_by`` is ``llmos`` for a public model, the tenant for its own."""
+    return {"id": info.name if info.tag == "latest" else info.ref, "object": "model",
+            "owned_by": info.tenant or "llmos", "created": int(info.created_at.timestamp()),
+            "tasks": info.manifest.tasks, "kind": info.manifest.kind}
+
+
 @router.get("/models")
 def list_models(runtime: RuntimeDep, caller: CallerDep) -> dict[str, object]:
-    data = [{"id": i.name if i.tag == "latest" else i.ref, "object": "model", "owned_by": "llmos",
-             "created": int(i.created_at.timestamp()), "tasks": i.manifest.tasks, "kind": i.manifest.kind}
-            for i in runtime.store.registry.list(tenant=caller.tenant)]
-    return {"object": "list", "data": data}
+    """The public models and the caller's own."""
+    return {"object": "list", "data": [model_out(i) for i in runtime.store.registry.list(tenant=caller.tenant)]}
+
+
+@router.get("/models/{model_id}")
+def retrieve_model(model_id: Annotated[str, Path(max_length=NAME_MAX)], runtime: RuntimeDep,
+                   caller: CallerDep) -> dict[str, object]:
+    """One model as the caller names it; another tenant's private model is a 404 like an absent one."""
+    return model_out(runtime.store.registry.get(model_id, tenant=caller.tenant))
 
 
 @router.post("/chat/completions", response_model=None)

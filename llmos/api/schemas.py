@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmos.api.bounds import ModelName, Seed
+
 DEFAULT_TEMPERATURE = 0.7  # OpenAI's 1.0 is too hot for small models; Ollama uses 0.8
 
 
@@ -28,14 +30,14 @@ class StreamOptions(BaseModel):
 
 
 class SamplingIn(_Request):
-    model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    model: ModelName
+    max_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
     temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0, description="llmos extension: keep the k likeliest tokens (0: all)")
+    top_k: int = Field(default=0, ge=0, le=2**31 - 1, description="llmos extension: keep the k likeliest tokens (0: all)")
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -46,8 +48,8 @@ class SamplingIn(_Request):
     @classmethod
     def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
         stops = [v] if isinstance(v, str) else (v or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("up to 4 non-empty stop strings")
+        if len(stops) > 4 or any(not s or len(s) > 256 for s in stops):
+            raise ValueError("up to 4 non-empty stop strings of up to 256 characters")
         return v
 
     def stop_list(self) -> list[str]:
@@ -78,7 +80,7 @@ class CompletionIn(SamplingIn):
 
 
 class TextsIn(_Request):
-    model: str = Field(min_length=1)
+    model: ModelName
     input: str | list[str]
 
     @field_validator("input")
@@ -100,8 +102,8 @@ class EmbeddingsIn(TextsIn):
 
 
 class LoadIn(_Request):
-    model: str = Field(min_length=1)
-    keep_alive: float | None = Field(default=None, ge=0, description="seconds idle before unloading")
+    model: ModelName
+    keep_alive: float | None = Field(default=None, ge=0, le=365 * 86400, description="seconds idle before unloading")
 
 
 class Usage(BaseModel):

@@ -83,7 +83,7 @@ def set_policy(
     if hyperparameters:
         changes["hyperparameters"] = json.loads(hyperparameters)
     loop = _loop()
-    loop.registry.get(f"{name.split(':')[0]}:latest")
+    loop.registry.get(f"{name.split(':')[0]}:latest", tenant=tenant)
     print_json(loop.policies.set(name, tenant, changes).to_api())
 
 
@@ -113,5 +113,5 @@ def history(name: str, tenant: Tenant = "default", as_json: Json = False) -> Non
 def rollback(name: str, to: Annotated[Optional[str], typer.Option(help="version to serve, e.g. v1")] = None,
              tenant: Tenant = "default") -> None:
     """Serve the previous version now (or end a running canary); a retrain in progress is then not promoted."""
-    out = _loop().rollback(name, tenant, "cli", to=to)
+    out = _loop().rollback(name, tenant, "cli", to=to, admin=True)  # the local CLI is the admin
     console.print(f"{out['name']} now serves {out['serving']}")

@@ -18,6 +18,7 @@ from llmos.engines.loader import load_engine
 from llmos.errors import EngineFailed, WrongTask
 from llmos.kernel.local import stream
 from llmos.engines.types import SamplingParams
+from llmos.store.names import DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,10 @@ def _local(name: str, sampling: Sampling, url: str) -> LocalGenerator:
     rt = runtime()
     info = rt.store.registry.get(name)
     if "generate" not in info.manifest.tasks:
-        gens = [i.ref for i in rt.store.registry.list() if "generate" in i.manifest.tasks]
+        gens = [i.ref for i in rt.store.registry.list(tenant=DEFAULT_TENANT) if "generate" in i.manifest.tasks]
         raise WrongTask(f"{info.ref} cannot generate text (it serves: {', '.join(info.manifest.tasks)}); "
                         f"models that can: {', '.join(gens) or 'none'}")
     with err.status(f"loading {info.ref} in this process (no daemon at {url})", spinner="dots"):
-        engine = load_engine(rt.store.registry, name)
+        engine = load_engine(rt.store.registry, info.key)
     adapter = name if name in engine.info().adapters else None
     return LocalGenerator(engine, adapter, sampling)

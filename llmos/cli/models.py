@@ -16,15 +16,15 @@ app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
 
 @app.command("list")
 def list_models(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """List stored models."""
+    """List stored models of every tenant (TENANT "-" is a public model)."""
     infos = runtime().store.registry.list()
     if as_json:
-        print_json([{"name": i.ref, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
+        print_json([{"name": i.ref, "tenant": i.tenant, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
                      "size": i.manifest.size_bytes, "parameters": i.manifest.parameters} for i in infos])
         return
-    table = new_table("NAME", "TASKS", "PARAMS", "SIZE", "ID", "CREATED", wrap=["NAME", "TASKS"])
+    table = new_table("NAME", "TENANT", "TASKS", "PARAMS", "SIZE", "ID", "CREATED", wrap=["NAME", "TASKS"])
     for i in infos:
-        table.add_row(i.ref, ", ".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
+        table.add_row(i.ref, i.tenant or "-", ", ".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
                       size(i.manifest.size_bytes), short_id(i.digest), ago(i.created_at))
     console.print(table)
 

@@ -6,9 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmos.engines.base import Engine
-from llmos.errors import InvalidInput
 from llmos.registry import Registry as NameTable
-from llmos.store.manifest import ModelInfo, is_prompt_task, parent_ref
+from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
 
 EngineFactory = Callable[..., Engine]
@@ -40,7 +39,7 @@ def shares_base(info: ModelInfo) -> bool:
 
 def runs_on(registry: Registry, info: ModelInfo) -> ModelInfo:
     """The stored model whose weights answer for ``info``: a prompt task's base; otherwise ``info``."""
-    return registry.get(parent_ref(info)) if is_prompt_task(info) else info
+    return registry.parent(info) if is_prompt_task(info) else info
 
 
 def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
@@ -49,22 +48,21 @@ def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
     info = runs_on(registry, info)
     if not shares_base(info):
         return info
-    if not info.manifest.parent:
-        raise InvalidInput(f"adapter {info.ref} has no base model recorded")
-    return registry.get(info.manifest.parent.split("@", 1)[0])
+    return registry.parent(info)
 
 
-def load_engine(registry: Registry, ref: str, *, backend: str = "hf", **options: object) -> Engine:
-    """Load ``ref`` into a new engine; for an adapter, load its base and attach the adapter."""
+def load_engine(registry: Registry, key: str, *, backend: str = "hf", **options: object) -> Engine:
+    """Load the model ``key`` (a ``ModelInfo.key``) into a new engine; for an adapter, load its base and
+    attach the adapter. Engines and adapters are named by key, unique across tenants."""
     factory = ENGINES.get(backend)  # unknown backends fail here, naming the known ones
-    info = runs_on(registry, registry.get(ref))
+    info = runs_on(registry, registry.get_key(key))
     if info.manifest.kind == "adapter" and not shares_base(info):
         from llmos.engines.prompt_adapter import load_prompt_adapter
 
         return load_prompt_adapter(registry, info, backend=backend, **options)
     base = base_of(registry, info)
-    engine = factory(registry.snapshot(base), name=base.ref, tasks=base.manifest.tasks,
+    engine = factory(registry.snapshot(base), name=base.key, tasks=base.manifest.tasks,
                               chat_template=base.manifest.chat_template, **options)
     if base is not info:
-        engine.add_adapter(info.ref, str(registry.snapshot(info)))
+        engine.add_adapter(info.key, str(registry.snapshot(info)))
     return engine

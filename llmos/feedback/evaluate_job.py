@@ -23,7 +23,7 @@ from llmos.data.rows import Row
 from llmos.errors import InvalidInput
 from llmos.feedback.gate import GateResult, decide, reports
 from llmos.kernel.core import Kernel
-from llmos.store.manifest import ModelInfo, is_prompt_task, parent_ref
+from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
 from llmos.train.loading import eval_target
 from llmos.train.report import EvalReport
@@ -84,7 +84,7 @@ def gate_spec(registry: Registry, candidate: str, serving: str, dataset: str, ma
     """The spec of a gate: candidate against the serving version on the round dataset's splits."""
     models = [candidate, serving]
     return EvaluateSpec(models=models, dataset=dataset, gate=GateRule(margin=margin, val_tolerance=val_tolerance),
-                        base=largest_weights(registry, models).ref, tenant=tenant)
+                        base=largest_weights(registry, models, tenant).ref, tenant=tenant)
 
 
 def eval_spec(registry: Registry, datasets: Datasets, model: str, dataset: str, split: str | None,
@@ -92,17 +92,19 @@ def eval_spec(registry: Registry, datasets: Datasets, model: str, dataset: str, 
     """The spec of ``llmos eval MODEL DATASET [--split S]``, checked as the in-process command checks it."""
     info, ds, split = eval_target(registry, datasets, model, dataset, split)
     return EvaluateSpec(models=[info.ref], dataset=ds.ref, splits={split or "all": split}, max_rows=max_rows,
-                        base=largest_weights(registry, [info.ref]).ref, tenant=tenant)
+                        base=largest_weights(registry, [info.ref], tenant).ref, tenant=tenant)
 
 
-def largest_weights(registry: Registry, refs: list[str]) -> ModelInfo:
-    """Of the weights that answer for ``refs`` (a prompt task's or an adapter's base), the largest."""
-    return max((_weights(registry, registry.get(ref)) for ref in refs), key=lambda i: i.manifest.size_bytes)
+def largest_weights(registry: Registry, refs: list[str], tenant: str) -> ModelInfo:
+    """Of the weights that answer for ``refs`` (read in ``tenant``'s namespace; a prompt task's or an
+    adapter's base), the largest."""
+    return max((_weights(registry, registry.get(ref, tenant=tenant)) for ref in refs),
+               key=lambda i: i.manifest.size_bytes)
 
 
 def _weights(registry: Registry, info: ModelInfo) -> ModelInfo:
     if is_prompt_task(info) or (info.manifest.kind == "adapter" and info.manifest.parent):
-        return registry.get(parent_ref(info))
+        return registry.parent(info)
     return info
 
 
@@ -121,7 +123,7 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
         for i, ref in enumerate(parsed.models):
             ctx.progress(i, len(parsed.models))
             ctx.pause_point()
-            metric, found[ref] = reports(store.registry, ref, splits, kernel)
+            metric, found[ref] = reports(store.registry, ref, splits, kernel, tenant=parsed.tenant)
             found[ref] = {s: r.model_copy(update={"model": ref, "dataset": parsed.dataset,
                                                   "split": parsed.splits[s] or "all"}) for s, r in found[ref].items()}
             ctx.log(f"{ref}: " + ", ".join(f"{s} {metric} {r.metric(metric):.4f}" for s, r in found[ref].items()))

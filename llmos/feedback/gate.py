@@ -17,6 +17,7 @@ from llmos.data.rows import Row
 from llmos.kernel.core import Kernel
 from llmos.prompt_tasks.evaluate import evaluate_prompt_task
 from llmos.store.manifest import is_prompt_task
+from llmos.store.names import DEFAULT_TENANT
 from llmos.store.registry import Registry
 from llmos.train.config import Hyperparameters, resolve
 from llmos.train.loading import load_trained, model_task
@@ -36,11 +37,12 @@ class GateResult(BaseModel):
         return self.model_dump(mode="json")
 
 
-def reports(registry: Registry, ref: str, splits: dict[str, list[Row]],
-            kernel: Kernel | None = None) -> tuple[str, dict[str, EvalReport]]:
-    """The task's main metric and stored model ``ref``'s report on each non-empty split (loaded once).
-    A prompt task is served by ``kernel`` (default: an in-process one, closed at the end)."""
-    info = registry.get(ref)
+def reports(registry: Registry, ref: str, splits: dict[str, list[Row]], kernel: Kernel | None = None,
+            tenant: str | None = DEFAULT_TENANT) -> tuple[str, dict[str, EvalReport]]:
+    """The task's main metric and stored model ``ref``'s report (``ref`` read in ``tenant``'s namespace)
+    on each non-empty split (loaded once). A prompt task is served by ``kernel`` (default: an in-process
+    one, closed at the end)."""
+    info = registry.get(ref, tenant=tenant)
     metric = get_task(model_task(info)).metric
     if is_prompt_task(info):  # no weights of its own: score what its serving path answers
         own = kernel is None
@@ -51,16 +53,17 @@ def reports(registry: Registry, ref: str, splits: dict[str, list[Row]],
         finally:
             if own:
                 kernel.close()
-    loaded = load_trained(registry, ref)
+    loaded = load_trained(registry, info.key)
     task = get_task(loaded.task)
     cfg = resolve(Hyperparameters(), loaded.task, "full", loaded.info.manifest.context_length)
     return metric, {split: task.report(loaded.model, loaded.tokenizer, rows, loaded.labels, cfg, loaded.chat_template)
                     for split, rows in splits.items() if rows}
 
 
-def scores(registry: Registry, ref: str, splits: dict[str, list[Row]]) -> tuple[str, dict[str, float]]:
+def scores(registry: Registry, ref: str, splits: dict[str, list[Row]],
+           tenant: str | None = DEFAULT_TENANT) -> tuple[str, dict[str, float]]:
     """The task's main metric of stored model ``ref`` on each non-empty split."""
-    metric, found = reports(registry, ref, splits)
+    metric, found = reports(registry, ref, splits, tenant=tenant)
     return metric, {split: report.metric(metric) for split, report in found.items()}
 
 

@@ -25,6 +25,7 @@ from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
 from llmos.store.manifest import ModelInfo
+from llmos.store.names import DEFAULT_TENANT
 from llmos.store.registry import Registry
 
 EngineFactory = Callable[[str], Engine]
@@ -35,10 +36,11 @@ KV_RESERVE = 1.25  # weights x this: room for activations and KV caches of a ful
 class Resolved:
     info: ModelInfo  # what the caller named
     base: ModelInfo  # the full-weights model that runs
-    adapter: str | None  # the adapter's ref when ``info`` is an adapter
+    adapter: str | None  # the adapter's key when ``info`` is an adapter
 
     @property
     def name(self) -> str:
+        """What the caller named, as it names it (never another tenant's qualifier)."""
         return self.info.name if self.info.tag == "latest" else self.info.ref
 
 
@@ -86,16 +88,18 @@ class Kernel:
         self._sweeper.start()
 
     # -- models ----------------------------------------------------------------------------------
-    def resolve(self, name: str, task: str, *, key: str | None = None, tenant: str | None = None) -> Resolved:
+    def resolve(self, name: str, task: str, *, key: str | None = None,
+                tenant: str | None = DEFAULT_TENANT) -> Resolved:
         """What runs for ``name``; WrongTask (400) naming the models that can do ``task``.
 
-        With a ``tenant``, other tenants' private models are treated as absent (404, never named).
+        ``name`` is read in ``tenant``'s namespace (``None``: public models alone); other tenants'
+        private models are treated as absent (404, never named).
 
         With a ``key`` (the request id) and a ``router`` set, the router may send the request to another
         version of the name first: the feedback loop's canary split (``llmos.feedback.canary``).
         """
         if key is not None and self.router is not None:
-            name = self.router(name, key)
+            name = self.router(name, key, tenant)
         info = self.registry.get(name, tenant=tenant)
         if task not in info.manifest.tasks:
             able = [i.ref for i in self.registry.list(tenant=tenant) if task in i.manifest.tasks]
@@ -103,7 +107,7 @@ class Kernel:
                             f"models that can: {', '.join(able) or 'none'}", models=able)
         target = self._pinned(runs_on(self.registry, info))  # a prompt task answers through its base model
         base = base_of(self.registry, target)
-        return Resolved(info, base, target.ref if base is not target else None)
+        return Resolved(info, base, target.key if base is not target else None)
 
     def _pinned(self, info: ModelInfo) -> ModelInfo:
         """``name:latest`` runs as the version tag holding the same manifest. Engines and adapters are
@@ -112,20 +116,21 @@ class Kernel:
         if info.tag != "latest":
             return info
         same = [i for i in self.registry.list()
-                if i.name == info.name and i.tag != "latest" and i.digest == info.digest]
+                if i.name == info.name and i.tenant == info.tenant and i.tag != "latest" and i.digest == info.digest]
         return same[-1] if same else info
 
     def codec(self, r: Resolved) -> PromptCodec:
         return self.codecs.get(r.info, r.base)
 
-    def _load_engine(self, ref: str) -> Engine:
-        return load_engine(self.registry, ref, max_batch_size=self.settings.max_batch, dtype=self.settings.dtype)
+    # Engines, workers and adapters are keyed by ``ModelInfo.key``: two tenants' NAME never share one.
+    def _load_engine(self, key: str) -> Engine:
+        return load_engine(self.registry, key, max_batch_size=self.settings.max_batch, dtype=self.settings.dtype)
 
-    def _estimate(self, ref: str) -> int:
-        return int(self.registry.get(ref).manifest.size_bytes * KV_RESERVE)
+    def _estimate(self, key: str) -> int:
+        return int(self.registry.get_key(key).manifest.size_bytes * KV_RESERVE)
 
-    def _adapter_path(self, ref: str) -> str:
-        return str(self.registry.snapshot(ref))
+    def _adapter_path(self, key: str) -> str:
+        return str(self.registry.snapshot(key))
 
     def worker(self, base_ref: str) -> ModelWorker:
         with self._lock:
@@ -181,8 +186,8 @@ class Kernel:
 
     async def call(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
         """Run one engine call (embed, classify, tag) on the model's worker thread."""
-        self.resources.check_fits(r.base.ref)
-        future = self.worker(r.base.ref).call(fn)
+        self.resources.check_fits(r.base.key)
+        future = self.worker(r.base.key).call(fn)
         self._notify()
         return await asyncio.wrap_future(future)
 
@@ -191,14 +196,16 @@ class Kernel:
             self.on_work()
 
     # -- admin -------------------------------------------------------------------------------------
-    def load(self, name: str, keep_alive_s: float | None = None) -> ModelState:
-        base = base_of(self.registry, self._pinned(self.registry.get(name)))
-        self.resources.load(base.ref, keep_alive_s=keep_alive_s)
-        return next(s for s in self.ps() if s.model == base.ref)
+    def load(self, name: str, keep_alive_s: float | None = None, *,
+             tenant: str | None = DEFAULT_TENANT) -> ModelState:
+        """Load what serves ``name`` as ``tenant`` reads it (``None``: public names alone)."""
+        base = base_of(self.registry, self._pinned(self.registry.get(name, tenant=tenant)))
+        self.resources.load(base.key, keep_alive_s=keep_alive_s)
+        return next(s for s in self.ps() if s.model == base.key)
 
-    def unload(self, name: str) -> bool:
-        base = base_of(self.registry, self._pinned(self.registry.get(name)))
-        return self.resources.unload(base.ref)
+    def unload(self, name: str, *, tenant: str | None = DEFAULT_TENANT) -> bool:
+        base = base_of(self.registry, self._pinned(self.registry.get(name, tenant=tenant)))
+        return self.resources.unload(base.key)
 
     def ps(self) -> list[ModelState]:
         loaded = {m.model: m for m in self.resources.snapshot()}

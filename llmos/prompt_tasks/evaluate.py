@@ -57,7 +57,7 @@ def _score(kernel: Kernel, info: ModelInfo, rows: Sequence[Row]) -> EvalReport:
 
 
 async def _predict(kernel: Kernel, info: ModelInfo, task: str, texts: list[str]) -> list[Any]:
-    resolved = kernel.resolve(info.ref, task)
+    resolved = kernel.resolve(info.ref, task, tenant=info.tenant)
     out: list[Any] = []
     for start in range(0, len(texts), _CHUNK):
         out.extend(await serve.run(task, kernel, resolved, texts[start:start + _CHUNK]))
@@ -91,7 +91,7 @@ def _fix_starts(tags: list[str]) -> list[str]:
 def evaluate_stored_task(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
                          split: str | None = None, hyperparameters: Hyperparameters | None = None) -> EvalReport:
     """``llmos eval`` on any stored model: a prompt task through its serving path, others as trained."""
-    if not is_prompt_task(registry.get(model_ref)):
+    if not is_prompt_task(registry.get(model_ref, tenant=datasets.tenant)):
         return evaluate_stored(registry, datasets, model_ref, dataset_ref, split, hyperparameters)
     inputs = eval_inputs(registry, datasets, model_ref, dataset_ref, split, hyperparameters)
     return inputs.finish(evaluate_prompt_task(registry, inputs.info, inputs.rows))

@@ -72,11 +72,11 @@ def ensure_builtins(registry: Registry, importer: Importer,
     added = []
     for model in BUILTINS.values():  # in the order they were registered
         ref = f"{model.name}:latest"
-        if registry.exists(ref):
+        if registry.exists(ref, tenant=None):  # built-ins are public
             continue
         # Another process may be registering the same built-in: wait for it, then look again.
         with registry.name_lock(model.name, wait=True):
-            if registry.exists(ref):
+            if registry.exists(ref, tenant=None):  # built-ins are public
                 continue
             progress = progress_for(model.name) if progress_for else None
             opts = ImportOptions(license=model.license, source=_source(model),

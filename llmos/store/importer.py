@@ -20,7 +20,7 @@ from llmos.store.formats import (
     PICKLE_SUFFIXES, WeightsSummary, check_gguf, check_safetensors, read_json, tasks_for,
 )
 from llmos.store.manifest import FileEntry, Lineage, ManifestData, ModelInfo
-from llmos.store.names import parse_ref
+from llmos.store.names import key_of, parse_ref
 from llmos.store.progress import NullProgress, Progress
 from llmos.store.registry import Registry
 
@@ -57,7 +57,7 @@ class Importer:
         parse_ref(ref)
         src = _existing(path)
         with self.registry.name_lock(parse_ref(ref).name, wait=False):
-            if self.registry.exists(ref) and not opts.replace:
+            if self.registry.find_key(key_of(opts.tenant, parse_ref(ref))) is not None and not opts.replace:
                 raise Conflict(f"model {parse_ref(ref)} already exists; remove it first or choose another tag")
             return self.import_unlocked(src, ref, opts, progress)
 
@@ -105,24 +105,25 @@ class Importer:
                     tasks=tasks, parameters=summary.parameters, dtype=summary.dtype,
                     context_length=config.get("max_position_embeddings"), labels=labels,
                     chat_template=_chat_template(src), license=opts.license or _readme_license(src),
-                    parent=self._parent(opts.parent))
+                    parent=self._parent(opts.parent, opts.tenant))
 
     def _adapter_metadata(self, src: Path, summary: WeightsSummary, opts: ImportOptions) -> dict[str, Any]:
         if not opts.parent:
             raise ImportFailed(f"{src}: a PEFT adapter needs its base model: pass the base's name (--base)")
-        base = self.registry.get(opts.parent)
+        base = self.registry.get(opts.parent, tenant=opts.tenant)
         cfg = read_json(src / "adapter_config.json")
         return dict(kind="adapter", architecture=str(cfg.get("peft_type", "LORA")).lower(),
                     model_type=base.manifest.model_type, tasks=base.manifest.tasks,
                     parameters=summary.parameters, dtype=summary.dtype,
                     context_length=base.manifest.context_length, labels=base.manifest.labels,
                     chat_template=_chat_template(src) or base.manifest.chat_template,
-                    license=opts.license or base.manifest.license, parent=self._parent(opts.parent))
+                    license=opts.license or base.manifest.license, parent=self._parent(opts.parent, opts.tenant))
 
-    def _parent(self, parent: str | None) -> str | None:
+    def _parent(self, parent: str | None, tenant: str | None) -> str | None:
+        """``name:tag@digest`` of the parent, read in the new model's namespace (where it is read back)."""
         if not parent:
             return None
-        base = self.registry.get(parent)
+        base = self.registry.get(parent, tenant=tenant)
         return f"{base.ref}@{base.digest}"
 
     def _store(self, src: Path, files: list[Path], ref: str, meta: dict[str, Any], opts: ImportOptions,

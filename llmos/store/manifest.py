@@ -118,7 +118,18 @@ class ModelInfo(BaseModel):
 
     @property
     def ref(self) -> str:
+        """``name:tag``: the model as its tenant (or, for a public model, everyone) names it."""
         return f"{self.name}:{self.tag}"
+
+    @property
+    def key(self) -> str:
+        """``tenant/name:tag`` (``name:tag`` when public): unique across tenants; engines, workers and
+        caches are keyed by it, so two tenants' ``NAME`` never share weights by accident."""
+        return f"{self.tenant}/{self.ref}" if self.tenant else self.ref
+
+    @property
+    def public(self) -> bool:
+        return self.tenant is None
 
 
 PROMPT_TASK_KIND = "prompt_task"

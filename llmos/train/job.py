@@ -8,7 +8,6 @@ result folder as a new model version (``name:vN``, with ``name:latest`` pointing
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from llmos.data.registry import Datasets
 from llmos.errors import Conflict
 from llmos.store.importer import ImportOptions
 from llmos.store.manifest import Lineage, LineageBase, LineageDataset, ModelInfo
-from llmos.store.names import parse_ref
 from llmos.train.plan import TrainEnv, TrainPlan, load_plan, plan_training
 from llmos.train.plan_record import PlannedSpec
 from llmos.train.report import EvalReport, TrainingSummary
@@ -149,12 +147,12 @@ def publish(importer: "Importer", registry: Any, plan: TrainPlan, result: RunRes
         # A prompt-learning adapter over an encoder serves its task alone, with its own labels.
         overrides = {"tasks": [plan.task.name.value], "labels": plan.labels}
     record = lineage(plan, result.report, job_id).with_(**(extra_lineage or {}))
-    opts = ImportOptions(parent=plan.base.ref, lineage=record, tenant=plan.spec.tenant,  # private to its tenant
+    opts = ImportOptions(parent=plan.base.ref, lineage=record, tenant=plan.owner,  # private to its tenant
                          license=plan.base.manifest.license, source=f"job:{job_id}" if job_id else "train",
                          overrides=overrides)
     explicit = ":" in plan.output
     for _ in range(5):
-        ref = plan.output if explicit else next_version(registry, plan.output)
+        ref = plan.output if explicit else registry.next_version(plan.output, plan.owner)
         try:
             info = importer.import_path(result.folder, ref, opts)
             break
@@ -164,14 +162,8 @@ def publish(importer: "Importer", registry: Any, plan: TrainPlan, result: RunRes
     else:
         raise Conflict(f"could not find a free version of {plan.output}; try again")
     if not explicit:
-        registry.tag(info.ref, f"{info.name}:latest", replace=True)
+        registry.tag_key(info.key, f"{info.name}:latest", replace=True)
     return info
-
-
-def next_version(registry: Any, name: str) -> str:
-    taken = [int(m.group(1)) for i in registry.list() if i.name == parse_ref(name).name
-             for m in [re.fullmatch(r"v(\d+)", i.tag)] if m]
-    return f"{parse_ref(name).name}:v{max(taken, default=0) + 1}"
 
 
 def published_by(registry: Any, job_id: str) -> ModelInfo | None:

@@ -42,13 +42,13 @@ def model_task(info: ModelInfo) -> Task:
                     "dataset (fine-tune it for classify, tag or sft first)", param="model")
 
 
-def load_trained(registry: Registry, ref: str) -> Loaded:
-    """A stored model ready to predict: full weights, or its base with the adapter applied."""
+def load_trained(registry: Registry, key: str) -> Loaded:
+    """A stored model (by ``ModelInfo.key``) ready to predict: full weights, or its base with the adapter."""
     from transformers import AutoTokenizer
 
-    info = registry.get(ref)
+    info = registry.get_key(key)
     task = model_task(info)
-    base = registry.get(info.manifest.parent.split("@", 1)[0]) if info.manifest.kind == "adapter" else info
+    base = registry.parent(info) if info.manifest.kind == "adapter" else info
     base_dir = registry.snapshot(base)
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     labels = list(info.manifest.labels)
@@ -89,8 +89,9 @@ class EvalInputs:
 def eval_target(registry: Registry, datasets: Datasets, model_ref: str, dataset_ref: str,
                 split: str | None = None) -> tuple[ModelInfo, DatasetInfo, str | None]:
     """Check the model against the dataset and pick the split (default: test, else validation, else all);
-    the dataset's recorded counts say whether the split has rows, so nothing is read."""
-    info = registry.get(model_ref)
+    the dataset's recorded counts say whether the split has rows, so nothing is read. The model's name
+    is read in the dataset registry's tenant."""
+    info = registry.get(model_ref, tenant=datasets.tenant)
     dataset = datasets.get(dataset_ref)
     task = model_task(info)
     if dataset.task != task:
@@ -118,7 +119,7 @@ def evaluate_stored(registry: Registry, datasets: Datasets, model_ref: str, data
     inputs = eval_inputs(registry, datasets, model_ref, dataset_ref, split, hyperparameters)
     if is_prompt_task(inputs.info):
         raise WrongTask(f"{inputs.info.ref} is a prompt task: it is evaluated through its serving path")
-    loaded = load_trained(registry, inputs.info.ref)
+    loaded = load_trained(registry, inputs.info.key)
     report = get_task(loaded.task).report(loaded.model, loaded.tokenizer, inputs.rows, loaded.labels, inputs.config,
                                           loaded.chat_template)
     return inputs.finish(report)

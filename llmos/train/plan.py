@@ -26,7 +26,7 @@ from llmos.data.rows import Row, Task
 from llmos.data.split import SplitOptions, split_rows
 from llmos.errors import Conflict, InvalidInput
 from llmos.store.manifest import ModelInfo
-from llmos.store.names import parse_ref
+from llmos.store.names import key_of, parse_ref
 from llmos.store.registry import Registry
 from llmos.train.config import TrainConfig, TrainSpec, resolve, stretch_epochs
 from llmos.train.methods import DEFAULT_METHOD, Method, get_method
@@ -80,6 +80,7 @@ class TrainPlan:
     method: Method
     config: TrainConfig
     output: str  # name, or name:tag when the user gave one
+    owner: str | None  # whose namespace the result goes to (None: public)
     labels: list[str]
     splits: Splits
 
@@ -112,7 +113,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     task.check_base(base)
     method = get_method(spec.method or DEFAULT_METHOD[task.name])
     method.check(task, base)
-    output = _output(env.registry, spec, base, dataset)
+    output, owner = _output(env.registry, spec, base, dataset)
     config = resolve(spec.hyperparameters, task.name, method.name, base.manifest.context_length)
     rows = list(env.datasets.rows(dataset.name, dataset.version))
     splits = make_splits(rows, dataset, config)
@@ -120,7 +121,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     labels = task.label_set(splits.train)
     task.check_rows(splits.train, labels, f"dataset {dataset.ref}")
     pinned = spec.model_copy(update={"dataset": dataset.ref, "task": task.name, "method": method.name})
-    return TrainPlan(pinned, base, dataset, task, method, config, output, labels, splits)
+    return TrainPlan(pinned, base, dataset, task, method, config, output, owner, labels, splits)
 
 
 def load_plan(env: TrainEnv, spec: TrainSpec, record: PlanRecord, *, rows: bool = True) -> TrainPlan:
@@ -136,8 +137,9 @@ def load_plan(env: TrainEnv, spec: TrainSpec, record: PlanRecord, *, rows: bool 
         raise Conflict(f"dataset {record.dataset.ref} is not the version the job was planned on", param="dataset")
     found = list(env.datasets.rows(dataset.name, dataset.version)) if rows else []
     splits = select_splits(found, record.splits, dataset.ref) if rows else Splits([], [], [], record.splits)
+    owner = env.registry.check_write(parse_ref(record.output).name, spec.tenant, admin=spec.publish)
     return TrainPlan(spec, base, dataset, get_task(record.task), get_method(record.method), record.config,
-                     record.output, list(record.labels), splits)
+                     record.output, owner, list(record.labels), splits)
 
 
 def _base(registry: Registry, ref: str, tenant: str) -> ModelInfo:
@@ -155,21 +157,26 @@ def _task(spec: TrainSpec, dataset: DatasetInfo) -> Task:
     return dataset.task
 
 
-def _output(registry: Registry, spec: TrainSpec, base: ModelInfo, dataset: DatasetInfo) -> str:
-    """The result's name. With a tag, that tag must be free (a version is never overwritten); without
-    one, results become ``name:v1``, ``name:v2``... and ``name:latest``, so the name must be new or
-    already hold such versions: training never re-points another model's ``latest``."""
+def _output(registry: Registry, spec: TrainSpec, base: ModelInfo, dataset: DatasetInfo) -> tuple[str, str | None]:
+    """The result's name and namespace. With a tag, that tag must be free (a version is never
+    overwritten); without one, results become ``name:v1``, ``name:v2``... and ``name:latest``, so the
+    name must be new or already hold such versions: training never re-points another model's ``latest``.
+    A public name takes results from an admin alone (403 otherwise)."""
     name = spec.name or f"{base.name}-{dataset.name}"
     ref = parse_ref(name)
+    owner = registry.check_write(ref.name, spec.tenant, admin=spec.publish)
+    if owner is None and base.tenant is not None:
+        raise InvalidInput(f"{ref.name} is public; a public model needs a public base, not the private "
+                           f"{base.ref}", param="name")
     if ":" in name:
-        if registry.exists(str(ref)):
+        if registry.find_key(key_of(owner, ref)) is not None:
             raise Conflict(f"model {ref} already exists; choose another name or tag", param="name")
-        return name
-    tags = [i.tag for i in registry.list() if i.name == ref.name]
+        return name, owner
+    tags = [i.tag for i in registry.list() if i.name == ref.name and i.tenant == owner]
     if tags and not any(re.fullmatch(r"v\d+", t) for t in tags):
         raise Conflict(f"model {ref.name} already exists and is not a fine-tuned series (name:v1, name:v2...); "
                        "choose another name, or give a new name:tag", param="name")
-    return name
+    return name, owner
 
 
 def make_splits(rows: list[Row], dataset: DatasetInfo, cfg: TrainConfig) -> Splits:

@@ -66,7 +66,7 @@ def daemon(builtin_runtime: Runtime, datasets: Path, tmp_path_factory: pytest.Te
     jobs = JobRunner(rt)
     kernel = Kernel(rt.settings, rt.store.registry)
     with serving(create_app(rt, kernel, jobs)) as url:
-        r = httpx.post(url + "/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=60,
+        r = httpx.post(url + "/v1/training/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=60,
                        json={"model": MINILM, "dataset": "sst2", "method": "lora", "name": "sentiment",
                              "hyperparameters": {"epochs": 1, "max_steps": 6, "eval_steps": 3, "max_length": 32,
                                                  "batch_size": 8}})

@@ -50,14 +50,14 @@ def trained(home: LoopHome, loop: Loop, job_id: str, candidate: str, dataset: st
     assert loop.jobs.store.transition(job_id, JobState.RUNNING)
     assert loop.jobs.store.transition(job_id, JobState.SUCCEEDED, job={"result_model": candidate})
     serving = home.rt.store.registry.get("senti:latest").digest
-    loop.policies.update("senti", state="training", job_id=job_id, candidate=candidate, baseline=serving,
+    loop.policies.update("senti", "default", state="training", job_id=job_id, candidate=candidate, baseline=serving,
                          round_cutoff=7)
 
 
 def gate(loop: Loop, jobs: JobRunner) -> tuple[list[str], JobInfo, EvaluateSpec, EvaluateResult]:
     """Tick to queue the gate, let the runner run it, tick to decide."""
     assert loop.tick() == ["loop.gate_started"]
-    state = loop.policies.get("senti")
+    state = loop.policies.get("senti", "default")
     assert state.state == "gating" and state.job_id
     listed = [j for j in jobs.list() if j.id == state.job_id]
     assert [j.kind for j in listed] == ["evaluate"]  # a job like any other, in the job list
@@ -85,7 +85,7 @@ def test_the_gate_is_an_evaluate_job_whose_verdict_drives_the_loop(gate_home: Lo
     assert event["action"] == "loop.gate_passed" and event["job"] == info.id
     assert event["candidate_scores"] == result.scores["senti:v2"] == result.gate.candidate_scores
     assert event["serving_scores"] == result.scores["senti:v1"]
-    assert loop.policies.get("senti").state == "canary"
+    assert loop.policies.get("senti", "default").state == "canary"
 
     # the other way round: the swapped version as the candidate is rejected, the serving version untouched
     loop.rollback("senti", "default", "alice")  # ends the canary
@@ -95,5 +95,5 @@ def test_the_gate_is_an_evaluate_job_whose_verdict_drives_the_loop(gate_home: Lo
     assert actions == ["loop.gate_rejected"] and result.gate is not None and not result.gate.passed
     assert "< margin 0.05" in result.gate.reason
     assert reg.get("senti:latest").digest == reg.get("senti:v2").digest
-    state = loop.policies.get("senti")
+    state = loop.policies.get("senti", "default")
     assert (state.state, state.job_id, state.feedback_cutoff) == ("idle", None, 7)

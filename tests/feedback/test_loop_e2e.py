@@ -48,7 +48,7 @@ def serve_and_correct(d: Daemon, rows: list[tuple[str, str]], wrong_label: Any =
 
 
 def test_corrections_retrain_gate_canary_and_promote(daemon: Daemon, home: LoopHome, slices: Slices) -> None:
-    job = daemon.ok("/v1/fine_tuning/jobs", {"model": MINILM, "dataset": "intents", "hyperparameters": WEAK,
+    job = daemon.ok("/v1/training/jobs", {"model": MINILM, "dataset": "intents", "hyperparameters": WEAK,
                                              "name": "intent"})
     finished(daemon.jobs, job["id"])
     before = accuracy(daemon, slices.held_out, "intent:v1")

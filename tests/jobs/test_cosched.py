@@ -386,7 +386,7 @@ def test_a_real_fine_tune_yields_to_smollm2_chats_and_completes(builtin_runtime:
                 assert r.status_code == 200, r.text
 
             chat("Say hello.")  # loaded before the job starts: the test is about yielding, not loading
-            r = http.post("/v1/fine_tuning/jobs", json={
+            r = http.post("/v1/training/jobs", json={
                 "model": MINILM, "dataset": "sst2", "method": "full", "name": "cosched-sst2",
                 "hyperparameters": {"epochs": 1, "batch_size": 8, "max_length": 48, "max_eval_rows": 24}})
             assert r.status_code == 200, r.text

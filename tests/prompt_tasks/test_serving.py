@@ -69,7 +69,7 @@ def test_eval_reports_on_a_prompt_task(daemon: Daemon, datasets: Path, tmp_path:
     assert report.confusion_matrix is not None and sum(map(sum, report.confusion_matrix.matrix)) == 40
     # the feedback loop's gate can weigh a prompt task against a fine-tuned candidate the same way
     slice_rows = list(Datasets.of(daemon.rt).rows("sst2-slice", 1))
-    assert scores(daemon.rt.store.registry, "sst2-emb", {"validation": slice_rows}) == (
+    assert scores(daemon.rt.store.registry, "sst2-emb", {"validation": slice_rows}, "default") == (
         "accuracy", {"validation": pytest.approx(served)})
 
 

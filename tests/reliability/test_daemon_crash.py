@@ -98,7 +98,7 @@ def test_kill_9_mid_stream_and_mid_checkpoint_loses_nothing_acknowledged(home: P
     try:
         with daemon.client() as http:
             acked = acknowledged_requests(http)
-            job = http.post("/v1/fine_tuning/jobs", json={"model": "minilm-l6", "dataset": "sst2-crash",
+            job = http.post("/v1/training/jobs", json={"model": "minilm-l6", "dataset": "sst2-crash",
                                                           "method": "full", "hyperparameters": HP,
                                                           "name": "crash-clf"}).json()
             run_dir = home / "jobs" / job["id"]
@@ -179,7 +179,7 @@ def start_canary(home: Path, result: str) -> None:
     rt.store.registry.tag(result, "crash-clf:v2")
     Policies(rt.db).set("crash-clf", "default", {"canary_share": 0.5})
     with rt.db.session() as s:
-        row = s.get(LoopPolicy, "crash-clf")
+        row = s.get(LoopPolicy, ("default", "crash-clf"))
         row.state, row.canary = "canary", dict(CANARY)
     rt.close()
 
@@ -199,7 +199,7 @@ def check_canary_split(home: Path, ids: list[str]) -> None:
     rt = open_home(home)
     with rt.db.session() as s:
         routed = dict(s.query(RequestLog.id, RequestLog.model).filter(RequestLog.id.in_(ids)).all())
-        row = s.get(LoopPolicy, "crash-clf")
+        row = s.get(LoopPolicy, ("default", "crash-clf"))
         assert (row.state, row.canary) == ("canary", CANARY)
     rt.close()
     assert len(routed) == len(ids)

@@ -40,7 +40,7 @@ def setup(home: Home, datasets: Path) -> None:
 
 def refused(daemon: Daemon, status: int, match: str, **body: object) -> dict:
     request = {"model": MINILM, "dataset": "sst2", **body}
-    r = daemon.post("/v1/fine_tuning/jobs", request)
+    r = daemon.post("/v1/training/jobs", request)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert match in error["message"], error["message"]

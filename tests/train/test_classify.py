@@ -49,7 +49,7 @@ def check_lineage(home: Home, ref: str, method: str, peft_type: str | None, job_
 
 
 def test_lora_classifier_through_the_api_is_merged_and_served(daemon: Daemon, home: Home) -> None:
-    job = daemon.ok("/v1/fine_tuning/jobs", {"model": MINILM, "dataset": "sst2", "method": "lora",
+    job = daemon.ok("/v1/training/jobs", {"model": MINILM, "dataset": "sst2", "method": "lora",
                                              "hyperparameters": SMALL, "name": "sent-lora"})
     assert job["kind"] == "train" and job["plan"]["rows"] == {"train": 320, "validation": 120}
     info = finished(daemon.jobs, job["id"])
@@ -105,7 +105,7 @@ def test_full_classifier_survives_a_pause_and_a_crash_and_loses_no_step(daemon: 
 
 
 def test_prompt_tuning_gives_an_adapter_with_an_engine_of_its_own(daemon: Daemon, home: Home, tmp_path: Path) -> None:
-    job = daemon.ok("/v1/fine_tuning/jobs", {"model": MINILM, "dataset": "sst2", "method": "prompt",
+    job = daemon.ok("/v1/training/jobs", {"model": MINILM, "dataset": "sst2", "method": "prompt",
                                              "hyperparameters": {**SMALL, "max_steps": 6, "num_virtual_tokens": 8},
                                              "suffix": "prompt"})
     info = finished(daemon.jobs, job["id"])
