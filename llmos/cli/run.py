@@ -9,9 +9,10 @@ import typer
 
 from llmos.cli.common import console, err, runtime
 from llmos.engines.base import ChatMessage, Engine
-from llmos.engines.loader import load_engine
+from llmos.engines.loader import base_of, load_engine
 from llmos.errors import WrongTask
 from llmos.kernel.local import stream
+from llmos.kernel.placement import place
 from llmos.kernel.request import SamplingParams
 
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="most tokens to generate")]
@@ -26,8 +27,10 @@ def _engine(name: str) -> Engine:
         gens = [i.ref for i in rt.store.registry.list() if "generate" in i.manifest.tasks]
         raise WrongTask(f"{info.ref} cannot generate text (it serves: {', '.join(info.manifest.tasks)}); "
                         f"models that can: {', '.join(gens) or 'none'}")
-    with console.status(f"loading {info.ref}", spinner="dots"):
-        return load_engine(rt.store.registry, name)
+    base = base_of(rt.store.registry, info)
+    engine = place(base.manifest, rt.settings.engine, task="generate", adapter=base is not info, scores=False).engine
+    with console.status(f"loading {info.ref} ({engine} engine)", spinner="dots"):
+        return load_engine(rt.store.registry, name, backend=engine)
 
 
 def _emit(engine: Engine, ids: list[int], params: SamplingParams, adapter: str | None) -> str:
