@@ -19,14 +19,19 @@ def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False
     if as_json:
         print_json(data)
         return
-    table = Table("MODEL", "LOADED", "MEMORY", "IN USE", "WAITING", "RUNNING", "TOK/S", "UNLOADS IN")
+    table = Table("MODEL", "ENGINE", "LOADED", "MEMORY", "IN USE", "WAITING", "RUNNING", "TOK/S", "UNLOADS IN")
+    routed = []
     for m in data["models"]:
         q = m["queue"] or {}
         expires = m["expires_in_s"]
-        table.add_row(m["model"], "yes" if m["loaded"] else "no", human_bytes(m["footprint_bytes"]),
+        engine = m.get("engine", "hf")
+        table.add_row(m["model"], engine, "yes" if m["loaded"] else "no", human_bytes(m["footprint_bytes"]),
                       str(m["in_use"]), str(q.get("waiting", 0)), str(q.get("running", 0)),
                       f"{q.get('tokens_per_s') or 0:.1f}", "-" if expires is None else f"{expires:.0f} s")
+        routed += [f"{m['model']} on {engine}: {why}" for why in m.get("routed", [])]
     console.print(table)
+    for line in routed:
+        console.print(f"routed: {line}")
     console.print(f"memory: {human_bytes(data['used_bytes'])} of {human_bytes(data['budget_bytes'])} budget")
 
 
