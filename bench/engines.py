@@ -29,7 +29,7 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from common import Result, drive, free_port, instructions, start, stop, wait_healthy  # noqa: E402
 from llmos.config import load_settings  # noqa: E402
-from llmos.engines.llamacpp_server import default_threads  # noqa: E402
+from llmos.engines.llamacpp_server import default_threads, usable_cores  # noqa: E402
 from llmos.runtime import open_runtime  # noqa: E402
 
 BASE = "smollm2-135m-instruct"
@@ -120,12 +120,14 @@ def main() -> None:
 
     slots = max(args.clients)
     prompts = instructions(slots)
-    print(f"clients {args.clients}, {args.max_tokens} max new tokens, greedy, {default_threads()} cores, "
+    print(f"clients {args.clients}, {args.max_tokens} max new tokens, greedy, {usable_cores()} cores, "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     runs = {}
     for name, fn in (("llmos, llama.cpp engine", lambda: llmos_server(home, "llamacpp", slots, args, prompts, count)),
                      ("llama.cpp server", lambda: llama_server(folder / "model.gguf", slots, args, prompts, count)),
                      ("llmos, transformers engine", lambda: llmos_server(home, "hf", slots, args, prompts, count))):
+        print(f"{name}: starting, load average {os.getloadavg()[0]:.2f}, llama.cpp threads now {default_threads()}",
+              flush=True)
         runs[name] = fn()
         for n, r in runs[name].items():
             print(line(f"{name}, {n} client{'s' if n > 1 else ''}", r), flush=True)

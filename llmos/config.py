@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         default="auto", description="engine for generation on models more than one can run; auto: the model's own "
         "preference (llama.cpp for a stored GGUF, transformers otherwise)")
     llamacpp_threads: int = Field(default=0, ge=0, le=512, description="CPU threads of each llama.cpp engine; 0: "
-                                  "every core this process may use")
+                                  "the cores not busy with other work when it loads (at least 1)")
     llamacpp_kv_tokens: int = Field(default=0, ge=0, description="KV-cache cells of each llama.cpp engine, shared by "
                                     "its slots; 0: the larger of the model's context and 1024 per slot")
     log_prompts: bool = Field(default=False, description="store prompt and output text in the request log")
