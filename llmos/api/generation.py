@@ -72,7 +72,7 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
                                 retry_after=quota.retry_after())
         if not body.stream:  # one answer: stop where the quota ends (finish_reason "length")
             params.max_tokens = max(1, min(params.max_tokens, left - len(ids)))
-    req = Request(model=resolved.base.key, prompt_ids=ids, params=params, adapter=resolved.adapter,
+    req = Request(model=resolved.key, prompt_ids=ids, params=params, adapter=resolved.adapter,
                   tenant=_queue_tenant(body, caller), priority=body.priority)
     log = LogEntry(req.id, route, resolved.info.ref, caller, adapter=resolved.adapter,
                    prompt_tokens=len(ids), prompt=prompt_text)

@@ -19,13 +19,19 @@ def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False
     if as_json:
         print_json(data)
         return
-    table = new_table("MODEL", "MEMORY", "IN USE", "QUEUED", "RUNNING", "TOK/S", "UNLOAD IN", wrap=["MODEL"])
+    table = new_table("MODEL", "ENGINE", "MEMORY", "IN USE", "QUEUED", "RUNNING", "TOK/S", "UNLOAD IN",
+                      wrap=["MODEL"])
+    routed = []
     for m in data["models"]:
         q = m["queue"] or {}
-        table.add_row(m["model"], size(m["footprint_bytes"]) if m["loaded"] else "-", str(m["in_use"]),
+        engine = m.get("engine", "hf")
+        table.add_row(m["model"], engine, size(m["footprint_bytes"]) if m["loaded"] else "-", str(m["in_use"]),
                       str(q.get("waiting", 0)), str(q.get("running", 0)), f"{q.get('tokens_per_s') or 0:.1f}",
                       duration(m["expires_in_s"]))
+        routed += [f"{m['model']} on {engine}: {why}" for why in m.get("routed", [])]
     console.print(table)
+    for line in routed:
+        console.print(f"routed: {line}")
     console.print(f"memory: {human_bytes(data['used_bytes'])} of {human_bytes(data['budget_bytes'])} budget")
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from llmos.cli.common import err, runtime
 from llmos.client import Client, DaemonNotRunning
 from llmos.engines.base import ChatMessage, Engine
-from llmos.engines.loader import load_engine
+from llmos.engines.loader import base_of, load_engine
 from llmos.errors import EngineFailed, WrongTask
 from llmos.kernel.local import stream
+from llmos.kernel.placement import place
 from llmos.engines.types import SamplingParams
 from llmos.store.names import DEFAULT_TENANT
 
@@ -101,7 +102,9 @@ def _local(name: str, sampling: Sampling, url: str) -> LocalGenerator:
         gens = [i.ref for i in rt.store.registry.list(tenant=DEFAULT_TENANT) if "generate" in i.manifest.tasks]
         raise WrongTask(f"{info.ref} cannot generate text (it serves: {', '.join(info.manifest.tasks)}); "
                         f"models that can: {', '.join(gens) or 'none'}")
-    with err.status(f"loading {info.ref} in this process (no daemon at {url})", spinner="dots"):
-        engine = load_engine(rt.store.registry, info.key)
-    adapter = name if name in engine.info().adapters else None
+    base = base_of(rt.store.registry, info)
+    kind = place(base.manifest, rt.settings.engine, task="generate", adapter=base is not info, scores=False).engine
+    with err.status(f"loading {info.ref} in this process on its {kind} engine (no daemon at {url})", spinner="dots"):
+        engine = load_engine(rt.store.registry, info.key, backend=kind)
+    adapter = info.key if info.key in engine.info().adapters else None
     return LocalGenerator(engine, adapter, sampling)

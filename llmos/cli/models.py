@@ -19,13 +19,16 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="machine-re
     """List stored models of every tenant (TENANT "-" is a public model)."""
     infos = runtime().store.registry.list()
     if as_json:
-        print_json([{"name": i.ref, "tenant": i.tenant, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
+        print_json([{"name": i.ref, "tenant": i.tenant, "digest": i.digest, "tasks": i.manifest.tasks,
+                     "kind": i.manifest.kind, "engines": i.manifest.engines,
                      "size": i.manifest.size_bytes, "parameters": i.manifest.parameters} for i in infos])
         return
-    table = new_table("NAME", "TENANT", "TASKS", "PARAMS", "SIZE", "ID", "CREATED", wrap=["NAME", "TASKS"])
+    table = new_table("NAME", "TENANT", "TASKS", "ENGINES", "PARAMS", "SIZE", "ID", "CREATED",
+                      wrap=["NAME", "TASKS", "ENGINES"])
     for i in infos:
-        table.add_row(i.ref, i.tenant or "-", ", ".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
-                      size(i.manifest.size_bytes), short_id(i.digest), ago(i.created_at))
+        table.add_row(i.ref, i.tenant or "-", ", ".join(i.manifest.tasks), ", ".join(i.manifest.engines) or "hf",
+                      f"{i.manifest.parameters / 1e6:.1f}M", size(i.manifest.size_bytes), short_id(i.digest),
+                      ago(i.created_at))
     console.print(table)
 
 
@@ -57,14 +60,17 @@ def import_model(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="permit .bin/.pt pickle weights "
                                                "(they can run code when loaded; only for trusted files)")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="re-point an existing NAME:TAG")] = False,
+    engine: Annotated[Optional[str], typer.Option(help="engine that serves it: llamacpp (a .gguf, kept quantised; "
+                                                  "the default for a .gguf) or hf (transformers)")] = None,
 ) -> None:
     """Import a Hugging Face folder, a .safetensors file (+config) or a .gguf file."""
     rt = runtime()
     opts = ImportOptions(license=license, allow_pickle=allow_pickle or rt.settings.allow_pickle, config=config,
-                         parent=base, replace=replace)
+                         parent=base, replace=replace, engine=engine)
     info = rt.store.importer.import_path(path, name, opts, RichProgress())
+    engines = ", ".join(info.manifest.engines) or "hf"
     console.print(f"imported [bold]{info.ref}[/bold] {info.digest[:19]} ({human_bytes(info.manifest.size_bytes)}, "
-                  f"tasks: {', '.join(info.manifest.tasks)})")
+                  f"tasks: {', '.join(info.manifest.tasks)}; engines: {engines})")
 
 
 @app.command("rm")

@@ -24,7 +24,14 @@ def _hf_engine(path: Path, **kwargs: object) -> Engine:
     return HFEngine(path, **kwargs)  # type: ignore[arg-type]
 
 
+def _llamacpp_engine(path: Path, **kwargs: object) -> Engine:
+    from llmos.engines.llamacpp import LlamaCppEngine  # the binding loads only when a model does
+
+    return LlamaCppEngine(path, **kwargs)  # type: ignore[arg-type]
+
+
 register_engine("hf", _hf_engine)
+register_engine("llamacpp", _llamacpp_engine)
 
 
 def shares_base(info: ModelInfo) -> bool:

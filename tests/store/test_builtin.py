@@ -1,10 +1,11 @@
 """The embedded default models: registered at first start, converted once, loadable fast."""
 
+import hashlib
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmos.runtime import Runtime, open_runtime
-from llmos.store.builtin import ensure_builtins
+from llmos.store.builtin import BUILTINS, ensure_builtins, locate
 
 
 def test_both_builtins_registered(builtin_runtime: Runtime) -> None:
@@ -16,7 +17,13 @@ def test_both_builtins_registered(builtin_runtime: Runtime) -> None:
     assert "<|im_start|>" in smol.manifest.chat_template
     assert smol.manifest.dtype == "float32" and 130e6 < smol.manifest.parameters < 140e6
     assert smol.manifest.license == "apache-2.0" and smol.manifest.lineage.builtin is True
-    assert not any(f.path.endswith(".gguf") for f in smol.manifest.files)
+    assert smol.manifest.engines == ["llamacpp", "hf"] and mini.manifest.engines == ["hf"]
+    # The shipped Q4_1 file itself is stored (content-addressed, byte for byte) for the llama.cpp engine.
+    gguf = smol.manifest.file("model.gguf")
+    shipped = locate(next(b for b in BUILTINS if b.name == "smollm2-135m-instruct"))
+    assert gguf is not None and gguf.size == shipped.stat().st_size
+    with open(shipped, "rb") as fh:
+        assert gguf.digest == "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def test_second_start_converts_nothing(builtin_runtime: Runtime) -> None:
