@@ -3,7 +3,7 @@
 Rules match the request path by prefix on whole segments, so ``/v1/jobs`` covers ``/v1/jobs/{id}/pause``
 but not ``/v1/jobsx``. A route that no rule names falls to the last rule (admin): a new route is closed
 until someone decides who may use it. (A path that no route serves is answered 404 before this table
-is consulted: see ``llmos.api.auth``.) docs/security.md shows this table to people.
+is consulted: see ``llmos.api.access``.) docs/security.md shows this table to people.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth import create_key
 from llmos.engines.base import FakeEngine
 from llmos.kernel.core import Kernel

@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute
 
-from llmos.api.app import create_app
+from llmos.daemon import create_app
 from llmos.auth import create_key
 from llmos.db.tables import LoopPolicy
 from llmos.engines.base import FakeEngine
