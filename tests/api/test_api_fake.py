@@ -130,11 +130,11 @@ def test_a_model_that_fails_to_load_fails_its_requests_only(builtin_runtime: Run
 
 def test_client_disconnect_mid_stream_frees_its_slot(builtin_runtime: Runtime, fake_kernel_factory) -> None:  # type: ignore[no-untyped-def]
     from tests.api.server import serving
-    from tests.waiting import wait_until
+    from tests.waiting import BACKSTOP_S, wait_until
 
     kernel = fake_kernel_factory(max_batch=1)
     with serving(create_app(builtin_runtime, kernel)) as url:
-        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=BACKSTOP_S,
                           json={**CHAT, "max_tokens": 500, "stream": True}) as r:
             lines = r.iter_lines()
             got = [next(lines) for _ in range(6)]
@@ -143,7 +143,7 @@ def test_client_disconnect_mid_stream_frees_its_slot(builtin_runtime: Runtime, f
         wait_until(lambda: not engine.live and not kernel.worker(f"{SMOL}:latest").scheduler.running,
                    "the abandoned request's slot freed")
         # the freed slot serves the next client at once (max_batch=1)
-        r = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30)
+        r = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=BACKSTOP_S)
         assert r.status_code == 200
         stats = kernel.worker(f"{SMOL}:latest").scheduler.stats()
         assert stats.aborted == 1

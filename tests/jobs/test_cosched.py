@@ -379,7 +379,7 @@ def test_a_real_fine_tune_yields_to_smollm2_chats_and_completes(builtin_runtime:
         rt = home.open()
         kernel, jobs = Kernel(rt.settings, rt.store.registry), JobRunner(rt)
         home.runners.append((jobs, rt))
-        with serving(create_app(rt, kernel, jobs)) as url, httpx.Client(base_url=url, timeout=120) as http:
+        with serving(create_app(rt, kernel, jobs)) as url, httpx.Client(base_url=url, timeout=BACKSTOP_S) as http:
             def chat(text: str) -> None:
                 r = http.post("/v1/chat/completions", json={"model": SMOL, "max_tokens": 12,
                                                             "messages": [{"role": "user", "content": text}]})
