@@ -25,9 +25,9 @@ def test_generation_goes_to_the_manifests_first_kind_unless_the_setting_names_an
 
 
 @pytest.mark.parametrize(("kwargs", "why"), [
-    (dict(task="generate", adapter=True, scores=False), "adapters run on the hf engine"),
-    (dict(task="classify", adapter=False, scores=True), "label scoring runs on the hf engine"),
-    (dict(task="embed", adapter=False, scores=False), "embed runs on the hf engine"),
+    ({"task": "generate", "adapter": True, "scores": False}, "adapters run on the hf engine"),
+    ({"task": "classify", "adapter": False, "scores": True}, "label scoring runs on the hf engine"),
+    ({"task": "embed", "adapter": False, "scores": False}, "embed runs on the hf engine"),
 ])
 def test_what_llamacpp_cannot_do_falls_back_to_hf_and_says_why(kwargs: dict, why: str) -> None:
     where = place(BOTH, "auto", **kwargs)
