@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.api.bounds import NAME_MAX, ModelName
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.jobs import JobsDep
 from llmos.api.records import job_record
@@ -25,10 +26,11 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 class EvaluationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="stored model: name or name:tag")
-    dataset: str = Field(min_length=1, description="dataset: name or name@version")
-    split: str | None = Field(None, description="split to score (default: test, else validation, else all rows)")
-    max_rows: int | None = Field(None, ge=1, description="score at most this many rows")
+    model: ModelName = Field(description="stored model: name or name:tag")
+    dataset: str = Field(min_length=1, max_length=NAME_MAX, description="dataset: name or name@version")
+    split: str | None = Field(None, max_length=64, description="split to score (default: test, else validation, "
+                              "else all rows)")
+    max_rows: int | None = Field(None, ge=1, le=1_000_000, description="score at most this many rows")
 
 
 # Plain ``def`` handlers: FastAPI runs them in its thread pool (they read the database).

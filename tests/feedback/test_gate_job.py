@@ -61,7 +61,7 @@ def gate(loop: Loop, jobs: JobRunner) -> tuple[list[str], JobInfo, EvaluateSpec,
     assert state.state == "gating" and state.job_id
     listed = [j for j in jobs.list() if j.id == state.job_id]
     assert [j.kind for j in listed] == ["evaluate"]  # a job like any other, in the job list
-    info = finished(jobs, state.job_id, timeout=600)
+    info = finished(jobs, state.job_id)
     return loop.tick(), info, EvaluateSpec.model_validate(info.spec), EvaluateResult.model_validate(info.result)
 
 

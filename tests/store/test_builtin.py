@@ -20,7 +20,7 @@ def test_both_builtins_registered(builtin_runtime: Runtime) -> None:
     assert smol.manifest.engines == ["llamacpp", "hf"] and mini.manifest.engines == ["hf"]
     # The shipped Q4_1 file itself is stored (content-addressed, byte for byte) for the llama.cpp engine.
     gguf = smol.manifest.file("model.gguf")
-    shipped = locate(next(b for b in BUILTINS if b.name == "smollm2-135m-instruct"))
+    shipped = locate(BUILTINS.get("smollm2-135m-instruct"))
     assert gguf is not None and gguf.size == shipped.stat().st_size
     with open(shipped, "rb") as fh:
         assert gguf.digest == "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
@@ -35,7 +35,8 @@ def test_second_start_converts_nothing(builtin_runtime: Runtime) -> None:
 
 def test_converted_model_loads_and_answers(builtin_runtime: Runtime) -> None:
     folder = builtin_runtime.store.registry.snapshot("smollm2-135m-instruct")
-    assert not list(folder.rglob("*.gguf"))  # a plain safetensors folder: loading it converts nothing
+    # safetensors weights: loading converts nothing (the GGUF beside them is the llama.cpp engine's file)
+    assert list(folder.glob("*.safetensors")) and [p.name for p in folder.glob("*.gguf")] == ["model.gguf"]
     model = AutoModelForCausalLM.from_pretrained(folder)
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
