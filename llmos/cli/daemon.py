@@ -19,8 +19,8 @@ def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False
     if as_json:
         print_json(data)
         return
-    table = new_table("MODEL", "ENGINE", "MEMORY", "IN USE", "QUEUED", "RUNNING", "TOK/S", "UNLOAD IN",
-                      wrap=["MODEL"])
+    # REFS: requests holding the engine; WAIT / RUN: sequences queued / decoding
+    table = new_table("MODEL", "ENGINE", "MEMORY", "REFS", "WAIT", "RUN", "TOK/S", "UNLOAD IN", wrap=["MODEL"])
     routed = []
     for m in data["models"]:
         q = m["queue"] or {}

@@ -23,12 +23,10 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="machine-re
                      "kind": i.manifest.kind, "engines": i.manifest.engines,
                      "size": i.manifest.size_bytes, "parameters": i.manifest.parameters} for i in infos])
         return
-    table = new_table("NAME", "TENANT", "TASKS", "ENGINES", "PARAMS", "SIZE", "ID", "CREATED",
-                      wrap=["NAME", "TASKS", "ENGINES"])
-    for i in infos:
-        table.add_row(i.ref, i.tenant or "-", ", ".join(i.manifest.tasks), ", ".join(i.manifest.engines) or "hf",
-                      f"{i.manifest.parameters / 1e6:.1f}M", size(i.manifest.size_bytes), short_id(i.digest),
-                      ago(i.created_at))
+    table = new_table("NAME", "TASKS", "PARAMS", "SIZE", "ID", "CREATED", wrap=["NAME", "TASKS"])
+    for i in infos:  # a private model shows as TENANT/NAME:TAG; engines, kind and lineage: `models show`, --json
+        table.add_row(i.key, ", ".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
+                      size(i.manifest.size_bytes), short_id(i.digest), ago(i.created_at))
     console.print(table)
 
 

@@ -101,7 +101,7 @@ def test_run_in_process_when_no_daemon_listens(home: Path) -> None:
 @pytest.mark.slow
 def test_chat_in_process_streams_a_conversation_from_stdin(home: Path) -> None:
     out = llmos(home, "chat", "smollm2-135m-instruct", "-t", "0", "-n", "16",
-                stdin="What is the capital of France?\nAnd of Germany?\n")
+                stdin="What is the capital of France?\nAnd of Germany?\n", env={"LLMOS_ENGINE": "hf"})
     assert out.returncode == 0, out.stderr
     replies = [line for line in out.stdout.splitlines() if line.strip()]
     assert "Paris" in replies[0] and "Berlin" in out.stdout

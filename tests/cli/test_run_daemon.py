@@ -49,7 +49,7 @@ class Daemon:
 @pytest.fixture(scope="module")
 def daemon(builtin_runtime: Runtime) -> Iterator[Daemon]:
     s = make_settings(builtin_runtime.settings.home, database_url=builtin_runtime.settings.database_url,
-                      auth="on", log_prompts=True)
+                      auth="on", log_prompts=True, engine="hf")  # the fp32 engine's answers (llama.cpp: tests/engines)
     rt = Runtime(s, builtin_runtime.db, builtin_runtime.store)
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     _, raw = create_key(rt.db, tenant=tenant, name="cli test", scopes=["infer"])
@@ -122,7 +122,7 @@ def test_daemon_tables_fit_80_columns(daemon: Daemon, home: Path) -> None:
         return out.stdout
 
     ps = assert_fits(table("ps", "--url", daemon.url),
-                     "MODEL", "MEMORY", "IN USE", "QUEUED", "RUNNING", "TOK/S", "UNLOAD IN")
+                     "MODEL", "ENGINE", "MEMORY", "REFS", "WAIT", "RUN", "TOK/S", "UNLOAD IN")
     assert any(line.startswith(f"{SMOL}:latest ") and "MiB" in line for line in ps)
     rules = assert_fits(table("alerts", "list", "--url", daemon.url),
                         "RULE", "SEV", "STATE", "VALUE", "LIMIT", "DETAIL")
