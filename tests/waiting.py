@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from llmos.kernel.jobs import JobInfo, JobRunner, JobState
 
 T = TypeVar("T")
-BACKSTOP_S = 300.0
+BACKSTOP_S = 600.0
 POLL_S = 0.01
 LOG_TAIL = 3000
 
