@@ -12,6 +12,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# torch's OpenMP threads sleep when they have nothing to do instead of spinning. On a machine busy with
+# other work (another suite, other people) spinning threads wait for descheduled siblings and burn the
+# cores everyone shares: a MiniLM training step took 3x the CPU and 3x the wall time at load 10 on 2
+# cores. Set before torch loads, here and (inherited) in every runner, daemon and CLI the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 from llmos.config import Settings, load_settings  # noqa: E402
