@@ -38,9 +38,10 @@ def package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-# Job runners of the tests run at the test process's own CPU priority. The product's default (idle: a
-# runner gets a core only when nothing else wants one) would let a test's fine-tune wait for minutes on
-# a machine busy with other work; the tests of that priority set it themselves.
+# Job runners of the tests run at the test process's own CPU priority. Under the product's default
+# (idle: a runner gets a core only when nothing else wants one) a test's fine-tune would wait behind
+# whatever else the machine runs, unless the kernel groups processes by session (autogroup); the tests
+# of that priority set it themselves.
 TEST_SETTINGS: dict[str, object] = {"job_cpu_priority": "normal"}
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 BACKSTOP_S = 600.0
-POLL_S = 0.01
+POLL_S = 0.02
 LOG_TAIL = 3000
 
 
