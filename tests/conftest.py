@@ -12,6 +12,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# torch's OpenMP threads sleep when they have nothing to do instead of spinning. On a machine busy with
+# other work (another suite, other people) spinning threads wait for descheduled siblings and burn the
+# cores everyone shares: a MiniLM training step took 3x the CPU and 3x the wall time at load 10 on 2
+# cores. Set before torch loads, here and (inherited) in every runner, daemon and CLI the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 from llmos.config import Settings, load_settings  # noqa: E402
@@ -33,9 +38,10 @@ def package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-# Job runners of the tests run at the test process's own CPU priority. The product's default (idle: a
-# runner gets a core only when nothing else wants one) would let a test's fine-tune wait for minutes on
-# a machine busy with other work; the tests of that priority set it themselves.
+# Job runners of the tests run at the test process's own CPU priority. Under the product's default
+# (idle: a runner gets a core only when nothing else wants one) a test's fine-tune would wait behind
+# whatever else the machine runs, unless the kernel groups processes by session (autogroup); the tests
+# of that priority set it themselves.
 TEST_SETTINGS: dict[str, object] = {"job_cpu_priority": "normal"}
 
 

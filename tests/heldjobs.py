@@ -19,7 +19,7 @@ from typing import Any
 
 from llmos.jobs.context import JobContext
 
-HELD = "held"  # a file in the job's work folder: the runner reached its point and waits
+HELD = "held"  # a file in the job's work folder: the runner stopped inside its checkpoint and waits
 POLL_S = 0.05
 
 
@@ -45,7 +45,6 @@ class _HeldAt:
         self._ctx.pause_point(save_checkpoint)
         step = self._ctx.last_progress.step
         while step in self._steps and not (self._ctx.work_dir / f"release-{step}").exists():
-            (self._ctx.work_dir / HELD).write_text(str(step))
             time.sleep(POLL_S)
             self._ctx.pause_point(save_checkpoint)
 

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from llmos.jobs import JobInfo, JobRunner, JobState
 
 T = TypeVar("T")
-BACKSTOP_S = 300.0
-POLL_S = 0.01
+BACKSTOP_S = 600.0
+POLL_S = 0.02
 LOG_TAIL = 3000
 
 

@@ -23,6 +23,7 @@ from tests.api.server import serving
 from tests.conftest import copy_builtin, make_settings
 from tests.waiting import BACKSTOP_S, wait_for_job
 
+TRAINING_BACKSTOP_S = 6 * BACKSTOP_S
 FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": BACKSTOP_S, "keep_alive": 600}
 MINILM, SMOL = "minilm-l6", "smollm2-135m-instruct"
 
@@ -80,8 +81,9 @@ def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def finished(jobs: JobRunner, job_id: str) -> JobInfo:
-    """The job's info once it has succeeded; fails at once, with its error and log, if it ends otherwise."""
-    return wait_for_job(jobs, job_id, JobState.SUCCEEDED, timeout=3 * BACKSTOP_S)
+    """The job's info once it has succeeded; fails at once, with its error and log, if it ends otherwise.
+    A real fine-tune on a crowded machine can take many minutes: the test's own time limit is the guard."""
+    return wait_for_job(jobs, job_id, JobState.SUCCEEDED, timeout=TRAINING_BACKSTOP_S)
 
 
 # -- dataset slices -------------------------------------------------------------------------------
