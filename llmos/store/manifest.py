@@ -101,6 +101,14 @@ class ManifestData(BaseModel):
     # (safetensors weights). Empty in manifests written before engine kinds existed: hf.
     engines: list[str] = Field(default_factory=list)
 
+    @model_serializer(mode="wrap")
+    def _omit_no_engines(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A manifest without engine kinds dumps as it was written, so its digest stays what it was."""
+        data: dict[str, Any] = handler(self)
+        if not data.get("engines"):
+            data.pop("engines", None)
+        return data
+
     def digest(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

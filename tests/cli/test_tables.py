@@ -37,7 +37,8 @@ def test_models_list_shows_the_builtins_whole(cli, builtin_runtime: Runtime) -> 
     out = cli(builtin_runtime.settings.home, "models", "list", builtins=True).output
     lines = assert_fits(out, "NAME", "TASKS", "PARAMS", "SIZE", "ID", "CREATED")
     assert "…" not in out
-    smol = next(line for line in lines if line.startswith("smollm2-135m-instruct:latest "))
+    smol = next((line for line in lines if line.startswith("smollm2-135m-instruct:latest ")), None)
+    assert smol is not None, out
     info = builtin_runtime.store.registry.get("smollm2-135m-instruct")
     assert "generate" in smol and "MiB" in smol and info.digest[7:19] in smol and "ago" in smol
     history = cli(builtin_runtime.settings.home, "models", "history", "smollm2-135m-instruct", builtins=True).output

@@ -191,10 +191,11 @@ def test_a_frozen_job_is_cancelled_or_paused_by_a_person_at_once(make_setup: Cal
     s.tick(0.0)
     assert s.jobs.frozen() == [first]
     s.jobs.pause(first)  # thawed to reach its pause point, then paused the ordinary way
-    wait_until(lambda: state_events(s.jobs, first)[-1].data.get("reason") == "user", "a person's pause",
-               job=(s.jobs, first))
+    # thawing writes a state event of its own; the pause is over when the job reads paused
+    wait_until(lambda: s.jobs.get(first).state == JobState.PAUSED, "a person's pause", job=(s.jobs, first))
     info = s.jobs.get(first)
-    assert info.state == JobState.PAUSED and info.pid is not None and not is_stopped(info.pid)
+    assert state_events(s.jobs, first)[-1].data.get("reason") == "user"
+    assert info.pid is not None and not is_stopped(info.pid)
     assert s.jobs.frozen() == []
     s.jobs.cancel(first)
     assert wait_for_job(s.jobs, first).state == JobState.CANCELLED

@@ -153,7 +153,7 @@ def test_kill_9_mid_stream_and_mid_checkpoint_loses_nothing_acknowledged(home: P
             routed += classify_many(http, 8)
         daemon.stop()
         check_canary_split(home, routed)
-        report = json.loads((open_home(home).store.registry.snapshot(info["result_model"]) /
+        report = json.loads((registry_snapshot(home, info["result_model"]) /
                              "eval_report.json").read_text())
         steps = [step for step, _ in report["training"]["loss_history"]]
         assert steps == list(range(1, report["training"]["max_steps"] + 1))  # each step exactly once
@@ -206,3 +206,9 @@ def check_canary_split(home: Path, ids: list[str]) -> None:
     assert set(routed.values()) == {"crash-clf:v2", "crash-clf:latest"}  # both arms served
     for rid, model in routed.items():
         assert (model == "crash-clf:v2") == to_candidate(CANARY["salt"], rid, CANARY["share"]), (rid, model)
+
+
+def registry_snapshot(home: Path, ref: str) -> Path:
+    """The folder of ``ref``, a model the daemon trained in the default tenant's namespace."""
+    registry = open_home(home).store.registry
+    return registry.snapshot(registry.get(ref))

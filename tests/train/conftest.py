@@ -144,4 +144,4 @@ def daemon(home: Home) -> Iterator[Daemon]:
 def report_of(home: Home, ref: str) -> dict:
     """The evaluation report stored with a model version."""
     reg = home.rt.store.registry
-    return json.loads((reg.snapshot(ref) / "eval_report.json").read_text())
+    return json.loads((reg.snapshot(reg.get(ref)) / "eval_report.json").read_text())

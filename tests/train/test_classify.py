@@ -44,7 +44,7 @@ def check_lineage(home: Home, ref: str, method: str, peft_type: str | None, job_
     assert info.manifest.parent.startswith(f"{base.ref}@sha256:")
     files = {f.path for f in info.manifest.files}
     assert {"eval_report.json", "loss_curve.png"} <= files
-    assert (home.rt.store.registry.snapshot(ref) / "loss_curve.png").read_bytes()[:8] == PNG
+    assert (home.rt.store.registry.snapshot(home.rt.store.registry.get(ref)) / "loss_curve.png").read_bytes()[:8] == PNG
     return lin
 
 

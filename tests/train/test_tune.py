@@ -128,7 +128,7 @@ def test_a_tiny_study_runs_trials_as_jobs_and_promotes_the_best(daemon: Daemon, 
     assert lin["hyperparameters"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
     assert lin["hyperparameters"]["lora_r"] == best["params"]["lora_r"] and lin["method"] == "lora"
     assert lin["hyperparameters"]["max_length"] == 32
-    stored = json.loads((reg.snapshot("sent-tuned:v1") / "study.json").read_text())
+    stored = json.loads((reg.snapshot(reg.get("sent-tuned:v1")) / "study.json").read_text())
     assert stored["best"] == best and [t["number"] for t in stored["trials"]] == [0, 1, 2]
     for t in trials:  # trial folders and checkpoints are cleaned once the best is registered
         paths = JobPaths.of(home.rt.settings.jobs_dir, t["id"])
