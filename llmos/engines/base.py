@@ -10,8 +10,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from llmos.errors import WrongTask
-from llmos.engines.types import RequestStatus, SequenceSpec, StepOutput
+from llmos.errors import InvalidInput, WrongTask
+from llmos.engines.chat import ToolCall
+from llmos.engines.types import OutputConstraint, RequestStatus, SequenceSpec, StepOutput
 
 
 @dataclass
@@ -27,8 +28,13 @@ class Span:
 
 @dataclass
 class ChatMessage:
+    """One turn. An assistant turn may carry the tool calls it made; a ``tool`` turn answers one
+    of them (``tool_call_id``)."""
+
     role: str
     content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
 
 
 @dataclass
@@ -115,6 +121,15 @@ class Engine(ABC):
         after every input); the default says the engine cannot.
         """
         raise WrongTask(f"engine {type(self).__name__} cannot score continuations")
+
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """Prepare ``constraint`` for sequences that will carry it (compile and cache its grammar);
+        raise InvalidInput with the grammar library's message when it cannot be enforced.
+
+        The default says the engine cannot constrain its output at all.
+        """
+        raise InvalidInput(f"engine {type(self).__name__} cannot constrain its output (response_format, "
+                           "tool_choice required or a named function)")
 
     def close(self) -> None:
         """Free everything; the engine is unusable afterwards."""

@@ -20,7 +20,7 @@ from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
 from llmos.kernel.request import Request
-from llmos.engines.types import StepOutput
+from llmos.engines.types import OutputConstraint, StepOutput
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
@@ -80,6 +80,8 @@ class Kernel:
                                          keep_alive_s=settings.keep_alive)
         self._workers: dict[str, ModelWorker] = {}
         self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
+        self._good_constraints: set[tuple[str, tuple[str, str, str]]] = set()
+        self._checking: dict[tuple[str, tuple[str, str, str]], asyncio.Future[None]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="keep-alive", daemon=True)
@@ -155,6 +157,41 @@ class Kernel:
             raise
         self._notify()
         return self._drain(req, queue)
+
+    async def generate_all(self, reqs: list[Request]) -> list[AsyncIterator[StepOutput]]:
+        """``generate`` for several requests (a request's choices): all are queued, or none is.
+
+        Requests queued before one is refused are cancelled and forgotten before the error is raised.
+        """
+        streams: list[AsyncIterator[StepOutput]] = []
+        try:
+            for req in reqs:
+                streams.append(await self.generate(req))
+        except Exception:
+            for req in reqs[:len(streams)]:
+                self._listeners.pop(req.id, None)
+                self.cancel(req)
+            raise
+        return streams
+
+    async def check_constraint(self, r: Resolved, constraint: OutputConstraint) -> None:
+        """Have the model's engine compile ``constraint`` (InvalidInput when it cannot be enforced).
+
+        A constraint once accepted for a model is known good: compiling is deterministic, so later
+        requests with it skip the engine round trip (the engine compiles again from its own cache).
+        """
+        key = (r.base.digest, constraint.key)
+        if key in self._good_constraints:
+            return
+        pending = self._checking.get(key)  # many requests with a new schema at once: one check
+        if pending is None:
+            pending = self._checking[key] = asyncio.ensure_future(
+                self.call(r, lambda engine: engine.check_constraint(constraint)))
+            pending.add_done_callback(lambda _: self._checking.pop(key, None))
+        await asyncio.shield(pending)
+        if len(self._good_constraints) >= 4096:
+            self._good_constraints.clear()
+        self._good_constraints.add(key)
 
     async def _drain(self, req: Request, queue: asyncio.Queue[Any]) -> AsyncIterator[StepOutput]:
         try:
