@@ -220,6 +220,10 @@ class FakeEngine(Engine):
     def tag(self, texts: list[str], *, adapter: str | None = None) -> list[list[Span]]:
         return [[] for _ in texts]
 
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """Accepts any constraint and enforces none: API tests of tools and formats see the fake's tokens."""
+        self.calls.append(("check_constraint", [constraint.json_schema]))
+
     def close(self) -> None:
         self.closed = True
         self._live.clear()

@@ -168,11 +168,17 @@ class Kernel:
             for req in reqs:
                 streams.append(await self.generate(req))
         except Exception:
-            for req in reqs[:len(streams)]:
-                self._listeners.pop(req.id, None)
-                self.cancel(req)
+            self.forget(reqs[:len(streams)])
             raise
         return streams
+
+    def forget(self, reqs: list[Request]) -> None:
+        """Stop listening to ``reqs`` and cancel those still running; safe on finished ones. For streams
+        that may never have been iterated (their own cleanup runs only once they start)."""
+        for req in reqs:
+            self._listeners.pop(req.id, None)
+            if not req.status.finished:
+                self.cancel(req)
 
     async def check_constraint(self, r: Resolved, constraint: OutputConstraint) -> None:
         """Have the model's engine compile ``constraint`` (InvalidInput when it cannot be enforced).
