@@ -53,9 +53,8 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
     messages = tools.chat_messages(body.messages)
     prompt_text = "\n".join(m.content for m in messages)
     check_prompt_size(kernel, prompt_text)
-    check = tools.tool_check_constraint(plan)
-    if check is not None:  # a schema the engine cannot enforce is a 400 now, not a failed stream later
-        await kernel.check_constraint(resolved, check)
+    if plan.constraint is not None:  # a schema the engine cannot enforce is a 400 now, not a failed stream later
+        await kernel.check_constraint(resolved, plan.constraint)
     codec = await run_in_threadpool(kernel.codec, resolved)
     ids = codec.encode_chat(messages, plan.offered or None)
     job = make_job(kernel, body, resolved, ids, caller, "chat", prompt_text, plan.constraint, plan)

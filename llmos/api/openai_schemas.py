@@ -129,8 +129,8 @@ class StreamOptions(_Strict):
 # -- requests --------------------------------------------------------------------------------------
 class SamplingIn(_Strict):
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
     temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0, description="llmos extension: keep the k likeliest tokens (0: all)")
@@ -149,8 +149,8 @@ class SamplingIn(_Strict):
     @classmethod
     def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
         stops = [v] if isinstance(v, str) else (v or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("up to 4 non-empty stop strings")
+        if len(stops) > 4 or any(not s or len(s) > 256 for s in stops):
+            raise ValueError("up to 4 non-empty stop strings of up to 256 characters")
         return v
 
     @field_validator("frequency_penalty", "presence_penalty", "logit_bias")

@@ -48,8 +48,10 @@ def plan(body: ChatCompletionIn) -> ToolPlan:
     if not tools or choice == "none":
         return ToolPlan(constraint=json_format)
     if choice == "auto":  # a response format, when given, wins: the reply is that JSON, not a call
-        names = frozenset() if json_format else frozenset(t.name for t in tools)
-        return ToolPlan(tools, json_format, names, single=body.parallel_tool_calls is False)
+        if json_format is not None:
+            return ToolPlan(tools, json_format)
+        return ToolPlan(tools, constrain.tool_calls_in_text(tools), frozenset(t.name for t in tools),
+                        single=body.parallel_tool_calls is False)
     if fmt is not None and fmt.type != "text":
         raise InvalidInput("a forced tool call (tool_choice required or a function) and a JSON response_format "
                            "cannot both hold; drop one", param="tool_choice")
@@ -65,13 +67,6 @@ def _format_constraint(body: ChatCompletionIn) -> OutputConstraint | None:
         return constrain.json_object()
     assert fmt.json_schema is not None
     return constrain.json_schema(fmt.json_schema.schema_)
-
-
-def tool_check_constraint(tool_plan: ToolPlan) -> OutputConstraint | None:
-    """What to compile up front so a tool whose parameters schema cannot be enforced is a 400 at once."""
-    if tool_plan.constraint is not None:
-        return tool_plan.constraint
-    return constrain.tool_call(tool_plan.offered) if tool_plan.names else None
 
 
 def new_call_id() -> str:

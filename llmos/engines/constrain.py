@@ -47,6 +47,13 @@ def tool_call(tools: list[ToolDef]) -> OutputConstraint:
                             prefix=f"{TOOL_CALL_OPEN}\n", suffix=f"\n{TOOL_CALL_CLOSE}")
 
 
+def tool_calls_in_text(tools: list[ToolDef]) -> OutputConstraint:
+    """A free reply in which every ``<tool_call>`` the model opens must be a valid call of one of
+    ``tools`` (``tool_choice: "auto"``): the model decides whether to call, never how badly."""
+    whole = tool_call(tools)
+    return OutputConstraint(whole.json_schema, whole.prefix, whole.suffix, trigger=TOOL_CALL_OPEN)
+
+
 def _call_schema(tool: ToolDef) -> dict[str, object]:
     # "name" comes first so the model writes which function before its arguments.
     return {"type": "object",

@@ -30,7 +30,7 @@ class GrammarBackend:
         self._stop_ids = sorted(stop_ids)
         self._info: Any = None
         self._compiler: Any = None
-        self._compiled: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._compiled: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
 
     @property
     def info(self) -> Any:
@@ -61,17 +61,11 @@ class GrammarBackend:
         return compiled
 
     def _compile(self, constraint: OutputConstraint) -> Any:
-        import xgrammar as xgr
-
         self.info  # noqa: B018 - builds the compiler
         try:
-            parts = [xgr.Grammar.from_json_schema(constraint.json_schema, any_whitespace=False, strict_mode=True)]
-            if constraint.prefix:
-                parts.insert(0, xgr.Grammar.from_ebnf(f"root ::= {json.dumps(constraint.prefix)}"))
-            if constraint.suffix:
-                parts.append(xgr.Grammar.from_ebnf(f"root ::= {json.dumps(constraint.suffix)}"))
-            grammar = parts[0] if len(parts) == 1 else xgr.Grammar.concat(*parts)
-            return self._compiler.compile_grammar(grammar)
+            if constraint.trigger:
+                return self._compiler.compile_structural_tag(json.dumps(_triggered(constraint)))
+            return self._compiler.compile_grammar(_whole(constraint))
         except (RuntimeError, ValueError, TypeError) as exc:
             reason = _LOG_PREFIX.sub("", str(exc)).strip()
             raise InvalidInput(f"the JSON schema cannot be enforced: {reason}", param="response_format") from exc
@@ -92,3 +86,25 @@ class GrammarBackend:
         for row in rows:
             matchers[row].fill_next_token_bitmask(bitmask, row)
         xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), vocab_size=self.vocab_size, indices=rows)
+
+
+def _whole(constraint: OutputConstraint) -> Any:
+    """prefix, the JSON value (compact whitespace: no runs of it for a small model to loop in), suffix."""
+    import xgrammar as xgr
+
+    parts = [xgr.Grammar.from_json_schema(constraint.json_schema, any_whitespace=False, strict_mode=True)]
+    if constraint.prefix:
+        parts.insert(0, xgr.Grammar.from_ebnf(f"root ::= {json.dumps(constraint.prefix)}"))
+    if constraint.suffix:
+        parts.append(xgr.Grammar.from_ebnf(f"root ::= {json.dumps(constraint.suffix)}"))
+    return parts[0] if len(parts) == 1 else xgr.Grammar.concat(*parts)
+
+
+def _triggered(constraint: OutputConstraint) -> dict[str, object]:
+    """Free text in which each ``trigger`` opens prefix + JSON + suffix (xgrammar's structural tag)."""
+    if not constraint.prefix.startswith(constraint.trigger):
+        raise ValueError(f"the trigger {constraint.trigger!r} must start the prefix {constraint.prefix!r}")
+    tag = {"type": "tag", "begin": constraint.prefix, "end": constraint.suffix,
+           "content": {"type": "json_schema", "json_schema": json.loads(constraint.json_schema)}}
+    return {"type": "structural_tag",
+            "format": {"type": "triggered_tags", "triggers": [constraint.trigger], "tags": [tag]}}

@@ -39,19 +39,23 @@ FINISH_REASONS: dict[RequestStatus, str] = {
 class OutputConstraint:
     """The output must be ``prefix``, then one JSON value valid against ``json_schema``, then ``suffix``.
 
+    With a ``trigger`` (a start of ``prefix``) the output is free text instead, but wherever it writes
+    the trigger, the rest of ``prefix``, a valid JSON value and ``suffix`` must follow: a tool call
+    inside a free reply (llama.cpp calls this a lazy grammar).
+
     ``json_schema`` is the schema as canonical JSON text (``llmos.engines.constrain`` builds these), so
     equal constraints compare and hash equal and an engine can cache what it compiles from one. Each
     engine turns it into its own grammar (xgrammar for transformers; a GBNF grammar for llama.cpp).
-    Whitespace between JSON tokens is the compact ``", "`` / ``": "`` form, never free runs of it.
     """
 
     json_schema: str
     prefix: str = ""
     suffix: str = ""
+    trigger: str = ""
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.prefix, self.json_schema, self.suffix)
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.prefix, self.json_schema, self.suffix, self.trigger)
 
 
 @dataclass

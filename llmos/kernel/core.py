@@ -80,8 +80,8 @@ class Kernel:
                                          keep_alive_s=settings.keep_alive)
         self._workers: dict[str, ModelWorker] = {}
         self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
-        self._good_constraints: set[tuple[str, tuple[str, str, str]]] = set()
-        self._checking: dict[tuple[str, tuple[str, str, str]], asyncio.Future[None]] = {}
+        self._good_constraints: set[tuple[str, tuple[str, str, str, str]]] = set()
+        self._checking: dict[tuple[str, tuple[str, str, str, str]], asyncio.Future[None]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="keep-alive", daemon=True)

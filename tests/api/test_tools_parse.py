@@ -64,7 +64,8 @@ def _body(**kw: object) -> ChatCompletionIn:
 
 def test_tool_choice_plans() -> None:
     auto = plan(_body())
-    assert auto.names == NAMES and auto.constraint is None and len(auto.offered) == 2
+    assert auto.names == NAMES and len(auto.offered) == 2
+    assert auto.constraint is not None and auto.constraint.trigger == "<tool_call>"  # calls it opens must be valid
     assert plan(_body(tool_choice="none")).names == frozenset()
     required = plan(_body(tool_choice="required"))
     assert required.single and required.constraint is not None and '"anyOf"' in required.constraint.json_schema

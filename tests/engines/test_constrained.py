@@ -79,3 +79,16 @@ def test_constrained_logprobs_are_the_models_own(smol_engine, ask):
     first = got.logprobs[0]
     assert first.chosen.token.startswith("{") and first.top[0].token != first.chosen.token
     assert first.chosen.logprob < first.top[0].logprob
+
+
+def test_calls_opened_in_a_free_reply_must_be_valid(smol_engine, ask):
+    c = constrain.tool_calls_in_text([WEATHER])
+    matcher = smol_engine._grammar.matcher(c)
+    assert matcher.accept_string('Let me look. <tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}'
+                                 '\n</tool_call> Done.')
+    assert not smol_engine._grammar.matcher(c).accept_string('<tool_call>\n{"name": "get_time"')
+    assert not smol_engine._grammar.matcher(c).accept_string('<tool_call>\n{"name": "get_weather", "arguments": {}}')
+    # A reply that never opens a call is the model's own, token for token.
+    free = spec("free", ask, max_tokens=10)
+    assert run(smol_engine, [spec("lazy", ask, max_tokens=10, constraint=c)])["lazy"].tokens == \
+        run(smol_engine, [free])["free"].tokens
