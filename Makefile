@@ -4,16 +4,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install browser bench clean-venv
+.PHONY: serve test install browser screenshots bench clean-venv
 
 serve: install  ## install everything and start the daemon on 127.0.0.1 with the built-in models
 	HF_HUB_OFFLINE=1 $(BIN)/llmos serve
 
 test: install browser  ## install everything (incl. test tools), check the layers, run the whole test suite
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check --select F --output-format concise llmos
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 install: $(STAMP)
+
+screenshots: install browser  ## renew docs/console/*.png: the console's browser test, saving its screenshots there
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/console/test_browser.py --console-shots docs/console
 
 # The console's browser test drives Debian's chromium through Playwright (pip, in the test extra);
 # Playwright's own browser download is never used (`playwright install` needs the internet).

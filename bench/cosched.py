@@ -75,7 +75,7 @@ class Daemon:
 
 
 def submit_job(d: Daemon, name: str, rows: int) -> str:
-    r = d.http.post("/v1/fine_tuning/jobs", json={
+    r = d.http.post("/v1/training/jobs", json={
         "model": MINILM, "dataset": "sst2", "method": "full", "name": name,
         "hyperparameters": {"epochs": 1, "batch_size": 16, "max_length": 64, "max_train_rows": rows,
                             "max_eval_rows": 100}})

@@ -4,7 +4,7 @@ embeddings and classify calls. Requests are either served (200) or refused quick
 Retry-After; anything else is a failure. Afterwards: every 200 has its request-log row, the daemon's
 peak RSS stayed under its memory budget plus a fixed margin, and /health still answers.
 
-The classifier is fine-tuned first by the daemon itself (`POST /v1/fine_tuning/jobs`, minilm-l6 on
+The classifier is fine-tuned first by the daemon itself (`POST /v1/training/jobs`, minilm-l6 on
 an SST-2 slice), so the classify traffic runs a real llmos-trained model. A default run takes about
 three minutes; bounded in time (--seconds) and count (--requests).
 
@@ -98,7 +98,7 @@ def train_classifier(http: httpx.Client) -> None:
         return
     body = {"model": ENCODER, "dataset": "sst2-load", "method": "full", "name": CLASSIFIER,
             "hyperparameters": {"epochs": 1, "batch_size": 16, "max_length": 64}}
-    r = http.post("/v1/fine_tuning/jobs", json=body)
+    r = http.post("/v1/training/jobs", json=body)
     r.raise_for_status()
     job_id, t0 = r.json()["id"], time.monotonic()
     while (state := http.get(f"/v1/jobs/{job_id}").json()["state"]) not in ("succeeded", "failed", "cancelled"):

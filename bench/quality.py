@@ -89,7 +89,7 @@ def run(rt: Runtime, bench: Benchmark, hp: dict[str, int]) -> tuple[float, dict,
         result = run_plan(plan, env, NullReporter(work / "checkpoints"), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return float(result.report["metrics"][bench.metric]), result.report, time.perf_counter() - started
+    return result.report.metric(bench.metric), result.report.to_json(), time.perf_counter() - started
 
 
 def main() -> None:

@@ -72,7 +72,8 @@ def llmos_runs(home: Path, prompts: list[str], adapters: list[str], max_tokens: 
                dtype: str) -> tuple[Result, Result]:
     port = free_port()
     proc = start([sys.executable, "-m", "llmos", "serve", "--port", str(port)],
-                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(len(prompts)), "LLMOS_DTYPE": dtype})
+                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(len(prompts)), "LLMOS_DTYPE": dtype,
+                  "LLMOS_ENGINE": "hf"})  # the transformers engine's figures; bench/engines.py has llama.cpp
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)

@@ -40,7 +40,7 @@ def main() -> None:
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="llmos-bench-"))
     convert_s = _time(lambda: open_runtime(load_settings(home=home)).close())
     rt = open_runtime(load_settings(home=home))
-    gguf = locate(next(b for b in BUILTINS if b.name == "smollm2-135m-instruct"))
+    gguf = locate(BUILTINS.get("smollm2-135m-instruct"))
 
     def from_store() -> None:
         AutoModelForCausalLM.from_pretrained(rt.store.registry.snapshot("smollm2-135m-instruct"))

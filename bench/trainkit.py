@@ -28,7 +28,7 @@ def open_home(home: str | None, **settings: object) -> Runtime:
     root = Path(home) if home else Path(tempfile.mkdtemp(prefix="llmos-bench-"))
     rt = open_runtime(load_settings(home=root, **settings), builtins=False)
     if not rt.store.registry.exists(MINILM):
-        model = next(b for b in BUILTINS if b.name == MINILM)
+        model = BUILTINS.get(MINILM)
         rt.store.importer.import_path(locate(model), MINILM, ModelImport(license=model.license))
     return rt
 

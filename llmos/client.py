@@ -29,6 +29,11 @@ _BY_STATUS: dict[int, type[errors.LlmosError]] = {
 Messages = str | list[dict[str, str]]
 
 
+class DaemonNotRunning(errors.Unavailable):
+    """Nothing accepts connections at the daemon's address: a caller may do the work in-process instead.
+    Any other failure (a refused key, a timeout, an error answer) is a daemon that runs."""
+
+
 class Client:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 600.0) -> None:
         if base_url is None or api_key is None:  # unset: from settings (LLMOS_HOST / PORT / API_KEY)
@@ -45,9 +50,10 @@ class Client:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             r = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise self._not_running(exc) from None
         except httpx.TransportError as exc:
-            raise errors.Unavailable(f"the llmos daemon is not reachable at {self.base_url} ({exc}); "
-                                     "start it with `llmos serve`") from None
+            raise errors.Unavailable(f"the llmos daemon at {self.base_url} did not answer ({exc})") from None
         _raise_for(r)
         return r.json()
 
@@ -65,8 +71,14 @@ class Client:
                                 raise errors.QuotaExceeded(event["error"]["message"])
                             raise errors.EngineFailed(event["error"]["message"])
                         yield event
+        except httpx.ConnectError as exc:
+            raise self._not_running(exc) from None
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"lost the connection to {self.base_url} ({exc})") from None
+
+    def _not_running(self, exc: Exception) -> DaemonNotRunning:
+        return DaemonNotRunning(f"the llmos daemon is not reachable at {self.base_url} ({exc}); "
+                                "start it with `llmos serve`")
 
     def close(self) -> None:
         self._http.close()
@@ -81,8 +93,12 @@ class Client:
                 "/v1/chat/completions", {**body, "stream": True}) if c.get("choices"))
         return self._request("POST", "/v1/chat/completions", json=body)["choices"][0]["message"]["content"]
 
-    def complete(self, model: str, prompt: str, **params: Any) -> str:
+    def complete(self, model: str, prompt: str, *, stream: bool = False, **params: Any) -> Any:
+        """The completion text (no chat template); with ``stream=True`` an iterator of text pieces."""
         body = {"model": model, "prompt": prompt, **params}
+        if stream:
+            return (c["choices"][0].get("text", "") for c in self._stream(
+                "/v1/completions", {**body, "stream": True}) if c.get("choices"))
         return self._request("POST", "/v1/completions", json=body)["choices"][0]["text"]
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -106,8 +122,9 @@ class Client:
         return self._request("GET", f"/v1/loop/{name}/history")
 
     # -- admin -------------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        return self._request("GET", "/health")
+    def health(self, timeout: float | None = None) -> dict[str, Any]:
+        """The daemon's status; ``timeout`` (seconds) overrides the client's for this call."""
+        return self._request("GET", "/health", **({} if timeout is None else {"timeout": timeout}))
 
     def models(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/models")["data"]
@@ -129,8 +146,10 @@ class Client:
         """The Prometheus text exposition of ``/metrics``."""
         try:
             r = self._http.get("/metrics")
+        except httpx.ConnectError as exc:
+            raise self._not_running(exc) from None
         except httpx.TransportError as exc:
-            raise errors.Unavailable(f"the llmos daemon is not reachable at {self.base_url} ({exc})") from None
+            raise errors.Unavailable(f"the llmos daemon at {self.base_url} did not answer ({exc})") from None
         _raise_for(r)
         return r.text
 
@@ -169,7 +188,7 @@ class Client:
         """Queue a fine-tuning job (checked first: a bad request raises here); returns the job with its plan."""
         body = {"model": model, "dataset": dataset, "task": task, "method": method,
                 "hyperparameters": hyperparameters or {}, "name": name}
-        return self._request("POST", "/v1/fine_tuning/jobs", json=body)
+        return self._request("POST", "/v1/training/jobs", json=body)
 
     def tune(self, model: str, dataset: str, *, space: dict[str, Any] | None = None, trials: int = 8,
              **options: Any) -> dict[str, Any]:
@@ -180,16 +199,33 @@ class Client:
         return self._request("POST", "/v1/tuning/jobs", json=body)
 
 
+    def evaluate(self, model: str, dataset: str, *, split: str | None = None,
+                 max_rows: int | None = None) -> dict[str, Any]:
+        """Queue an ``evaluate`` job (checked first: a bad request raises here); returns the job."""
+        body = {"model": model, "dataset": dataset, "split": split, "max_rows": max_rows}
+        return self._request("POST", "/v1/evaluations", json=body)
+
+
 def _raise_for(r: httpx.Response) -> None:
     if r.status_code < 400:
         return
-    try:
-        err = r.json().get("error", {})
-        message = err.get("message", r.text)
-    except ValueError:
-        message = r.text or r.reason_phrase
     cls = _BY_STATUS.get(r.status_code, errors.LlmosError)
-    exc = cls(message)
+    exc = cls(_error_message(r))
     if isinstance(exc, errors.Unavailable):
         exc.retry_after = float(r.headers.get("retry-after", 1))
     raise exc
+
+
+def _error_message(r: httpx.Response) -> str:
+    """The daemon's own message; for an answer not in its shape, who answered what."""
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):  # a route this daemon does not have
+        return f"{r.request.url} answered {r.status_code}: {body['detail']}"
+    return (f"{r.request.url} answered {r.status_code} {r.reason_phrase} without an llmos error: "
+            "is something other than the llmos daemon listening there?")

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         default="float32", description="dtype models compute in; bfloat16 is ~1.7x faster on CPUs with avx512_bf16")
     policy: Literal["fcfs", "priority", "fair"] = "fair"
+    engine: Literal["auto", "llamacpp", "hf"] = Field(
+        default="auto", description="engine for generation on models more than one can run; auto: the model's own "
+        "preference (llama.cpp for a stored GGUF, transformers otherwise)")
+    llamacpp_threads: int = Field(default=0, ge=0, le=512, description="CPU threads of each llama.cpp engine; 0: "
+                                  "the cores not busy with other work when it loads (at least 1)")
+    llamacpp_kv_tokens: int = Field(default=0, ge=0, description="KV-cache cells of each llama.cpp engine, shared by "
+                                    "its slots; 0: the larger of the model's context and 1024 per slot")
     log_prompts: bool = Field(default=False, description="store prompt and output text in the request log")
     max_prompt_chars: int = Field(default=32_000, ge=1)
     builtins: bool = Field(default=True, description="register the embedded default models at start")

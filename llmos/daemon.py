@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from llmos import __version__
-from llmos.api import admin, datasets, openai, task_routes
+from llmos.api import admin, datasets, evaluations, openai, task_routes
 from llmos.api import feedback as feedback_routes
 from llmos.api import jobs as job_routes
 from llmos.api import prompt_tasks as prompt_task_routes
@@ -26,6 +26,7 @@ from llmos.api import train as train_routes
 from llmos.api import tuning as tuning_routes
 from llmos.api.access import AuthMiddleware
 from llmos.api.errors import install_error_handlers
+from llmos.api.guard import JsonGuard
 from llmos.auth.bootstrap import announce_bootstrap
 from llmos.auth.limits import Limiter
 from llmos.feedback import Loop
@@ -76,7 +77,7 @@ def build_daemon(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner
     return Daemon(runtime, kernel, jobs, cosched, loop)
 
 
-ROUTERS = (admin, datasets, openai, task_routes, job_routes, train_routes, tuning_routes, obs_routes,
+ROUTERS = (admin, datasets, openai, task_routes, job_routes, train_routes, tuning_routes, evaluations, obs_routes,
            feedback_routes, prompt_task_routes)
 
 
@@ -101,11 +102,13 @@ def create_app(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner |
     app.state.limiter = Limiter(runtime.db)  # per-key request rates and daily token quotas
     # No route sees a request before its key, scope and limits are checked (middleware added after this
     # one, such as metrics, wraps it and so also counts the denials).
+    app.add_middleware(JsonGuard)  # inside auth: bodies of admitted requests only, parsed once and checked
     app.add_middleware(AuthMiddleware, settings=runtime.settings, db=runtime.db, limiter=app.state.limiter)
     obs = obs_routes.install(app, runtime, daemon.kernel, daemon.jobs)  # metrics middleware + alert rules
     obs.metrics.registry.register(CoschedCollector(daemon.cosched))
     for module in ROUTERS:
         app.include_router(module.router)
+    app.include_router(train_routes.openai_path)
     install_console(app)  # the web console at / and /console/
     return app
 

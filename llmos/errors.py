@@ -84,6 +84,12 @@ class Forbidden(LlmosError):
     code = "insufficient_scope"
 
 
+class PublicModel(Forbidden):
+    """A tenant tried to add or re-point a version of a public model; only an admin may."""
+
+    code = "public_model"
+
+
 class NotFound(LlmosError):
     http_status = 404
     exit_code = ExitCode.NOT_FOUND

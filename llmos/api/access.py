@@ -4,25 +4,28 @@ A plain ASGI middleware, so it runs before FastAPI reads a body or parses JSON: 
 valid key learns nothing about the route beyond 401. It decides, in order:
 
 1. a body larger than ``max_body_bytes`` -> 413 (declared by Content-Length, or counted as it arrives);
-2. open routes (``/health``) and the console (which signs people in itself) pass;
-3. auth off -> the request acts as tenant ``default`` with every scope;
-4. no / malformed / unknown / revoked key -> 401; a key without a scope the route needs -> 403;
-5. the key's request rate -> 429 + Retry-After; its daily token quota used up -> 429 + Retry-After.
+2. a path no route serves -> 404, a method the path does not take -> 405, for everyone (before any key
+   or scope check, so a scope error never hints at what exists beyond the public API description);
+3. open routes (``/health``) and the console (which signs people in itself) pass;
+4. auth off -> the request acts as tenant ``default`` with every scope;
+5. no / malformed / unknown / revoked key -> 401; a key without a scope the route needs -> 403;
+6. the key's request rate -> 429 + Retry-After; its daily token quota used up -> 429 + Retry-After.
 
 The ``Caller`` it settles on is put in ``request.state.caller``. Denials and admin actions are audited.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Any
 
 import anyio
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmos.api.deps import Caller
+from llmos.api.errors import send_error
 from llmos.auth import ADMIN, Principal, allows, audit, authenticate
 from llmos.auth.limits import Limiter
 from llmos.auth.policy import CONSOLE, OPEN, required_scopes
@@ -55,13 +58,25 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_error(send: Send, status: int, message: str, type_: str,
-                      headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"error": {"message": message, "type": type_}}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+async def _routed(scope: Scope, send: Send) -> bool:
+    """Whether some route of the app serves this path and method; answers 404 / 405 itself when not."""
+    app = scope.get("app")
+    routes = getattr(getattr(app, "router", None), "routes", None)
+    if routes is None:
+        return True  # not mounted in a Starlette app: nothing to check against
+    partial = False
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return True
+        partial = partial or match == Match.PARTIAL  # the path exists; the method does not
+    method, path = scope["method"], scope["path"]
+    if partial:
+        await send_error(send, 405, f"{method} is not allowed on {path}; see /docs for the methods it takes",
+                         "method_not_allowed")
+    else:
+        await send_error(send, 404, f"no route {method} {path}; see /docs for the API", "not_found")
+    return False
 
 
 class AuthMiddleware:
@@ -75,8 +90,10 @@ class AuthMiddleware:
         limit = self.settings.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_error(send, 413, f"the request body has {declared} bytes; the limit is {limit} "
+            await send_error(send, 413, f"the request body has {declared} bytes; the limit is {limit} "
                               "(LLMOS_MAX_BODY_BYTES)", "payload_too_large")
+            return
+        if not await _routed(scope, send):
             return
         needed = required_scopes(scope["method"], scope["path"])
         if needed in ((OPEN,), (CONSOLE,)):
@@ -113,7 +130,7 @@ class AuthMiddleware:
             if over:  # the app turned the aborted read into some error; answer 413 instead, once
                 if message["type"] == "http.response.start":
                     status = 413
-                    await _send_error(send, 413, f"the request body is over the limit of {limit} bytes "
+                    await send_error(send, 413, f"the request body is over the limit of {limit} bytes "
                                       "(LLMOS_MAX_BODY_BYTES)", "payload_too_large")
                 return
             if message["type"] == "http.response.start":
@@ -123,7 +140,7 @@ class AuthMiddleware:
         try:
             await self.app(scope, counted, watched)
         except _TooLarge:
-            await _send_error(send, 413, f"the request body is over the limit of {limit} bytes "
+            await send_error(send, 413, f"the request body is over the limit of {limit} bytes "
                               "(LLMOS_MAX_BODY_BYTES)", "payload_too_large")
             return 413
         return status
@@ -134,7 +151,7 @@ class AuthMiddleware:
         if principal is None:
             reason = {None: "missing key", "": "malformed Authorization header"}.get(token, "unknown or revoked key")
             await self._audit("anonymous", "-", "denied", scope, status=401, reason=reason)
-            await _send_error(send, 401, f"{reason}: send 'Authorization: Bearer <API key>' with a valid key "
+            await send_error(send, 401, f"{reason}: send 'Authorization: Bearer <API key>' with a valid key "
                               "(create one with `llmos keys create`)", "invalid_api_key",
                               {"WWW-Authenticate": "Bearer"})
             return None
@@ -164,7 +181,7 @@ class AuthMiddleware:
                     retry_after: float | None = None) -> None:
         await self._audit(p.key_id, p.tenant, "denied", scope, status=status, reason=type_)
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-        await _send_error(send, status, message, type_, headers)
+        await send_error(send, status, message, type_, headers)
 
     async def _audit(self, actor: str, tenant: str, action: str, scope: Scope, **detail: Any) -> None:
         target = f"{scope['method']} {scope['path']}"

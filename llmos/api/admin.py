@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from llmos import __version__
-from llmos.api.deps import get_kernel, get_runtime
+from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
 from llmos.api.schemas import LoadIn
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
@@ -18,6 +18,7 @@ from llmos.runtime import Runtime
 router = APIRouter(tags=["admin"])
 KernelDep = Annotated[Kernel, Depends(get_kernel)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 @router.get("/health")
@@ -36,12 +37,13 @@ def ps(request: Request, kernel: KernelDep) -> dict[str, object]:
 
 
 @router.post("/admin/load")
-async def load(body: LoadIn, kernel: KernelDep) -> dict[str, object]:
-    state = await run_in_threadpool(kernel.load, body.model, body.keep_alive)
+async def load(body: LoadIn, kernel: KernelDep, caller: CallerDep) -> dict[str, object]:
+    """Load ``model`` as the admin's own tenant names it (its private models, then public ones)."""
+    state = await run_in_threadpool(lambda: kernel.load(body.model, body.keep_alive, tenant=caller.tenant))
     return asdict(state)
 
 
 @router.post("/admin/unload")
-async def unload(body: LoadIn, kernel: KernelDep) -> dict[str, object]:
-    unloaded = await run_in_threadpool(kernel.unload, body.model)
+async def unload(body: LoadIn, kernel: KernelDep, caller: CallerDep) -> dict[str, object]:
+    unloaded = await run_in_threadpool(lambda: kernel.unload(body.model, tenant=caller.tenant))
     return {"model": body.model, "unloaded": unloaded}

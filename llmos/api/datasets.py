@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from llmos.api.bounds import BodyVersion, Version
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.data import (
     AugmentOptions,
@@ -46,15 +47,15 @@ class DatasetList(BaseModel):
 
 
 class CleanIn(CleanOptions):
-    version: int | None = Field(default=None, description="version to clean (default: the latest)")
+    version: BodyVersion | None = Field(default=None, description="version to clean (default: the latest)")
 
 
 class SplitIn(SplitOptions):
-    version: int | None = None
+    version: BodyVersion | None = None
 
 
 class AugmentIn(AugmentOptions):
-    version: int | None = None
+    version: BodyVersion | None = None
 
 
 def _datasets(runtime: Runtime, caller: Caller) -> Datasets:
@@ -136,7 +137,7 @@ def list_datasets(runtime: RuntimeDep, caller: CallerDep, all_versions: bool = F
 
 
 @router.get("/{name}")
-def show_dataset(runtime: RuntimeDep, caller: CallerDep, name: str, version: Optional[int] = None,
+def show_dataset(runtime: RuntimeDep, caller: CallerDep, name: str, version: Optional[Version] = None,
                  rows: Annotated[int, Query(ge=0, le=100)] = 5, split: Optional[str] = None) -> DatasetOut:
     datasets = _datasets(runtime, caller)
     return _with_preview(datasets, datasets.get(name, version), rows, split)

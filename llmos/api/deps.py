@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from llmos.auth.limits import Quota
-from llmos.auth.scopes import ALL_SCOPES
+from llmos.auth.scopes import ADMIN, ALL_SCOPES
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 
@@ -24,6 +24,11 @@ class Caller:
     key_id: str | None = None
     scopes: frozenset[str] = field(default_factory=lambda: ALL_SCOPES)
     quota: Quota | None = None
+
+    @property
+    def admin(self) -> bool:
+        """Admins may write public model names (publish); everyone else writes their own tenant's."""
+        return ADMIN in self.scopes
 
 
 def get_kernel(request: Request) -> Kernel:

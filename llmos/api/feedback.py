@@ -12,9 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.api.bounds import NAME_MAX, Cursor, ModelFilter, PageSize
 from llmos.api.deps import Caller, get_caller
 from llmos.feedback.items import FeedbackIn, FeedbackOut
 from llmos.feedback.loop import Loop
+from llmos.store.names import parse_ref
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -29,7 +31,8 @@ LoopDep = Annotated[Loop, Depends(get_loop)]
 
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to: str | None = Field(None, description="version to serve (default: the one that served before)")
+    to: str | None = Field(None, max_length=NAME_MAX,
+                           description="version to serve (default: the one that served before)")
 
 
 def actor(caller: Caller) -> str:
@@ -43,8 +46,8 @@ def post_feedback(body: FeedbackIn, loop: LoopDep, caller: CallerDep) -> Feedbac
 
 
 @router.get("/feedback")
-def list_feedback(loop: LoopDep, caller: CallerDep, model: str | None = None, after: int = 0,
-                  limit: int = 1000) -> dict[str, Any]:
+def list_feedback(loop: LoopDep, caller: CallerDep, model: ModelFilter | None = None, after: Cursor = 0,
+                  limit: PageSize = 1000) -> dict[str, Any]:
     found = loop.feedback.list(caller.tenant, model=model, after=after, limit=limit)
     return {"object": "list", "data": [f.model_dump(mode="json") for f in found]}
 
@@ -56,7 +59,8 @@ def list_policies(loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
 
 @router.put("/loop/{name}")
 def set_policy(name: str, body: dict[str, Any], loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
-    loop.registry.get(f"{name.split(':')[0]}:latest", tenant=caller.tenant)  # a served model it may see
+    loop.registry.get(f"{parse_ref(name).name}:latest", tenant=caller.tenant)  # a served model it may see
+    loop.registry.check_write(name, caller.tenant, admin=caller.admin)  # its retrains write under the name
     policy = loop.policies.set(name, caller.tenant, body)
     loop.router.refresh()
     return policy.to_api()
@@ -69,7 +73,7 @@ def history(name: str, loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
 
 @router.post("/loop/{name}/rollback")
 def rollback(name: str, loop: LoopDep, caller: CallerDep, body: RollbackIn | None = None) -> dict[str, Any]:
-    return loop.rollback(name, caller.tenant, actor(caller), to=body.to if body else None)
+    return loop.rollback(name, caller.tenant, actor(caller), to=body.to if body else None, admin=caller.admin)
 
 
 @router.post("/loop/tick")

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from llmos.api.choices import Choice, Delta
 from llmos.api.deps import Caller
-from llmos.api.openai_schemas import MAX_SEED, SamplingIn
+from llmos.api.errors import error_body
+from llmos.api.openai_schemas import SamplingIn, choice_seed
 from llmos.api.reqlog import LogEntry, record
 from llmos.api.schemas import Usage
 from llmos.api.tools import ToolPlan
@@ -95,8 +96,7 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
             params.max_tokens = max(1, min(params.max_tokens, (left - len(ids)) // body.n))
     choices = []
     for i in range(body.n):
-        seed = None if params.seed is None else (params.seed + i) % (MAX_SEED + 1)
-        req = Request(model=resolved.base.ref, prompt_ids=ids, params=replace(params, seed=seed),
+        req = Request(model=resolved.key, prompt_ids=ids, params=replace(params, seed=choice_seed(params.seed, i)),
                       adapter=resolved.adapter, tenant=_queue_tenant(body, caller), priority=body.priority)
         choices.append(Choice(i, req, tools))
     log = LogEntry(choices[0].req.id, route, resolved.info.ref, caller, adapter=resolved.adapter,
@@ -147,8 +147,8 @@ async def respond_once(kernel: Kernel, runtime: Runtime, job: Job, body_fn: Body
     await record(runtime, job.log)
     failed = _failed(job)
     if failed is not None:
-        return JSONResponse({"error": {"message": failed.error, "type": "engine_error", "code": None, "param": None},
-                             "id": job.id}, status_code=500, headers={"X-Request-Id": job.id})
+        return JSONResponse({**error_body(failed.error or "engine error", "engine_error"), "id": job.id},
+                            status_code=500, headers={"X-Request-Id": job.id})
     return JSONResponse(body_fn(job), headers={"X-Request-Id": job.id})
 
 
@@ -183,12 +183,11 @@ async def _sse(kernel: Kernel, runtime: Runtime, job: Job, streams: list[AsyncIt
         if not within:
             assert quota is not None
             job.log.status = 429
-            yield _event({"id": job.id, "error": {
-                "message": f"this key's daily quota of {quota.limit} tokens ran out during the answer; "
-                           "it renews at 00:00 UTC", "type": "quota_exceeded", "code": "quota_exceeded", "param": None}})
+            yield _event({"id": job.id, **error_body(
+                f"this key's daily quota of {quota.limit} tokens ran out during the answer; "
+                "it renews at 00:00 UTC", "quota_exceeded")})
         elif failed is not None:
-            yield _event({"id": job.id, "error": {"message": failed.error, "type": "engine_error", "code": None,
-                                                  "param": None}})
+            yield _event({"id": job.id, **error_body(failed.error or "engine error", "engine_error")})
         else:
             for choice in job.choices:
                 yield _event(chunk_fn(job, choice, choice.finish(), choice.finish_reason))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
+from llmos.api.bounds import Cursor, PageSize
 from llmos.api.records import event_record, job_record
 from llmos.api.deps import Caller, get_caller
 from llmos.errors import InvalidInput
@@ -46,8 +47,7 @@ def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
 
 @router.get("/{job_id}/events")
 def job_events(job_id: str, jobs: JobsDep, caller: CallerDep,
-               since: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
-               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+               since: Cursor = 0, limit: PageSize = 1000,
                kind: Annotated[list[str] | None, Query(description="only events of these kinds")] = None,
                ) -> dict[str, Any]:
     events = jobs.events(job_id, caller.tenant, since=since, limit=limit, kinds=kind)

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import numpy as np
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from llmos.api import tools
+from llmos.api.bounds import NAME_MAX
 from llmos.api.choices import Choice, Delta, chat_logprobs, completion_logprobs, tool_calls_json
 from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
 from llmos.api.generation import Job, check_prompt_size, created, make_job, respond_once, respond_stream, usage
@@ -29,27 +30,33 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
+def model_out(info: ModelInfo) -> dict[str, object]:
+    """OpenAI's model object; ``owned_by`` is ``llmos`` for a public model, the tenant for its own."""
+    return {"id": info.name if info.tag == "latest" else info.ref, "object": "model",
+            "owned_by": info.tenant or "llmos", "created": int(info.created_at.timestamp()),
+            "tasks": info.manifest.tasks, "kind": info.manifest.kind}
+
+
 @router.get("/models")
 def list_models(runtime: RuntimeDep, caller: CallerDep) -> dict[str, object]:
-    data = [_model(i) for i in runtime.store.registry.list(tenant=caller.tenant)]
-    return {"object": "list", "data": data}
+    """The public models and the caller's own."""
+    return {"object": "list", "data": [model_out(i) for i in runtime.store.registry.list(tenant=caller.tenant)]}
 
 
-@router.get("/models/{model_id:path}")
-def get_model(model_id: str, runtime: RuntimeDep, caller: CallerDep) -> dict[str, object]:
-    return _model(runtime.store.registry.get(model_id, tenant=caller.tenant))
-
-
-def _model(i: ModelInfo) -> dict[str, object]:
-    return {"id": i.name if i.tag == "latest" else i.ref, "object": "model", "owned_by": "llmos",
-            "created": int(i.created_at.timestamp()), "tasks": i.manifest.tasks, "kind": i.manifest.kind}
+@router.get("/models/{model_id}")
+def retrieve_model(model_id: Annotated[str, Path(max_length=NAME_MAX)], runtime: RuntimeDep,
+                   caller: CallerDep) -> dict[str, object]:
+    """One model as the caller names it; another tenant's private model is a 404 like an absent one."""
+    return model_out(runtime.store.registry.get(model_id, tenant=caller.tenant))
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: RuntimeDep,
                            caller: CallerDep) -> Response:
-    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
     plan = tools.plan(body)
+    needs = _needs(plan.constraint is not None, body.logprobs_count())
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
+                                                              needs=needs))
     messages = tools.chat_messages(body.messages)
     prompt_text = "\n".join(m.content for m in messages)
     check_prompt_size(kernel, prompt_text)
@@ -88,9 +95,18 @@ def _chat_body(job: Job) -> dict[str, object]:
             "choices": choices, "usage": usage(job)}
 
 
+def _needs(constrained: bool, logprobs: int | None) -> str | None:
+    """What a request asks beyond plain generation, in the words ``Kernel.resolve`` places it by."""
+    if constrained:
+        return "constrained output"
+    return "log-probabilities" if logprobs is not None else None
+
+
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
+    needs = _needs(False, body.logprobs_count())
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
+                                                              needs=needs))
     check_prompt_size(kernel, body.text())
     codec = await run_in_threadpool(kernel.codec, resolved)
     job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text())

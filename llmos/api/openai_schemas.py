@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from llmos.api.bounds import INT64_MAX, ModelName, Seed
 from llmos.api.schemas import DEFAULT_TEMPERATURE, TextsIn
 
 MAX_N = 16  # choices per request; n x max_tokens is bounded by LLMOS_MAX_TOKENS as well
 MAX_TOOLS = 128
-MAX_SEED = 2**63 - 1
 FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
@@ -127,15 +127,20 @@ class StreamOptions(_Strict):
 
 
 # -- requests --------------------------------------------------------------------------------------
+def choice_seed(seed: int | None, i: int) -> int | None:
+    """Choice ``i``'s seed: ``seed + i``, wrapped into the signed 64 bits a seed may hold."""
+    return None if seed is None else (seed + i + INT64_MAX + 1) % 2**64 - INT64_MAX - 1
+
+
 class SamplingIn(_Strict):
-    model: str = Field(min_length=1)
+    model: ModelName
     max_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
     temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0, description="llmos extension: keep the k likeliest tokens (0: all)")
+    top_k: int = Field(default=0, ge=0, le=2**31 - 1, description="llmos extension: keep the k likeliest tokens (0: all)")
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="choice i samples with seed + i")
+    seed: Seed | None = Field(default=None, description="choice i samples with seed + i (64-bit, wrapping)")
     n: int = Field(default=1, ge=1, le=MAX_N, description="choices, each its own sequence in the batch")
     stream: bool = False
     stream_options: StreamOptions | None = None

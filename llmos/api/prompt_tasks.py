@@ -52,7 +52,7 @@ async def create(body: PromptTaskIn, runtime: RuntimeDep, caller: CallerDep) -> 
     info = await run_in_threadpool(
         create_prompt_task, runtime.store.registry, body.name, body.base, kind=body.kind, labels=body.labels,
         template=body.template, descriptions=body.descriptions, examples=body.examples, options=options,
-        tenant=caller.tenant, replace=body.replace)  # private to its tenant, like a fine-tuned model
+        tenant=caller.tenant, replace=body.replace, admin=caller.admin)  # private to its tenant unless public
     return describe(info)
 
 

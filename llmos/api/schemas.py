@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmos.api.bounds import ModelName
+
 DEFAULT_TEMPERATURE = 0.7  # OpenAI's 1.0 is too hot for small models; Ollama uses 0.8
 
 
@@ -12,7 +14,7 @@ class _Request(BaseModel):
 
 
 class TextsIn(_Request):
-    model: str = Field(min_length=1)
+    model: ModelName
     input: str | list[str]
 
     @field_validator("input")
@@ -30,8 +32,8 @@ class TextsIn(_Request):
 
 
 class LoadIn(_Request):
-    model: str = Field(min_length=1)
-    keep_alive: float | None = Field(default=None, ge=0, description="seconds idle before unloading")
+    model: ModelName
+    keep_alive: float | None = Field(default=None, ge=0, le=365 * 86400, description="seconds idle before unloading")
 
 
 class Usage(BaseModel):

@@ -50,7 +50,7 @@ async def classify(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller
         data.append({"index": i, "label": label, "score": scores[label], "scores": scores})
     await record(runtime, LogEntry(rid, "classify", resolved.info.ref, caller, adapter=resolved.adapter,
                                    prompt=json.dumps(texts, ensure_ascii=False), output=[d["label"] for d in data],
-                                   keep=_learns(request, resolved.info.name)))
+                                   keep=_learns(request, resolved.info.name, caller.tenant)))
     return JSONResponse({"id": rid, "object": "classification", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})
 
@@ -62,12 +62,13 @@ async def tag(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: Cal
     data = [{"index": i, "entities": [asdict(s) for s in spans]} for i, spans in enumerate(results)]
     await record(runtime, LogEntry(rid, "tag", resolved.info.ref, caller, adapter=resolved.adapter,
                                    prompt=json.dumps(texts, ensure_ascii=False), output=[d["entities"] for d in data],
-                                   keep=_learns(request, resolved.info.name)))
+                                   keep=_learns(request, resolved.info.name, caller.tenant)))
     return JSONResponse({"id": rid, "object": "tagging", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})
 
 
-def _learns(request: Request, name: str) -> bool:
-    """Whether ``name`` has a feedback-loop policy: then its inputs are kept to learn from corrections."""
+def _learns(request: Request, name: str, tenant: str) -> bool:
+    """Whether ``tenant``'s ``name`` has a feedback-loop policy: then its inputs are kept to learn from
+    corrections."""
     loop = getattr(request.app.state, "loop", None)
-    return loop is not None and loop.learns(name)
+    return loop is not None and loop.learns(name, tenant)

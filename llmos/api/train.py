@@ -1,7 +1,12 @@
-"""Fine-tuning routes: ``POST /v1/fine_tuning/jobs`` checks a request and queues a ``train`` job.
+"""Fine-tuning routes: ``POST /v1/training/jobs`` checks a request and queues a ``train`` job.
+
+llmos's shape (``model`` + ``dataset`` by name) is not OpenAI's fine-tuning API (``training_file``,
+job objects with ``status``, ``/cancel``, ``/events``), so it lives under its own path; OpenAI's path
+``/v1/fine_tuning/...`` answers a clear 404 that points here, so the official client is not misled.
 
 Everything a user can get wrong (unknown model or dataset, a task the model cannot learn, a bad
-hyperparameter, too few rows) is answered here, before anything is queued. Progress, pause, resume
+hyperparameter, too few rows) is answered here, before anything is queued; the plan made here is
+stored in the job's spec and is what the runner trains on. Progress, pause, resume
 and cancel go through the generic ``/v1/jobs/{id}`` routes; the job's result names the new model.
 """
 
@@ -15,10 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmos.api.records import job_record
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.jobs import JobsDep
+from llmos.errors import NotFound
 from llmos.runtime import Runtime
 from llmos.train import TrainEnv, TrainSpec, plan_training
 
-router = APIRouter(prefix="/v1/fine_tuning", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/training", tags=["fine-tuning"])
+openai_path = APIRouter(prefix="/v1/fine_tuning", include_in_schema=False)
 CallerDep = Annotated[Caller, Depends(get_caller)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 JOB_KIND = "train"
@@ -36,17 +43,18 @@ class FineTuneIn(BaseModel):
     suffix: str | None = Field(None, description="OpenAI style: the result is named <model>-<suffix>")
 
 
-def spec_of(body: FineTuneIn, tenant: str) -> TrainSpec:
+def spec_of(body: FineTuneIn, caller: Caller) -> TrainSpec:
     name = body.name or (f"{body.model.split(':')[0]}-{body.suffix}" if body.suffix else None)
     return TrainSpec.parse({"base": body.model, "dataset": body.dataset, "task": body.task, "method": body.method,
-                            "hyperparameters": body.hyperparameters, "name": name, "tenant": tenant})
+                            "hyperparameters": body.hyperparameters, "name": name, "tenant": caller.tenant,
+                            "publish": caller.admin})
 
 
 # Plain ``def`` handlers: FastAPI runs them in its thread pool (they read the database and datasets).
 @router.post("/jobs")
 def create_job(body: FineTuneIn, jobs: JobsDep, runtime: RuntimeDep, caller: CallerDep) -> dict[str, Any]:
-    plan = plan_training(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller.tenant))
-    job_id = jobs.submit(JOB_KIND, plan.spec.model_dump(mode="json"), tenant=caller.tenant)
+    plan = plan_training(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller))
+    job_id = jobs.submit(JOB_KIND, plan.job_spec(), tenant=caller.tenant)  # the runner reads the plan back
     return {**job_record(jobs.get(job_id, caller.tenant)), "plan": plan.summary()}
 
 
@@ -60,3 +68,10 @@ def list_jobs(jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
 def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
     return job_record(jobs.get(job_id, caller.tenant))
 
+
+
+@openai_path.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def openai_fine_tuning(rest: str) -> None:
+    raise NotFound("llmos does not implement OpenAI's fine-tuning API (training_file, job objects); "
+                   "fine-tune with llmos's own route POST /v1/training/jobs {model, dataset, ...} "
+                   "(the CLI: llmos train; the Python client: Client.fine_tune)", param="url")

@@ -42,15 +42,15 @@ class TuneIn(BaseModel):
     name: str | None = Field(None, description="result name[:tag] (default: <model>-<dataset>, versioned)")
 
 
-def spec_of(body: TuneIn, tenant: str) -> TuneSpec:
+def spec_of(body: TuneIn, caller: Caller) -> TuneSpec:
     data = body.model_dump()
-    data.update(base=data.pop("model"), tenant=tenant)
+    data.update(base=data.pop("model"), tenant=caller.tenant, publish=caller.admin)
     return TuneSpec.parse(data)
 
 
 @router.post("/jobs")
 def create_job(body: TuneIn, jobs: JobsDep, runtime: RuntimeDep, caller: CallerDep) -> dict[str, Any]:
-    plan = plan_tuning(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller.tenant))
+    plan = plan_tuning(TrainEnv.of(runtime, caller.tenant), spec_of(body, caller))
     job_id = jobs.submit(JOB_KIND, plan.spec.model_dump(mode="json"), tenant=caller.tenant)
     return {**job_record(jobs.get(job_id, caller.tenant)), "plan": plan.summary()}
 

@@ -2,7 +2,8 @@
 
 Rules match the request path by prefix on whole segments, so ``/v1/jobs`` covers ``/v1/jobs/{id}/pause``
 but not ``/v1/jobsx``. A route that no rule names falls to the last rule (admin): a new route is closed
-until someone decides who may use it. docs/security.md shows this table to people.
+until someone decides who may use it. (A path that no route serves is answered 404 before this table
+is consulted: see ``llmos.api.access``.) docs/security.md shows this table to people.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ RULES: tuple[Rule, ...] = (
     _r("/openapi.json", "GET", OPEN, exact=True),  # the API's shape is public; its data is not
     _r("/docs", "GET", OPEN),
     _r("/redoc", "GET", OPEN, exact=True),
-    _r("/metrics", "GET", READ, exact=True),
+    _r("/metrics", "GET", ADMIN, exact=True),  # labels name every tenant's models
     _r("/admin", "*", ADMIN),
     _r("/v1/models", "GET", READ, INFER, TRAIN),
     _r("/v1/chat/completions", "POST", INFER, exact=True),
@@ -55,15 +56,17 @@ RULES: tuple[Rule, ...] = (
     _r("/v1/tag", "POST", INFER, exact=True),
     _r("/v1/feedback", "POST", INFER),
     _r("/v1/feedback", "GET", READ, INFER),
-    _r("/v1/requests", "GET", READ, INFER),
     _r("/v1/datasets", "GET", READ, TRAIN),
     _r("/v1/datasets", "POST", TRAIN),
     _r("/v1/jobs", "GET", READ, TRAIN),
     _r("/v1/jobs", "POST", TRAIN),
-    _r("/v1/fine_tuning", "GET", READ, TRAIN),
-    _r("/v1/fine_tuning", "POST", TRAIN),
+    _r("/v1/training", "GET", READ, TRAIN),
+    _r("/v1/training", "POST", TRAIN),
+    _r("/v1/fine_tuning", "*", OPEN),  # OpenAI's path: a 404 that points to /v1/training, to anyone
     _r("/v1/tuning", "GET", READ, TRAIN),
     _r("/v1/tuning", "POST", TRAIN),
+    _r("/v1/evaluations", "GET", READ, TRAIN),
+    _r("/v1/evaluations", "POST", TRAIN),
     _r("/v1/prompt_tasks", "POST", TRAIN),  # a prompt-defined task is a new model version
     _r("/v1/loop/tick", "POST", ADMIN, exact=True),  # runs every tenant's loop now
     _r("/v1/loop", "GET", READ, TRAIN),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from llmos.cli.common import console, print_json
+from llmos.cli.tables import ago, new_table
 from llmos.client import Client
 
 app = typer.Typer(help="Alerts evaluated by the daemon (rules: docs/observability.md).", no_args_is_help=True)
@@ -19,25 +19,25 @@ STYLE = {"firing": "bold red", "pending": "yellow", "ok": "green", "resolved": "
 @app.command("list")
 def list_alerts(limit: Annotated[int, typer.Option(help="recent notifications to show")] = 20,
                 url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every rule with its state and current value, then the newest firing / resolved notifications."""
+    """Every rule with its state and current value, then the newest firing / resolved notifications
+    (`--json` adds each rule's kind and window, and exact times)."""
     data = Client(url).alerts(limit)
     if as_json:
         print_json(data)
         return
-    rules = Table("RULE", "KIND", "SEV", "STATE", "VALUE", "LIMIT", "DETAIL", title=f"rules: {data['source']}")
-    rules.columns[0].no_wrap = rules.columns[3].no_wrap = True  # names and states stay whole
-    rules.columns[6].min_width = 24
+    rules = new_table("RULE", "SEV", "STATE", "VALUE", "LIMIT", "DETAIL", wrap=["DETAIL"],
+                      title=f"rules: {data['source']}")
     for r in data["rules"]:
-        rules.add_row(r["name"], r["kind"], r["severity"], _state(r["state"]), _num(r["value"]),
-                      _num(r["threshold"]), r["detail"] or "-")
+        rules.add_row(r["name"], r["severity"], _state(r["state"]), _num(r["value"]), _num(r["threshold"]),
+                      r["detail"] or "-")
     console.print(rules)
     if not data["history"]:
         console.print("no alert has fired yet")
         return
-    history = Table("AT", "ALERT", "STATE", "SEVERITY", "DETAIL", "WEBHOOK", title="recent notifications")
+    history = new_table("AT", "ALERT", "STATE", "SEV", "DETAIL", "WEBHOOK", wrap=["DETAIL", "WEBHOOK"],
+                        title="recent notifications")
     for n in data["history"]:
-        history.add_row(n["at"][:19].replace("T", " "), n["alert"], _state(n["state"]), n["severity"], n["detail"],
-                        n["webhook"] or "-")
+        history.add_row(ago(n["at"]), n["alert"], _state(n["state"]), n["severity"], n["detail"], n["webhook"] or "-")
     console.print(history)
 
 

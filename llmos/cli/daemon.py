@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from llmos.cli.common import console, human_bytes, print_json
+from llmos.cli.tables import duration, new_table, size
 from llmos.client import Client
 
 Url = Annotated[Optional[str], typer.Option("--url", help="daemon URL (default: from settings)")]
@@ -19,14 +19,19 @@ def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False
     if as_json:
         print_json(data)
         return
-    table = Table("MODEL", "LOADED", "MEMORY", "IN USE", "WAITING", "RUNNING", "TOK/S", "UNLOADS IN")
+    # REFS: requests holding the engine; WAIT / RUN: sequences queued / decoding
+    table = new_table("MODEL", "ENGINE", "MEMORY", "REFS", "WAIT", "RUN", "TOK/S", "UNLOAD IN", wrap=["MODEL"])
+    routed = []
     for m in data["models"]:
         q = m["queue"] or {}
-        expires = m["expires_in_s"]
-        table.add_row(m["model"], "yes" if m["loaded"] else "no", human_bytes(m["footprint_bytes"]),
-                      str(m["in_use"]), str(q.get("waiting", 0)), str(q.get("running", 0)),
-                      f"{q.get('tokens_per_s') or 0:.1f}", "-" if expires is None else f"{expires:.0f} s")
+        engine = m.get("engine", "hf")
+        table.add_row(m["model"], engine, size(m["footprint_bytes"]) if m["loaded"] else "-", str(m["in_use"]),
+                      str(q.get("waiting", 0)), str(q.get("running", 0)), f"{q.get('tokens_per_s') or 0:.1f}",
+                      duration(m["expires_in_s"]))
+        routed += [f"{m['model']} on {engine}: {why}" for why in m.get("routed", [])]
     console.print(table)
+    for line in routed:
+        console.print(f"routed: {line}")
     console.print(f"memory: {human_bytes(data['used_bytes'])} of {human_bytes(data['budget_bytes'])} budget")
 
 

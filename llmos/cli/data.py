@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from llmos.cli.common import RichProgress, console, err, human_bytes, print_json, runtime
+from llmos.cli.tables import ago, count, new_table
 from llmos.data import (
     AugmentOptions,
     CleanOptions,
@@ -88,15 +88,15 @@ def show(
 @app.command("list")
 def list_(all_versions: Annotated[bool, typer.Option("--all", help="every version, not just the latest")] = False,
           as_json: JsonOpt = False) -> None:
-    """List datasets (the latest version of each)."""
+    """List datasets (the latest version of each); `data show` gives a version's size, parent and source."""
     infos = _registry().list(all_versions=all_versions)
     if as_json:
         return print_json([i.model_dump(mode="json") for i in infos])
-    table = Table("NAME", "VERSION", "TASK", "ROWS", "SPLITS", "LABELS", "SIZE", "PARENT", "CREATED")
+    table = new_table("NAME", "TASK", "ROWS", "SPLITS", "LABELS", "CREATED", wrap=["NAME", "SPLITS"])
     for i in infos:
-        splits = "/".join(str(i.counts.splits[s]) for s in i.counts.splits) or "-"
-        table.add_row(i.name, str(i.version), i.task.value, f"{i.counts.rows:,}", splits, str(len(i.labels) or "-"),
-                      human_bytes(i.size_bytes), i.parent or "-", i.created_at.strftime("%Y-%m-%d %H:%M"))
+        splits = "/".join(count(n) for n in i.counts.splits.values()) or "-"
+        table.add_row(i.ref, i.task.value, count(i.counts.rows), splits, str(len(i.labels) or "-"),
+                      ago(i.created_at))
     console.print(table)
 
 
@@ -209,7 +209,9 @@ def _print_rows(task: Task, rows: list[dict[str, Any]]) -> None:
     if any("messages" in r for r in rows):
         cols = ["messages"]
     has_split = any("split" in r for r in rows)
-    table = Table(*(c.upper() for c in cols + (["split"] if has_split else [])), show_lines=False)
+    headers = [c.upper() for c in cols + (["split"] if has_split else [])]
+    table = new_table(*headers, wrap=[h for h in headers if h != "SPLIT"])
+    table.show_lines = True  # wrapped rows stay apart
     for r in rows:
         cells = [_cell(task, c, r) for c in cols] + ([r.get("split", "")] if has_split else [])
         table.add_row(*cells)

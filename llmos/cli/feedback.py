@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from llmos.cli.common import console, print_json, runtime
+from llmos.cli.tables import ago, new_table
 from llmos.feedback.shapes import Example, to_rows
 from llmos.feedback.loop import Loop
 
@@ -33,16 +33,17 @@ def _loop() -> Loop:
 @feedback_app.command("list")
 def list_feedback(model: Annotated[Optional[str], typer.Option(help="NAME (every version) or NAME:TAG")] = None,
                   limit: int = 100, tenant: Tenant = "default", as_json: Json = False) -> None:
-    """List feedback, oldest first."""
+    """List feedback, oldest first (`--json` adds each one's request id and exact time)."""
     items = _loop().feedback.list(tenant, model=model, limit=limit)
     if as_json:
         print_json([f.model_dump(mode="json") for f in items])
         return
-    table = Table("ID", "REQUEST", "MODEL", "RATING", "CORRECTION", "COMMENT", "AT")
+    table = new_table("ID", "MODEL", "RATING", "CORRECTION", "COMMENT", "AT",
+                      wrap=["MODEL", "CORRECTION", "COMMENT"])
     for f in items:
-        table.add_row(str(f.id), f.request_id, f.model, "" if f.rating is None else f"{f.rating:+d}",
+        table.add_row(str(f.id), f.model, "" if f.rating is None else f"{f.rating:+d}",
                       "" if f.correction is None else json.dumps(f.correction)[:60], (f.comment or "")[:40],
-                      f.created_at.strftime("%Y-%m-%d %H:%M"))
+                      ago(f.created_at))
     console.print(table)
 
 
@@ -82,7 +83,7 @@ def set_policy(
     if hyperparameters:
         changes["hyperparameters"] = json.loads(hyperparameters)
     loop = _loop()
-    loop.registry.get(f"{name.split(':')[0]}:latest")
+    loop.registry.get(f"{name.split(':')[0]}:latest", tenant=tenant)
     print_json(loop.policies.set(name, tenant, changes).to_api())
 
 
@@ -99,10 +100,10 @@ def history(name: str, tenant: Tenant = "default", as_json: Json = False) -> Non
         print_json(data)
         return
     console.print(f"[bold]{data['name']}[/bold] serving {data['serving']}")
-    table = Table("VERSION", "SERVING", "DATASET", "METRICS", "CREATED")
+    table = new_table("VERSION", "SERVING", "DATASET", "METRICS", "CREATED", wrap=["VERSION", "DATASET", "METRICS"])
     for v in data["versions"]:
         metrics = ", ".join(f"{k} {val:.3f}" for k, val in v["metrics"].items() if isinstance(val, float))
-        table.add_row(v["ref"], "*" if v["serving"] else "", v["dataset"] or "", metrics, v["created_at"][:16])
+        table.add_row(v["ref"], "*" if v["serving"] else "", v["dataset"] or "", metrics, ago(v["created_at"]))
     console.print(table)
     for e in data["events"]:
         extra = {k: v for k, v in e.items() if k not in ("at", "action", "actor")}
@@ -112,5 +113,5 @@ def history(name: str, tenant: Tenant = "default", as_json: Json = False) -> Non
 def rollback(name: str, to: Annotated[Optional[str], typer.Option(help="version to serve, e.g. v1")] = None,
              tenant: Tenant = "default") -> None:
     """Serve the previous version now (or end a running canary); a retrain in progress is then not promoted."""
-    out = _loop().rollback(name, tenant, "cli", to=to)
+    out = _loop().rollback(name, tenant, "cli", to=to, admin=True)  # the local CLI is the admin
     console.print(f"{out['name']} now serves {out['serving']}")

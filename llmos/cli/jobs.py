@@ -7,9 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from llmos.cli.common import console, err, print_json
+from llmos.cli.tables import duration, new_table
 from llmos.client import Client
 from llmos.errors import ExitCode
 
@@ -25,17 +25,15 @@ STYLE = {"queued": "cyan", "running": "green", "paused": "yellow", "succeeded": 
 @app.command("list")
 def list_jobs(state: Annotated[Optional[str], typer.Option(help="only jobs in this state")] = None,
               url: Url = None, as_json: Json = False) -> None:
-    """List your jobs, newest first."""
+    """List your jobs, newest first (`jobs show` says when each was created)."""
     jobs = Client(url).jobs(state)
     if as_json:
         print_json(jobs)
         return
-    table = Table("ID", "KIND", "STATE", "PROGRESS", "METRICS", "ETA", "CREATED")
-    table.columns[0].no_wrap = True
+    table = new_table("ID", "KIND", "STATE", "PROGRESS", "ETA", "METRICS", wrap=["METRICS"])
     for j in jobs:
         p = j["progress"]
-        table.add_row(j["id"], j["kind"], _state(j), _steps(p), _metrics(p), _eta(p.get("eta_s")),
-                      (j["created_at"] or "")[:19].replace("T", " "))
+        table.add_row(j["id"], j["kind"], _state(j), _steps(p), duration(p.get("eta_s")), _metrics(p))
     console.print(table)
 
 
@@ -99,7 +97,7 @@ def _follow(client: Client, job_id: str, interval: float) -> dict[str, Any]:
             job = client.job(job_id)
             p = job["progress"]
             bar.update(task, completed=p.get("step", 0), total=p.get("total"), state=_state(job),
-                       steps=_steps(p), metrics=_metrics(p), eta=_eta(p.get("eta_s")))
+                       steps=_steps(p), metrics=_metrics(p), eta=duration(p.get("eta_s")))
             if job["state"] in FINAL:
                 return job
             time.sleep(interval)
@@ -108,7 +106,7 @@ def _follow(client: Client, job_id: str, interval: float) -> dict[str, Any]:
 def _print_job(job: dict[str, Any]) -> None:
     p = job["progress"]
     rows = [("id", job["id"]), ("kind", job["kind"]), ("state", _state(job)),
-            ("progress", f"{_steps(p)}  {_metrics(p)}  ETA {_eta(p.get('eta_s'))}"),
+            ("progress", f"{_steps(p)}  {_metrics(p)}  ETA {duration(p.get('eta_s'))}"),
             ("requested", job["requested"] or "-"), ("reason", job["reason"] or "-"),
             ("attempts", str(job["attempts"])), ("pid", str(job["pid"] or "-")),
             ("checkpoint", job["checkpoint"] or "-"), ("created", job["created_at"]),
@@ -149,11 +147,3 @@ def _steps(p: dict[str, Any]) -> str:
 
 def _metrics(p: dict[str, Any]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in (p.get("metrics") or {}).items())
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"

@@ -10,10 +10,10 @@ import getpass
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from llmos.auth import SCOPES, audit, create_key, list_keys, revoke
 from llmos.cli.common import console, err, print_json, runtime
+from llmos.cli.tables import ago, count, new_table
 
 app = typer.Typer(help="API keys: scopes, tenants, rate limits and quotas.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -58,10 +58,11 @@ def list_(tenant: Annotated[Optional[str], typer.Option(help="only this tenant's
                      "rate_limit": k.rate_limit, "token_quota": k.token_quota, "created_at": k.created_at,
                      "revoked_at": k.revoked_at} for k in keys])
         return
-    table = Table("ID", "TENANT", "NAME", "SCOPES", "RATE/S", "QUOTA/DAY", "CREATED", "STATE")
+    table = new_table("ID", "TENANT", "NAME", "SCOPES", "LIMITS", "CREATED", "STATE",
+                      wrap=["NAME", "SCOPES", "LIMITS"])
     for k in keys:
-        table.add_row(k.id, k.tenant, k.name, ",".join(k.scopes), _opt(k.rate_limit), _opt(k.token_quota),
-                      str(k.created_at)[:19], "revoked" if k.revoked else "active")
+        table.add_row(k.id, k.tenant, k.name, ", ".join(k.scopes), _limits(k.rate_limit, k.token_quota),
+                      ago(k.created_at), "revoked" if k.revoked else "active")
     console.print(table)
 
 
@@ -74,5 +75,7 @@ def revoke_(key_id: Annotated[str, typer.Argument(help="the key's id (key_...)")
     console.print(f"revoked {info.id} (tenant {info.tenant})", highlight=False)
 
 
-def _opt(value: object) -> str:
-    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+def _limits(rate: float | None, quota: int | None) -> str:
+    """``5/s``, ``100k tok/day``, both, or ``-``."""
+    parts = ([f"{rate:g}/s"] if rate is not None else []) + ([f"{count(quota)} tok/day"] if quota is not None else [])
+    return ", ".join(parts) or "-"

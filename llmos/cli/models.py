@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from llmos.cli.common import RichProgress, console, human_bytes, print_json, runtime
+from llmos.cli.tables import ago, new_table, short_id, size
 from llmos.store.importer import ImportOptions
 
 app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
@@ -16,17 +16,17 @@ app = typer.Typer(help="Manage models in the store.", no_args_is_help=True)
 
 @app.command("list")
 def list_models(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """List stored models."""
+    """List stored models of every tenant (TENANT "-" is a public model)."""
     infos = runtime().store.registry.list()
     if as_json:
-        print_json([{"name": i.ref, "digest": i.digest, "tasks": i.manifest.tasks, "kind": i.manifest.kind,
+        print_json([{"name": i.ref, "tenant": i.tenant, "digest": i.digest, "tasks": i.manifest.tasks,
+                     "kind": i.manifest.kind, "engines": i.manifest.engines,
                      "size": i.manifest.size_bytes, "parameters": i.manifest.parameters} for i in infos])
         return
-    table = Table("NAME", "KIND", "TASKS", "PARAMS", "SIZE", "DIGEST", "CREATED")
-    table.columns[0].no_wrap = True
-    for i in infos:
-        table.add_row(i.ref, i.manifest.kind, ",".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
-                      human_bytes(i.manifest.size_bytes), i.digest[7:19], i.created_at.strftime("%Y-%m-%d %H:%M"))
+    table = new_table("NAME", "TASKS", "PARAMS", "SIZE", "ID", "CREATED", wrap=["NAME", "TASKS"])
+    for i in infos:  # a private model shows as TENANT/NAME:TAG; engines, kind and lineage: `models show`, --json
+        table.add_row(i.key, ", ".join(i.manifest.tasks), f"{i.manifest.parameters / 1e6:.1f}M",
+                      size(i.manifest.size_bytes), short_id(i.digest), ago(i.created_at))
     console.print(table)
 
 
@@ -58,14 +58,17 @@ def import_model(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="permit .bin/.pt pickle weights "
                                                "(they can run code when loaded; only for trusted files)")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="re-point an existing NAME:TAG")] = False,
+    engine: Annotated[Optional[str], typer.Option(help="engine that serves it: llamacpp (a .gguf, kept quantised; "
+                                                  "the default for a .gguf) or hf (transformers)")] = None,
 ) -> None:
     """Import a Hugging Face folder, a .safetensors file (+config) or a .gguf file."""
     rt = runtime()
     opts = ImportOptions(license=license, allow_pickle=allow_pickle or rt.settings.allow_pickle, config=config,
-                         parent=base, replace=replace)
+                         parent=base, replace=replace, engine=engine)
     info = rt.store.importer.import_path(path, name, opts, RichProgress())
+    engines = ", ".join(info.manifest.engines) or "hf"
     console.print(f"imported [bold]{info.ref}[/bold] {info.digest[:19]} ({human_bytes(info.manifest.size_bytes)}, "
-                  f"tasks: {', '.join(info.manifest.tasks)})")
+                  f"tasks: {', '.join(info.manifest.tasks)}; engines: {engines})")
 
 
 @app.command("rm")

@@ -1,49 +1,37 @@
-"""`llmos run` and `llmos chat`: generation in this process, no daemon needed."""
+"""`llmos run` and `llmos chat`: generation in the running daemon (the model stays loaded between
+invocations), or in this process when no daemon listens."""
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Optional
 
 import typer
 
-from llmos.cli.common import console, err, runtime
-from llmos.engines.base import ChatMessage, Engine
-from llmos.engines.loader import load_engine
-from llmos.errors import WrongTask
-from llmos.kernel.local import stream
-from llmos.engines.types import SamplingParams
+from llmos.cli.common import console, err
+from llmos.cli.generators import Generator, Sampling, open_generator
+from llmos.engines.base import ChatMessage
 
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="most tokens to generate")]
-Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
+Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, max=2.0, help="0 = greedy")]
 Seed = Annotated[Optional[int], typer.Option(help="sampling seed, for reproducible output")]
+Url = Annotated[Optional[str], typer.Option("--url", help="daemon URL (default: from settings); "
+                                            "when nothing listens there, the model runs in this process")]
 
 
-def _engine(name: str) -> Engine:
-    rt = runtime()
-    info = rt.store.registry.get(name)
-    if "generate" not in info.manifest.tasks:
-        gens = [i.ref for i in rt.store.registry.list() if "generate" in i.manifest.tasks]
-        raise WrongTask(f"{info.ref} cannot generate text (it serves: {', '.join(info.manifest.tasks)}); "
-                        f"models that can: {', '.join(gens) or 'none'}")
-    with console.status(f"loading {info.ref}", spinner="dots"):
-        return load_engine(rt.store.registry, name)
-
-
-def _emit(engine: Engine, ids: list[int], params: SamplingParams, adapter: str | None) -> str:
+def _emit(pieces: Iterator[str]) -> str:
+    """Write the pieces to stdout as they come, with a spinner on stderr until the first one."""
+    with err.status("generating", spinner="dots"):
+        first = list(itertools.islice(pieces, 1))
     text = []
-    for out in stream(engine, ids, params, adapter):
-        sys.stdout.write(out.text)
+    for piece in itertools.chain(first, pieces):
+        sys.stdout.write(piece)
         sys.stdout.flush()
-        text.append(out.text)
-        if out.error:
-            err.print(f"[red]error:[/red] {out.error}")
+        text.append(piece)
     sys.stdout.write("\n")
     return "".join(text)
-
-
-def _adapter(engine: Engine, name: str) -> str | None:
-    return name if name in engine.info().adapters else None
 
 
 def run(
@@ -54,16 +42,18 @@ def run(
     seed: Seed = None,
     system: Annotated[Optional[str], typer.Option(help="system message (chat models)")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="plain completion, no chat template")] = False,
+    url: Url = None,
 ) -> None:
     """Generate a reply to PROMPT with MODEL, streaming it to stdout."""
-    engine = _engine(model)
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
-    if raw:
-        ids = engine.encode(prompt)
-    else:
-        msgs = ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
-        ids = engine.encode_chat(msgs)
-    _emit(engine, ids, params, _adapter(engine, model))
+    gen = open_generator(model, Sampling(max_tokens, temperature, seed), url)
+    try:
+        if raw:
+            _emit(gen.complete(prompt))
+        else:
+            msgs = ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
+            _emit(gen.chat(msgs))
+    finally:
+        gen.close()
 
 
 def chat(
@@ -72,10 +62,17 @@ def chat(
     temperature: Temperature = 0.7,
     seed: Seed = None,
     system: Annotated[Optional[str], typer.Option(help="system message")] = None,
+    url: Url = None,
 ) -> None:
     """Chat with MODEL interactively (streaming). Empty line or Ctrl-D quits; /reset clears history."""
-    engine = _engine(model)
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    gen = open_generator(model, Sampling(max_tokens, temperature, seed), url)
+    try:
+        _converse(gen, system)
+    finally:
+        gen.close()
+
+
+def _converse(gen: Generator, system: str | None) -> None:
     history = [ChatMessage("system", system)] if system else []
     interactive = sys.stdin.isatty()
     while True:
@@ -86,8 +83,7 @@ def chat(
             history = history[:1] if system else []
             continue
         history.append(ChatMessage("user", line))
-        reply = _emit(engine, engine.encode_chat(history), params, _adapter(engine, model))
-        history.append(ChatMessage("assistant", reply))
+        history.append(ChatMessage("assistant", _emit(gen.chat(history))))
 
 
 def _read(interactive: bool) -> str | None:

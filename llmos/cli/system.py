@@ -13,6 +13,7 @@ from rich.table import Table
 
 from llmos import __version__
 from llmos.cli.common import console, human_bytes, runtime
+from llmos.cli.tables import new_table
 from llmos.errors import ExitCode, LlmosError
 from llmos.store.builtin import BUILTINS, locate
 
@@ -48,7 +49,7 @@ PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "gguf"
 
 def doctor() -> None:
     """Check the environment, database and store; exit non-zero if anything is wrong."""
-    table = Table("CHECK", "STATUS", "DETAIL")
+    table = new_table("CHECK", "STATUS", "DETAIL", wrap=["CHECK", "DETAIL"])
     table.add_row("llmos", "ok", f"{__version__} on Python {platform.python_version()} ({sys.platform})")
     for pkg in PACKAGES:
         table.add_row(pkg, *_version(pkg))
@@ -79,7 +80,7 @@ def _version(pkg: str) -> tuple[str, str]:
 
 def _check_builtins(table: Table) -> int:
     failures = 0
-    for model in BUILTINS:
+    for model in BUILTINS.values():
         try:
             table.add_row(f"package {model.package}", "ok", str(locate(model)))
         except LlmosError as exc:

@@ -1,4 +1,5 @@
-"""`llmos train` (a fine-tuning job on the daemon) and `llmos eval` (an evaluation report, in-process)."""
+"""`llmos train` (a fine-tuning job on the daemon) and `llmos eval` (an evaluation report: an `evaluate`
+job on the daemon when one runs, in-process otherwise)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 from llmos.cli.common import console, err, print_json, runtime
 from llmos.cli.jobs import _follow, _print_job
 from llmos.client import Client
-from llmos.errors import ExitCode, InvalidInput
+from llmos.errors import ExitCode, InvalidInput, Unavailable
 
 Url = Annotated[Optional[str], typer.Option("--url", help="daemon URL (default: from settings)")]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -77,20 +78,42 @@ def eval_(
     split: Annotated[Optional[str], typer.Option(help="split to score (default: test, else validation, else "
                                                  "all rows)")] = None,
     max_rows: Annotated[Optional[int], typer.Option(help="score at most this many rows")] = None,
+    local: Annotated[bool, typer.Option("--local", help="score here even when a daemon runs")] = False,
+    url: Url = None,
     as_json: Json = False,
 ) -> None:
-    """Evaluate a stored model on a dataset split and print its report (runs here, no daemon needed)."""
-    from llmos.data import Datasets
-    from llmos.train.config import Hyperparameters
-    from llmos.prompt_tasks.evaluate import evaluate_stored_task
+    """Evaluate a stored model on a dataset split and print its report: as an `evaluate` job of the
+    daemon when one runs (under its memory budget, yielding to traffic), else here."""
+    report = None if local else _eval_on_daemon(model, dataset, split, max_rows, url)
+    if report is None:
+        from llmos.data import Datasets
+        from llmos.prompt_tasks.evaluate import evaluate_stored_task
+        from llmos.train.config import Hyperparameters
 
-    rt = runtime()
-    hp = Hyperparameters(max_eval_rows=max_rows)
-    report = evaluate_stored_task(rt.store.registry, Datasets.of(rt), model, dataset, split, hp)
+        rt = runtime()
+        hp = Hyperparameters(max_eval_rows=max_rows)
+        report = evaluate_stored_task(rt.store.registry, Datasets.of(rt), model, dataset, split, hp).to_json()
     if as_json:
         print_json(report)
         return
     _print_report(report)
+
+
+def _eval_on_daemon(model: str, dataset: str, split: str | None, max_rows: int | None,
+                    url: str | None) -> dict[str, Any] | None:
+    """The report of an ``evaluate`` job on the daemon; None when no daemon answers."""
+    client = Client(url)
+    try:
+        client.health()
+    except Unavailable:
+        return None
+    job = client.evaluate(model, dataset, split=split, max_rows=max_rows)
+    done = _follow(client, job["id"], 0.5)
+    if done["state"] != "succeeded":
+        _print_job(done)
+        raise typer.Exit(ExitCode.FAILURE)
+    by_split = next(iter(done["result"]["reports"].values()))
+    return dict(next(iter(by_split.values())))
 
 
 def _print_report(report: dict[str, Any]) -> None:

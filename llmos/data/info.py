@@ -84,12 +84,20 @@ def check_name(name: str) -> str:
     return name
 
 
+MAX_VERSION = 2**31 - 1
+_VERSION = re.compile(r"[0-9]{1,10}")
+
+
 def parse_ref(ref: str, version: int | None = None) -> tuple[str, int | None]:
-    """``name`` or ``name@3``; an explicit ``version`` argument wins over the suffix."""
+    """``name`` or ``name@3``; an explicit ``version`` argument wins over the suffix. Versions are
+    1..2^31-1, so no number a user types reaches the database out of range."""
     name, at, suffix = ref.partition("@")
-    if at and not suffix.isdigit():
+    if at and not _VERSION.fullmatch(suffix):
         raise InvalidName(f"invalid dataset reference {ref!r}: expected NAME or NAME@VERSION")
-    return check_name(name), version if version is not None else (int(suffix) if at else None)
+    chosen = version if version is not None else (int(suffix) if at else None)
+    if chosen is not None and not 1 <= chosen <= MAX_VERSION:
+        raise InvalidName(f"invalid dataset version {chosen} in {ref!r}: versions are 1 to {MAX_VERSION}")
+    return check_name(name), chosen
 
 
 def count_rows(rows: Sequence[Row]) -> DatasetCounts:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,10 +27,16 @@ class Manifest(Base):
 
 
 class ModelTag(Base):
-    """A ``name:tag`` pointing at a manifest; a model's versions are its tags."""
+    """A ``name:tag`` pointing at a manifest; a model's versions are its tags.
+
+    Names are per tenant: ``tenant`` NULL is a public model (built in, or published by an admin). A
+    NULL never equals another in a unique constraint, so public names have a partial unique index.
+    """
 
     __tablename__ = "models"
-    __table_args__ = (UniqueConstraint("name", "tag", name="uq_models_name_tag"),)
+    __table_args__ = (UniqueConstraint("tenant", "name", "tag", name="uq_models_tenant_name_tag"),
+                      Index("uq_models_public_name_tag", "name", "tag", unique=True,
+                            sqlite_where=text("tenant IS NULL"), postgresql_where=text("tenant IS NULL")))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), index=True)
     tag: Mapped[str] = mapped_column(String(128))
@@ -158,13 +164,14 @@ class AuditEvent(Base):
 class LoopPolicy(Base):
     """The feedback loop of one served model name: its settings and where its current round stands.
 
-    ``state`` is idle / training / canary; ``canary`` holds the live split (candidate, share, salt) so a
+    ``state`` is idle / training / gating / canary (``job_id``: the round's train job, then its gate's
+    evaluate job); ``canary`` holds the live split (candidate, share, salt) so a
     restarted daemon routes the same request ids the same way.
     """
 
     __tablename__ = "loop_policies"
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True, default="default", index=True)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(128), default="default", index=True)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16), default="idle")
     root_dataset: Mapped[str | None] = mapped_column(String(160), nullable=True)

@@ -8,11 +8,15 @@ process or on another machine behind the same interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmos.errors import InvalidInput, WrongTask
 from llmos.engines.chat import ToolCall
 from llmos.engines.types import OutputConstraint, RequestStatus, SequenceSpec, StepOutput
+
+Emit = Callable[[StepOutput], None]
+"""Where a streaming engine hands each output (see ``Engine.start``)."""
 
 
 @dataclass
@@ -65,7 +69,14 @@ class Engine(ABC):
     The engine marks a StepOutput finished when the sequence hits end-of-sequence, a stop string,
     ``max_tokens`` or the context limit; the kernel then releases it. An engine never chooses
     which sequences run next.
+
+    An engine whose binding runs its own decode loop (llama.cpp's server context) sets ``streams``
+    and implements ``start`` instead of ``prefill`` / ``decode``: the kernel still decides which
+    sequences enter and when (at most its batch size at once); the engine streams their tokens back.
     """
+
+    streams: bool = False
+    """True: generation goes through ``start``; ``prefill`` / ``decode`` are not used."""
 
     @abstractmethod
     def info(self) -> EngineInfo: ...
@@ -99,6 +110,16 @@ class Engine(ABC):
 
     @abstractmethod
     def release(self, ids: list[str]) -> None: ...
+
+    def start(self, seqs: list[SequenceSpec], emit: Emit) -> None:
+        """Streaming engines: begin generating each sequence and return at once.
+
+        ``emit`` is then called from the engine's own threads with each sequence's outputs, in order;
+        the last one is ``finished``. After ``release(ids)`` the engine frees those sequences' slots
+        and emits nothing more for them. ``start`` must be called with no more sequences in flight
+        than the batch size the engine was built for.
+        """
+        raise WrongTask(f"engine {type(self).__name__} runs generation as prefill / decode steps")
 
     # -- encoder tasks ------------------------------------------------------------------------
     @abstractmethod

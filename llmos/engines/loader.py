@@ -6,16 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmos.engines.base import Engine
-from llmos.errors import InvalidInput
-from llmos.store.manifest import ModelInfo, is_prompt_task, parent_ref
+from llmos.registry import Registry as NameTable
+from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
 
 EngineFactory = Callable[..., Engine]
-ENGINES: dict[str, EngineFactory] = {}
+ENGINES: NameTable[EngineFactory] = NameTable("engine backend")
 
 
-def register_engine(name: str, factory: EngineFactory) -> None:
-    ENGINES[name] = factory
+def register_engine(name: str, factory: EngineFactory, *, replace: bool = False) -> None:
+    ENGINES.register(name, factory, replace=replace)
 
 
 def _hf_engine(path: Path, **kwargs: object) -> Engine:
@@ -24,7 +24,14 @@ def _hf_engine(path: Path, **kwargs: object) -> Engine:
     return HFEngine(path, **kwargs)  # type: ignore[arg-type]
 
 
+def _llamacpp_engine(path: Path, **kwargs: object) -> Engine:
+    from llmos.engines.llamacpp import LlamaCppEngine  # the binding loads only when a model does
+
+    return LlamaCppEngine(path, **kwargs)  # type: ignore[arg-type]
+
+
 register_engine("hf", _hf_engine)
+register_engine("llamacpp", _llamacpp_engine)
 
 
 def shares_base(info: ModelInfo) -> bool:
@@ -39,7 +46,7 @@ def shares_base(info: ModelInfo) -> bool:
 
 def runs_on(registry: Registry, info: ModelInfo) -> ModelInfo:
     """The stored model whose weights answer for ``info``: a prompt task's base; otherwise ``info``."""
-    return registry.get(parent_ref(info)) if is_prompt_task(info) else info
+    return registry.parent(info) if is_prompt_task(info) else info
 
 
 def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
@@ -48,23 +55,21 @@ def base_of(registry: Registry, info: ModelInfo) -> ModelInfo:
     info = runs_on(registry, info)
     if not shares_base(info):
         return info
-    if not info.manifest.parent:
-        raise InvalidInput(f"adapter {info.ref} has no base model recorded")
-    return registry.get(info.manifest.parent.split("@", 1)[0])
+    return registry.parent(info)
 
 
-def load_engine(registry: Registry, ref: str, *, backend: str = "hf", **options: object) -> Engine:
-    """Load ``ref`` into a new engine; for an adapter, load its base and attach the adapter."""
-    if backend not in ENGINES:
-        raise InvalidInput(f"unknown engine backend {backend!r}; available: {', '.join(sorted(ENGINES))}")
-    info = runs_on(registry, registry.get(ref))
+def load_engine(registry: Registry, key: str, *, backend: str = "hf", **options: object) -> Engine:
+    """Load the model ``key`` (a ``ModelInfo.key``) into a new engine; for an adapter, load its base and
+    attach the adapter. Engines and adapters are named by key, unique across tenants."""
+    factory = ENGINES.get(backend)  # unknown backends fail here, naming the known ones
+    info = runs_on(registry, registry.get_key(key))
     if info.manifest.kind == "adapter" and not shares_base(info):
         from llmos.engines.prompt_adapter import load_prompt_adapter
 
         return load_prompt_adapter(registry, info, backend=backend, **options)
     base = base_of(registry, info)
-    engine = ENGINES[backend](registry.snapshot(base), name=base.ref, tasks=base.manifest.tasks,
+    engine = factory(registry.snapshot(base), name=base.key, tasks=base.manifest.tasks,
                               chat_template=base.manifest.chat_template, **options)
     if base is not info:
-        engine.add_adapter(info.ref, str(registry.snapshot(info)))
+        engine.add_adapter(info.key, str(registry.snapshot(info)))
     return engine

@@ -55,12 +55,10 @@ def load_prompt_adapter(registry: Registry, info: ModelInfo, *, backend: str = "
     """The engine for a prompt-learning adapter (see the module docstring)."""
     if backend != "hf":
         raise InvalidInput(f"prompt-learning adapters run on the hf backend only, not {backend!r}")
-    if not info.manifest.parent:
-        raise InvalidInput(f"adapter {info.ref} has no base model recorded")
-    base = registry.get(info.manifest.parent.split("@", 1)[0])
+    base = registry.parent(info)
     task = next((t for t in info.manifest.tasks if t in _HEAD_MAPPINGS), None)
     with _staged_base(registry.snapshot(base), base, task, info.manifest.labels) as folder:
-        return PromptAdapterEngine(folder, adapter_path=registry.snapshot(info), name=info.ref,
+        return PromptAdapterEngine(folder, adapter_path=registry.snapshot(info), name=info.key,
                                    tasks=list(info.manifest.tasks), chat_template=info.manifest.chat_template,
                                    **options)
 

@@ -116,6 +116,9 @@ class StepOutput:
     ``text`` is the text this token adds (may be empty while a multi-byte character is incomplete).
     ``finished`` is set by the engine when it stops the sequence itself (EOS, a stop string, max_tokens,
     the context limit, or an error); ``status`` then says which.
+    ``tokens`` is how many generated tokens the output stands for: 1 for a step engine; a streaming
+    engine may end a sequence with an output that carries text held back for a stop string, or none
+    (0), and its ``token_id`` is -1 where the binding does not report ids.
     """
 
     id: str
@@ -124,4 +127,5 @@ class StepOutput:
     finished: bool = False
     status: RequestStatus = RequestStatus.RUNNING
     error: str | None = None
+    tokens: int = 1
     logprobs: TokenLogprobs | None = None  # when the sequence asked for them; never for end-of-sequence

@@ -32,20 +32,21 @@ def to_candidate(salt: str, request_id: str, share: float) -> bool:
 
 
 class CanaryRouter:
-    """``route(name, request_id) -> name to resolve``; what the kernel calls in front of resolve."""
+    """``route(name, request_id, tenant) -> name to resolve``; what the kernel calls in front of resolve.
+    Canaries belong to a tenant's name: another tenant's request for the same name is never rerouted."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._lock = threading.Lock()
-        self._routes: dict[str, dict[str, Any]] = {}
-        self._learning: set[str] = set()
+        self._routes: dict[tuple[str, str], dict[str, Any]] = {}
+        self._learning: set[tuple[str, str]] = set()
         self._loaded = float("-inf")
 
     def refresh(self) -> None:
         with self.db.session() as s:
             rows = s.scalars(select(LoopPolicy)).all()
-            routes = {r.name: dict(r.canary) for r in rows if r.state == "canary" and r.canary}
-            learning = {r.name for r in rows}
+            routes = {(r.tenant, r.name): dict(r.canary) for r in rows if r.state == "canary" and r.canary}
+            learning = {(r.tenant, r.name) for r in rows}
         with self._lock:
             self._routes, self._learning, self._loaded = routes, learning, time.monotonic()
 
@@ -53,20 +54,20 @@ class CanaryRouter:
         if time.monotonic() - self._loaded > CACHE_S:
             self.refresh()
 
-    def learns(self, name: str) -> bool:
-        """Whether ``name`` has a loop policy (its task inputs are then kept in the request log)."""
+    def learns(self, name: str, tenant: str) -> bool:
+        """Whether ``tenant``'s ``name`` has a loop policy (its task inputs are then kept in the request log)."""
         self._fresh()
-        return name.partition(":")[0] in self._learning
+        return (tenant, name.partition(":")[0]) in self._learning
 
     def shares(self) -> list[tuple[str, str, float]]:
-        """(name, candidate version tag, share) of each running canary, for metrics."""
+        """(name, candidate version tag, share) of each running canary, for metrics (admin only)."""
         self._fresh()
-        return [(n, c["candidate"].partition(":")[2], float(c["share"])) for n, c in self._routes.items()]
+        return [(n, c["candidate"].partition(":")[2], float(c["share"])) for (_, n), c in self._routes.items()]
 
-    def route(self, name: str, request_id: str) -> str:
+    def route(self, name: str, request_id: str, tenant: str | None) -> str:
         self._fresh()
         base, _, tag = name.partition(":")
-        canary = self._routes.get(base)
+        canary = self._routes.get((tenant, base)) if tenant is not None else None
         if canary is None or tag not in ("", "latest"):
             return name
         return canary["candidate"] if to_candidate(canary["salt"], request_id, canary["share"]) else name
@@ -79,14 +80,14 @@ class Arm:
     mean: float | None
 
 
-def arm_stats(db: Database, model: str, since: datetime) -> Arm:
-    """Requests answered by ``model`` (a ``name:tag`` as logged) since ``since``, and their feedback."""
+def arm_stats(db: Database, model: str, tenant: str, since: datetime) -> Arm:
+    """Requests of ``tenant`` answered by ``model`` (a ``name:tag`` as logged) since ``since``, and
+    their feedback."""
+    mine = (RequestLog.model == model, RequestLog.tenant == tenant, RequestLog.created_at >= since)
     with db.session() as s:
-        n = s.scalar(select(func.count()).select_from(RequestLog)
-                     .where(RequestLog.model == model, RequestLog.created_at >= since, RequestLog.status == 200)) or 0
+        n = s.scalar(select(func.count()).select_from(RequestLog).where(*mine, RequestLog.status == 200)) or 0
         rows = s.execute(select(Feedback.rating, Feedback.correction)
-                         .join(RequestLog, RequestLog.id == Feedback.request_id)
-                         .where(RequestLog.model == model, RequestLog.created_at >= since)).all()
+                         .join(RequestLog, RequestLog.id == Feedback.request_id).where(*mine)).all()
     votes = [r if r is not None else -1 for r, c in rows if r is not None or c is not None]
     return Arm(n, len(votes), sum(votes) / len(votes) if votes else None)
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from llmos.registry import Registry
+
 log = logging.getLogger("llmos.obs")
 
 Outcome = Literal["promoted", "rolled_back"]
@@ -47,22 +49,22 @@ class CanaryOutcome:
 CanarySource = Callable[[], list[CanaryShare] | list[tuple[str, str, float]]]
 
 _lock = threading.Lock()
-_sources: list[CanarySource] = []
+_sources: Registry[CanarySource] = Registry("canary source")
 _outcomes: deque[CanaryOutcome] = deque(maxlen=10_000)
 _totals: Counter[tuple[str, str]] = Counter()
 
 
-def register_canary_source(fn: CanarySource) -> Callable[[], None]:
-    """Add ``fn`` to the sources read at every scrape; returns a function that removes it again."""
-    with _lock:
-        _sources.append(fn)
+def register_canary_source(fn: CanarySource, name: str | None = None) -> Callable[[], None]:
+    """Add ``fn`` to the sources read at every scrape (under ``name``; default: the function and the
+    object it is bound to); returns a function that removes it again."""
+    key = name or _source_name(fn)
+    _sources.register(key, fn)
+    return lambda: _sources.unregister(key)
 
-    def unregister() -> None:
-        with _lock:
-            if fn in _sources:
-                _sources.remove(fn)
 
-    return unregister
+def _source_name(fn: CanarySource) -> str:
+    owner = getattr(fn, "__self__", fn)  # a bound method: one source per object, however often it is fetched
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}@{id(owner):x}"
 
 
 def record_canary_outcome(model: str, version: str, outcome: Outcome) -> None:
@@ -76,8 +78,7 @@ def record_canary_outcome(model: str, version: str, outcome: Outcome) -> None:
 
 def canary_shares() -> list[CanaryShare]:
     """What every registered source reports now."""
-    with _lock:
-        sources = list(_sources)
+    sources = _sources.values()
     out: list[CanaryShare] = []
     for fn in sources:
         try:

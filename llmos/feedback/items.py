@@ -80,7 +80,7 @@ class FeedbackStore:
         inputs = inputs_of(req.route, req.prompt)
         outputs = req.output if isinstance(req.output, list) else None
         n = len(inputs) if inputs is not None else len(outputs) if outputs is not None else 1
-        info = self.registry.find(req.model)
+        info = self.registry.find(req.model, tenant=req.tenant)
         labels = list(info.manifest.labels) if info is not None else []
         return normalise(req.route, correction, inputs, n, labels)
 

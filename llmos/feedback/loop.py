@@ -1,5 +1,10 @@
 """The self-improvement loop: feedback -> dataset -> retrain -> gate -> canary -> promote or roll back.
 
+Each policy is a state machine: ``idle`` (collecting feedback) -> ``training`` (a ``train`` job) ->
+``gating`` (an ``evaluate`` job scores candidate and serving version) -> ``canary`` -> ``idle``.
+The retrain and the gate are jobs like any other: admitted under the memory budget, yielding to
+interactive traffic, visible in ``llmos jobs``; the loop only queues them and reads their results.
+
 ``Loop.tick()`` advances every policy by at most one step and returns what it decided; the daemon
 calls it on a background thread every ``LLMOS_LOOP_INTERVAL`` seconds (tests call it directly). Each
 decision is an audit event (actor ``loop``) with its numbers, and ``history`` reads them back.
@@ -26,13 +31,13 @@ from llmos.jobs import JobRunner, JobState
 from llmos.feedback.canary import CanaryRouter, arm_stats, judge
 from llmos.feedback.canary_signals import record_canary_outcome
 from llmos.feedback.rounds import build_round
-from llmos.feedback.gate import run_gate
+from llmos.feedback.evaluate_job import KIND as EVALUATE, EvaluateResult, EvaluateSpec, gate_spec
 from llmos.feedback.policy import Policies, PolicyState
 from llmos.runtime import Runtime
 from llmos.store.manifest import ModelInfo
+from llmos.store.names import parse_ref
 from llmos.train.config import Hyperparameters, TrainSpec
-from llmos.train.job import next_version
-from llmos.train.plan import TrainEnv, plan_training
+from llmos.train.plan import TrainEnv, TrainPlan, plan_training
 
 log = logging.getLogger("llmos.feedback")
 ACTOR = "loop"
@@ -52,8 +57,8 @@ class Loop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def learns(self, name: str) -> bool:
-        return self.router.learns(name)
+    def learns(self, name: str, tenant: str) -> bool:
+        return self.router.learns(name, tenant)
 
     # -- the daemon's thread -----------------------------------------------------------------------
     def start(self, interval: float) -> None:
@@ -85,7 +90,7 @@ class Loop:
                 if not p.settings.enabled:
                     continue
                 step = {"idle": self._maybe_retrain, "training": self._after_training,
-                        "canary": self._judge_canary}[p.state]
+                        "gating": self._after_gate, "canary": self._judge_canary}[p.state]
                 try:
                     step(p)
                 except Exception as exc:  # noqa: BLE001 - one broken policy must not stall the others
@@ -101,8 +106,8 @@ class Loop:
             self._actions.append(action)
         return action
 
-    def _serving(self, name: str) -> ModelInfo | None:
-        return self.registry.find(f"{name}:latest")
+    def _serving(self, name: str, tenant: str) -> ModelInfo | None:
+        return self.registry.find(f"{name}:latest", tenant=tenant)
 
     def _maybe_retrain(self, p: PolicyState) -> str | None:
         new = [f for f in self.feedback.list(p.tenant, model=p.name, after=p.feedback_cutoff)
@@ -110,143 +115,173 @@ class Loop:
         if len(new) < p.settings.min_feedback:
             return None
         upto = max(f.id for f in new)
-        serving = self._serving(p.name)
+        serving = self._serving(p.name, p.tenant)
         try:
-            spec, root = self._retrain_spec(p, serving, upto)
-            job_id = self.jobs.submit("train", spec.model_dump(mode="json"), tenant=p.tenant)
+            plan, root = self._retrain_plan(p, serving, upto)
+            spec = plan.spec
+            job_id = self.jobs.submit("train", plan.job_spec(), tenant=p.tenant)
         except LlmosError as exc:
-            self.policies.update(p.name, feedback_cutoff=upto)
+            self.policies.update(p.name, p.tenant, feedback_cutoff=upto)
             return self._decide(p, "loop.retrain_failed", reason=exc.message, feedback=len(new),
                                 serving=serving.ref if serving else None)
-        self.policies.update(p.name, expect="idle", state="training", job_id=job_id, candidate=spec.name,
+        self.policies.update(p.name, p.tenant, expect="idle", state="training", job_id=job_id, candidate=spec.name,
                              baseline=serving.digest if serving else None, root_dataset=root, round_cutoff=upto)
         return self._decide(p, "loop.retrain", job=job_id, candidate=spec.name, dataset=spec.dataset,
                             new_feedback=len(new), serving=_version(self.registry, serving))
 
-    def _retrain_spec(self, p: PolicyState, serving: ModelInfo | None, upto: int) -> tuple[TrainSpec, str]:
-        """Build the round's dataset and the train spec: same base and method as the serving version."""
+    def _retrain_plan(self, p: PolicyState, serving: ModelInfo | None, upto: int) -> tuple[TrainPlan, str]:
+        """Build the round's dataset and plan the retrain: same base and method as the serving version."""
         if serving is None:
             raise NotFound(f"{p.name}:latest does not exist")
         lin = serving.manifest.lineage
-        if not lin.get("dataset") or not lin.get("base"):
+        if lin.dataset is None or lin.base is None:
             raise Conflict(f"{serving.ref} was not trained by llmos: no dataset in its lineage to retrain from")
-        root = p.root_dataset or f"{lin['dataset']['name']}@{lin['dataset']['version']}"
+        root = p.root_dataset or f"{lin.dataset.name}@{lin.dataset.version}"
         datasets = Datasets.of(self.runtime, p.tenant)
         examples = self.feedback.examples(p.name, p.tenant, upto=upto)
         built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed)
-        hp = {k: v for k, v in (lin.get("hyperparameters") or {}).items() if k in Hyperparameters.model_fields}
+        hp = {k: v for k, v in (lin.hyperparameters or {}).items() if k in Hyperparameters.model_fields}
         hp.update(p.settings.hyperparameters)
-        spec = TrainSpec.parse({"base": lin["base"]["ref"], "dataset": built.dataset.ref, "task": lin.get("task"),
-                                "method": lin.get("method"), "hyperparameters": hp,
-                                "name": next_version(self.registry, p.name), "tenant": p.tenant})
-        plan_training(TrainEnv(self.registry, datasets), spec)  # every user-fixable problem surfaces now
-        return spec, root
+        owner = self.registry.owner(p.name, p.tenant)  # a public name's loop was set by an admin
+        spec = TrainSpec.parse({"base": lin.base.ref, "dataset": built.dataset.ref, "task": lin.task,
+                                "method": lin.method, "hyperparameters": hp,
+                                "name": self.registry.next_version(p.name, owner), "tenant": p.tenant,
+                                "publish": owner is None})
+        return plan_training(TrainEnv(self.registry, datasets), spec), root  # every problem surfaces now
 
     def _after_training(self, p: PolicyState) -> str | None:
         job = self.jobs.get(p.job_id) if p.job_id else None
         if job is not None and not job.state.final:
             return None
-        serving = self._serving(p.name)
+        serving = self._serving(p.name, p.tenant)
         idle = {"state": "idle", "job_id": None, "feedback_cutoff": p.round_cutoff}
         if job is None or job.state != JobState.SUCCEEDED:
-            self.policies.update(p.name, expect="training", candidate=None, **idle)
+            self.policies.update(p.name, p.tenant, expect="training", candidate=None, **idle)
             return self._decide(p, "loop.retrain_failed", job=p.job_id,
                                 reason=(job.error if job else "job missing") or (job.state.api if job else ""),
                                 serving=_version(self.registry, serving))
         candidate = job.result_model or p.candidate
         if serving is None or serving.digest != p.baseline:
-            self.policies.update(p.name, expect="training", **idle)
+            self.policies.update(p.name, p.tenant, expect="training", **idle)
             return self._decide(p, "loop.discarded", candidate=candidate,
                                 reason="the serving version changed while the candidate trained (rollback or "
                                        "re-tag); the candidate is not promoted")
-        dataset = job.spec.get("dataset", "")
-        gate = run_gate(self.registry, Datasets.of(self.runtime, p.tenant), dataset, candidate, serving.ref,
-                        p.settings.margin, p.settings.val_tolerance)
-        if not gate.passed:
-            self.policies.update(p.name, expect="training", **idle)
-            return self._decide(p, "loop.gate_rejected", candidate=candidate, serving=_version(self.registry, serving),
-                                dataset=dataset, **gate.to_dict())
-        canary = {"candidate": candidate, "serving": _version(self.registry, serving), "share": p.settings.canary_share,
+        dataset = str(job.spec.get("dataset", ""))
+        spec = gate_spec(self.registry, candidate, _version(self.registry, serving) or serving.ref, dataset,
+                         p.settings.margin, p.settings.val_tolerance, p.tenant)
+        gate_job = self.jobs.submit(EVALUATE, spec.model_dump(mode="json"), tenant=p.tenant)
+        self.policies.update(p.name, p.tenant, expect="training", state="gating", job_id=gate_job,
+                             candidate=candidate)
+        return self._decide(p, "loop.gate_started", job=gate_job, candidate=candidate, serving=spec.models[1],
+                            dataset=dataset)
+
+    def _after_gate(self, p: PolicyState) -> str | None:
+        job = self.jobs.get(p.job_id) if p.job_id else None
+        if job is not None and not job.state.final:
+            return None
+        serving = self._serving(p.name, p.tenant)
+        idle = {"state": "idle", "job_id": None, "feedback_cutoff": p.round_cutoff}
+        if job is None or job.state != JobState.SUCCEEDED:
+            self.policies.update(p.name, p.tenant, expect="gating", candidate=None, **idle)
+            return self._decide(p, "loop.gate_failed", job=p.job_id, candidate=p.candidate,
+                                reason=(job.error if job else "job missing") or (job.state.api if job else ""),
+                                serving=_version(self.registry, serving))
+        spec, result = EvaluateSpec.model_validate(job.spec), EvaluateResult.model_validate(job.result or {})
+        candidate, gated_against = spec.models[0], spec.models[1]
+        if serving is None or serving.digest != p.baseline:
+            self.policies.update(p.name, p.tenant, expect="gating", **idle)
+            return self._decide(p, "loop.discarded", candidate=candidate,
+                                reason="the serving version changed while the candidate was gated (rollback or "
+                                       "re-tag); the candidate is not promoted")
+        gate = result.gate
+        if gate is None or not gate.passed:
+            self.policies.update(p.name, p.tenant, expect="gating", **idle)
+            detail = gate.to_dict() if gate else {"passed": False, "reason": "the evaluate job gave no verdict"}
+            return self._decide(p, "loop.gate_rejected", candidate=candidate, serving=gated_against,
+                                dataset=spec.dataset, job=job.id, **detail)
+        canary = {"candidate": candidate, "serving": gated_against, "share": p.settings.canary_share,
                   "salt": secrets.token_hex(8), "min_requests": p.settings.canary_min,
                   "started_at": datetime.now(timezone.utc).isoformat()}
-        self.policies.update(p.name, expect="training", state="canary", canary=canary, job_id=None)
-        self._decide(p, "loop.gate_passed", candidate=candidate, serving=canary["serving"], dataset=dataset,
-                     **gate.to_dict())
+        if not self.policies.update(p.name, p.tenant, expect="gating", state="canary", canary=canary, job_id=None):
+            return None  # a rollback ended the round first
+        self._decide(p, "loop.gate_passed", candidate=candidate, serving=gated_against, dataset=spec.dataset,
+                     job=job.id, **gate.to_dict())
         return self._decide(p, "loop.canary_started", **{k: v for k, v in canary.items() if k != "salt"})
 
     def _judge_canary(self, p: PolicyState) -> str | None:
         c = p.canary or {}
         since = datetime.fromisoformat(c["started_at"])
-        cand = arm_stats(self.db, c["candidate"], since)
+        cand = arm_stats(self.db, c["candidate"], p.tenant, since)
         if cand.requests < c["min_requests"]:
             return None
-        serv = arm_stats(self.db, f"{p.name}:latest", since)
+        serv = arm_stats(self.db, f"{p.name}:latest", p.tenant, since)
         promote, reason = judge(cand, serv)
         numbers = {"candidate_arm": vars(cand), "serving_arm": vars(serv), "reason": reason, **c}
         numbers.pop("salt", None)
-        if not self.policies.update(p.name, expect="canary", state="idle", canary=None, candidate=None,
+        if not self.policies.update(p.name, p.tenant, expect="canary", state="idle", canary=None, candidate=None,
                                     feedback_cutoff=p.round_cutoff):
             return None  # a rollback ended it first
         record_canary_outcome(p.name, c["candidate"].partition(":")[2], "promoted" if promote else "rolled_back")
         if promote:
-            self.registry.tag(c["candidate"], f"{p.name}:latest", replace=True)
+            self.registry.tag(c["candidate"], f"{p.name}:latest", replace=True, tenant=p.tenant)
             return self._decide(p, "loop.promoted", previous=c["serving"], promoted=c["candidate"], **numbers)
         return self._decide(p, "loop.rolled_back", kept=c["serving"], **numbers)
 
     # -- user actions ------------------------------------------------------------------------------
-    def rollback(self, name: str, tenant: str, actor: str, to: str | None = None) -> dict[str, Any]:
+    def rollback(self, name: str, tenant: str, actor: str, to: str | None = None, *,
+                 admin: bool = False) -> dict[str, Any]:
         """End a running canary (the serving version stays), or re-point ``NAME:latest`` to the version
         that served before the current one (or to ``to``). Works while a retrain job runs: its result is
-        then discarded when it finishes, because the serving version changed."""
-        name = name.split(":")[0]
-        p = self.policies.find(name)
-        if p is not None and p.tenant != tenant:
-            p = None
+        then discarded when it finishes, because the serving version changed. Everything is read in
+        ``tenant``'s namespace; a public name is re-pointed by an admin alone."""
+        name = parse_ref(name).name
+        p = self.policies.find(name, tenant)
         if p is not None and p.state == "canary" and to is None and p.canary:
-            if self.policies.update(name, expect="canary", state="idle", canary=None, candidate=None,
+            if self.policies.update(name, tenant, expect="canary", state="idle", canary=None, candidate=None,
                                     feedback_cutoff=p.round_cutoff):
                 self.router.refresh()
                 record_canary_outcome(name, p.canary["candidate"].partition(":")[2], "rolled_back")
                 self._decide(p, "loop.rolled_back", actor=actor, kept=p.canary["serving"],
                              candidate=p.canary["candidate"], reason="rolled back by a user during the canary")
                 return {"name": name, "serving": p.canary["serving"], "ended_canary": p.canary["candidate"]}
-        current = self.registry.get(f"{name}:latest")
-        target = to or self._previous(name, current)
+        current = self.registry.get(f"{name}:latest", tenant=tenant)
+        owner = self.registry.check_write(name, tenant, admin=admin)
+        target = to or self._previous(name, tenant, current)
         if target is None:
             raise Conflict(f"no earlier serving version of {name} is recorded; name one with --to {name}:vN")
-        info = self.registry.get(target if ":" in target else f"{name}:{target}")
-        self.registry.tag(info.ref, f"{name}:latest", replace=True)
+        info = self.registry.get(target if ":" in target else f"{name}:{target}", tenant=tenant)
+        self.registry.add(f"{name}:latest", info.manifest, replace=True, tenant=owner)
         audit(self.db, actor, tenant, "loop.rollback", name, previous=_version(self.registry, current),
-              serving=info.ref, training_job=p.job_id if p and p.state == "training" else None)
+              serving=info.ref, training_job=p.job_id if p and p.state == "training" else None,
+              **({"gate_job": p.job_id} if p and p.state == "gating" else {}))
         return {"name": name, "serving": info.ref, "previous": _version(self.registry, current)}
 
-    def _previous(self, name: str, current: ModelInfo) -> str | None:
+    def _previous(self, name: str, tenant: str, current: ModelInfo) -> str | None:
         """The version ``latest`` pointed at before the promotion that made the current one serve."""
         now = _version(self.registry, current)
-        for e in list_audit(self.db, limit=10_000):
+        for e in list_audit(self.db, tenant=tenant, limit=10_000):
             if e.target == name and e.action == "loop.promoted" and e.detail.get("promoted") == now:
                 return str(e.detail.get("previous"))
         return None
 
     def history(self, name: str, tenant: str) -> dict[str, Any]:
         """Versions (with their metrics and which one serves), the policy, and every loop decision."""
-        name = name.split(":")[0]
-        serving = self._serving(name)
-        if serving is not None and serving.tenant not in (None, tenant):
-            serving = None  # another tenant's private model: absent for this one
+        name = parse_ref(name).name
+        serving = self._serving(name, tenant)
         versions = [{"ref": i.ref, "digest": i.digest, "created_at": i.created_at.isoformat(),
                      "serving": serving is not None and i.digest == serving.digest,
-                     "dataset": (i.manifest.lineage.get("dataset") or {}).get("name"),
-                     "metrics": i.manifest.lineage.get("metrics", {})}
-                    for i in self.registry.list(tenant=tenant) if i.name == name and i.tag != "latest"]
+                     "dataset": i.manifest.lineage.dataset.name if i.manifest.lineage.dataset else None,
+                     "metrics": i.manifest.lineage.metrics or {}}
+                    for i in self.registry.list(tenant=tenant) if i.name == name and i.tag != "latest"
+                    and (serving is None or i.tenant == serving.tenant)]
         if not versions and serving is None:
             raise NotFound(f"model {name!r} not found")
         events = [{"at": e.at.isoformat(), "action": e.action, "actor": e.actor, **e.detail}
                   for e in reversed(list_audit(self.db, tenant=tenant, limit=10_000))
                   if e.target == name and e.action.startswith("loop.")]
-        p = self.policies.find(name)
+        p = self.policies.find(name, tenant)
         return {"name": name, "serving": _version(self.registry, serving) if serving else None, "versions": versions,
-                "policy": p.to_api() if p and p.tenant == tenant else None, "events": events}
+                "policy": p.to_api() if p else None, "events": events}
 
 
 def _version(registry: Any, info: ModelInfo | None) -> str | None:
@@ -255,5 +290,6 @@ def _version(registry: Any, info: ModelInfo | None) -> str | None:
         return None
     if info.tag != "latest":
         return info.ref
-    same = [i.ref for i in registry.list() if i.name == info.name and i.tag != "latest" and i.digest == info.digest]
+    same = [i.ref for i in registry.list() if i.name == info.name and i.tenant == info.tenant
+            and i.tag != "latest" and i.digest == info.digest]
     return same[-1] if same else info.ref

@@ -1,8 +1,9 @@
 """Loop policies: per served model name, when to retrain and how a candidate must prove itself.
 
 The policy row (``loop_policies``) also holds where the current round stands, so a daemon restart
-continues it: ``idle`` (collecting feedback) -> ``training`` (a ``train`` job runs) -> ``canary``
-(the candidate serves a share of traffic) -> ``idle``.
+continues it: ``idle`` (collecting feedback) -> ``training`` (a ``train`` job runs) -> ``gating`` (an
+``evaluate`` job scores the candidate against the serving version; ``job_id`` is then the gate's job)
+-> ``canary`` (the candidate serves a share of traffic) -> ``idle``.
 """
 
 from __future__ import annotations
@@ -68,13 +69,12 @@ class Policies:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    # Policies belong to a tenant's name: (tenant, name) is the key, so two tenants' NAME never meet.
     def set(self, name: str, tenant: str, changes: dict[str, Any]) -> PolicyState:
         """Create or update ``name``'s policy; fields not given keep their value (or the default)."""
         name = parse_ref(name).name
         with self.db.session() as s:
-            row = s.get(LoopPolicy, name)
-            if row is not None and row.tenant != tenant:
-                raise NotFound(f"no loop policy for {name!r}")
+            row = s.get(LoopPolicy, (tenant, name))
             merged = LoopSettings.parse({**(row.settings if row else {}), **changes})
             if row is None:
                 row = LoopPolicy(name=name, tenant=tenant, state="idle", feedback_cutoff=0, round_cutoff=0)
@@ -83,30 +83,30 @@ class Policies:
             s.flush()
             return _state(row)
 
-    def get(self, name: str, tenant: str | None = None) -> PolicyState:
+    def get(self, name: str, tenant: str) -> PolicyState:
         with self.db.session() as s:
-            row = s.get(LoopPolicy, parse_ref(name).name)
-            if row is None or (tenant is not None and row.tenant != tenant):
+            row = s.get(LoopPolicy, (tenant, parse_ref(name).name))
+            if row is None:
                 raise NotFound(f"model {name!r} has no loop policy; set one with `llmos loop set {name}`")
             return _state(row)
 
-    def find(self, name: str) -> PolicyState | None:
+    def find(self, name: str, tenant: str) -> PolicyState | None:
         with self.db.session() as s:
-            row = s.get(LoopPolicy, name)
+            row = s.get(LoopPolicy, (tenant, name))
             return _state(row) if row else None
 
     def list(self, tenant: str | None = None) -> list[PolicyState]:
-        q = select(LoopPolicy).order_by(LoopPolicy.name)
+        q = select(LoopPolicy).order_by(LoopPolicy.tenant, LoopPolicy.name)
         if tenant is not None:
             q = q.where(LoopPolicy.tenant == tenant)
         with self.db.session() as s:
             return [_state(r) for r in s.scalars(q)]
 
-    def update(self, name: str, *, expect: str | None = None, **fields: Any) -> bool:
+    def update(self, name: str, tenant: str, *, expect: str | None = None, **fields: Any) -> bool:
         """Change round fields in one transaction; with ``expect``, only if the state is still that
         (a rollback racing the loop wins cleanly: the loop's stale update does nothing)."""
         with self.db.session() as s:
-            row = s.get(LoopPolicy, name)
+            row = s.get(LoopPolicy, (tenant, name))
             if row is None or (expect is not None and row.state != expect):
                 return False
             for key, value in fields.items():

@@ -101,7 +101,9 @@ def base_model_estimate(kernel: Kernel, factor: float) -> Estimate:
         if not isinstance(base, str):
             return 0
         try:
-            return int(kernel.registry.get(base).manifest.size_bytes * factor)
+            tenant = info.spec.get("tenant")
+            return int(kernel.registry.get(base, tenant=tenant if isinstance(tenant, str) else None)
+                       .manifest.size_bytes * factor)
         except LlmosError:
             return 0  # the job itself reports an unknown model, with a better message
 

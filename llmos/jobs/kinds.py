@@ -5,26 +5,34 @@ module that owns them. The daemon resolves the name when it launches a runner an
 string to the runner process, so a kind registered only in the daemon (a plugin, a test module) still
 runs: the runner imports the entry's module itself.
 
-The entry is called as ``fn(ctx: JobContext, spec: dict) -> dict | None``; the dict is the job's result.
+The entry is called as ``fn(ctx: JobContext, spec: dict) -> BaseModel | dict | None``; that is the job's
+result (a pydantic model is stored as its JSON form; readers parse it back with the same model).
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from llmos.errors import Conflict, InvalidInput
+from llmos.errors import InvalidInput
+from llmos.registry import Registry
 
-JobEntry = Callable[..., "dict[str, Any] | None"]
+JobEntry = Callable[..., Any]  # (ctx, spec) -> pydantic model | dict | None
 
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")  # fits jobs.kind (32 chars)
-_kinds: dict[str, str] = {}
-_drivers: set[str] = set()
-_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class JobKind:
+    entry: str  # "package.module:function"
+    driver: bool = False  # waits on jobs it queues itself; does not count against max_jobs
+
+
+KINDS: Registry[JobKind] = Registry("job kind")
 
 
 def register_job_kind(name: str, entry: str, *, replace: bool = False, driver: bool = False) -> None:
@@ -36,40 +44,25 @@ def register_job_kind(name: str, entry: str, *, replace: bool = False, driver: b
         raise InvalidInput(f"job kind {name!r} must be 1-32 characters: lowercase letters, digits, '_', '-', '.'")
     if not _ENTRY.match(entry):
         raise InvalidInput(f"job kind entry {entry!r} must look like 'package.module:function'")
-    with _lock:
-        if _kinds.get(name, entry) != entry and not replace:
-            raise Conflict(f"job kind {name!r} is already registered as {_kinds[name]!r}")
-        _kinds[name] = entry
-        if driver:
-            _drivers.add(name)
-        else:
-            _drivers.discard(name)
+    KINDS.register(name, JobKind(entry, driver), replace=replace)
 
 
 def unregister_job_kind(name: str) -> None:
-    with _lock:
-        _kinds.pop(name, None)
-        _drivers.discard(name)
+    KINDS.unregister(name)
 
 
 def is_driver_kind(name: str) -> bool:
-    with _lock:
-        return name in _drivers
+    kind = KINDS.find(name)
+    return kind is not None and kind.driver
 
 
 def job_kinds() -> dict[str, str]:
-    with _lock:
-        return dict(_kinds)
+    return {name: kind.entry for name, kind in KINDS.items().items()}
 
 
 def job_kind_entry(name: str) -> str:
     """The entry of a registered kind; InvalidInput naming the known kinds otherwise."""
-    with _lock:
-        entry = _kinds.get(name)
-        known = sorted(_kinds)
-    if entry is None:
-        raise InvalidInput(f"unknown job kind {name!r}; known kinds: {', '.join(known) or 'none registered'}")
-    return entry
+    return KINDS.get(name).entry
 
 
 def load_entry(entry: str) -> JobEntry:

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from llmos.config import Settings, load_settings
 from llmos.db.engine import Database, set_session_guard
 from llmos.jobs.freeze import RunnerGuard
@@ -124,8 +126,10 @@ def _bound_threads(threads: int) -> None:
 
 
 def _succeed(store: JobStore, ctx: JobContext, result: Any) -> None:
+    if isinstance(result, BaseModel):  # a kind's typed result is stored as its JSON form
+        result = result.model_dump(mode="json")
     if result is not None and not isinstance(result, dict):
-        raise TypeError(f"a job function returns a dict or None, not {type(result).__name__}")
+        raise TypeError(f"a job function returns a pydantic model, a dict or None, not {type(result).__name__}")
     json.dumps(result)  # a result that cannot be stored fails the job here, with a traceback
     model = result.get("model") if result else None
     store.transition(ctx.job_id, JobState.SUCCEEDED, sources=[JobState.RUNNING, JobState.PAUSED],

@@ -32,17 +32,16 @@ from typing import Any, Protocol
 from llmos.errors import Conflict, InvalidInput
 from llmos.jobs.freeze import Freezer
 from llmos.jobs.process import Launch
-from llmos.jobs.context import JobContext, JobStop
 from llmos.jobs.store import JobStore
 from llmos.jobs.submit import queue_job
-from llmos.jobs.kinds import is_driver_kind, job_kind_entry, job_kinds, register_job_kind
+from llmos.jobs.kinds import is_driver_kind, job_kind_entry
 from llmos.jobs.procs import (
     UNKNOWN_EXIT, AdoptedProcess, RunnerProcess, Spawn, describe_exit, process_alive, process_started,
     runner_argv, spawn_runner, tail_text,
 )
 from llmos.jobs.types import (
-    API_STATES, SHUTDOWN_REASON, TRANSITIONS, USER_REASON, Control, JobEventInfo, JobInfo, JobPaths,
-    JobProgress, JobState,
+    SHUTDOWN_REASON, USER_REASON, Control, JobEventInfo, JobInfo, JobPaths,
+    JobState,
 )
 from llmos.runtime import Runtime
 

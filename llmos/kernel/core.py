@@ -19,12 +19,14 @@ from llmos.engines.base import Engine
 from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
-from llmos.kernel.request import Request
 from llmos.engines.types import OutputConstraint, StepOutput
+from llmos.kernel.placement import HF, engine_key, place, preferred, split_key
+from llmos.kernel.request import Request
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
 from llmos.store.manifest import ModelInfo
+from llmos.store.names import DEFAULT_TENANT
 from llmos.store.registry import Registry
 
 EngineFactory = Callable[[str], Engine]
@@ -35,11 +37,19 @@ KV_RESERVE = 1.25  # weights x this: room for activations and KV caches of a ful
 class Resolved:
     info: ModelInfo  # what the caller named
     base: ModelInfo  # the full-weights model that runs
-    adapter: str | None  # the adapter's ref when ``info`` is an adapter
+    adapter: str | None  # the adapter's key when ``info`` is an adapter
+    engine: str = HF  # the engine kind that runs it (llmos.kernel.placement)
+    note: str | None = None  # why that is not the model's preferred engine
 
     @property
     def name(self) -> str:
+        """What the caller named, as it names it (never another tenant's qualifier)."""
         return self.info.name if self.info.tag == "latest" else self.info.ref
+
+    @property
+    def key(self) -> str:
+        """The worker and resource-manager key: one engine of one base model."""
+        return engine_key(self.base.key, self.engine)
 
 
 @dataclass
@@ -51,6 +61,8 @@ class ModelState:
     queue: SchedulerStats | None
     expires_in_s: float | None = None
     adapters: list[str] = field(default_factory=list)
+    engine: str = HF
+    routed: list[str] = field(default_factory=list)  # why requests came to this engine and not the preferred one
 
 
 @dataclass
@@ -79,6 +91,7 @@ class Kernel:
         self.resources = ResourceManager(settings.memory_budget, loader=self._factory, estimate=self._estimate,
                                          keep_alive_s=settings.keep_alive)
         self._workers: dict[str, ModelWorker] = {}
+        self._routed: dict[str, set[str]] = {}  # engine key -> why requests were routed to it
         self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
         self._good_constraints: set[tuple[str, tuple[str, str, str, str]]] = set()
         self._checking: dict[tuple[str, tuple[str, str, str, str]], asyncio.Future[None]] = {}
@@ -88,16 +101,19 @@ class Kernel:
         self._sweeper.start()
 
     # -- models ----------------------------------------------------------------------------------
-    def resolve(self, name: str, task: str, *, key: str | None = None, tenant: str | None = None) -> Resolved:
+    def resolve(self, name: str, task: str, *, key: str | None = None,
+                tenant: str | None = DEFAULT_TENANT, needs: str | None = None) -> Resolved:
         """What runs for ``name``; WrongTask (400) naming the models that can do ``task``.
 
-        With a ``tenant``, other tenants' private models are treated as absent (404, never named).
+        ``name`` is read in ``tenant``'s namespace (``None``: public models alone); other tenants'
+        private models are treated as absent (404, never named).
 
         With a ``key`` (the request id) and a ``router`` set, the router may send the request to another
         version of the name first: the feedback loop's canary split (``llmos.feedback.canary``).
+        ``needs`` names what the request asks beyond plain generation (``placement.place``).
         """
         if key is not None and self.router is not None:
-            name = self.router(name, key)
+            name = self.router(name, key, tenant)
         info = self.registry.get(name, tenant=tenant)
         if task not in info.manifest.tasks:
             able = [i.ref for i in self.registry.list(tenant=tenant) if task in i.manifest.tasks]
@@ -105,7 +121,12 @@ class Kernel:
                             f"models that can: {', '.join(able) or 'none'}", models=able)
         target = self._pinned(runs_on(self.registry, info))  # a prompt task answers through its base model
         base = base_of(self.registry, target)
-        return Resolved(info, base, target.ref if base is not target else None)
+        adapter = target.key if base is not target else None
+        where = place(base.manifest, self.settings.engine, task=task, adapter=adapter is not None,
+                      scores=info.manifest.kind == "prompt_task", needs=needs)
+        if where.note is not None:
+            self._routed.setdefault(engine_key(base.key, where.engine), set()).add(where.note)
+        return Resolved(info, base, adapter, where.engine, where.note)
 
     def _pinned(self, info: ModelInfo) -> ModelInfo:
         """``name:latest`` runs as the version tag holding the same manifest. Engines and adapters are
@@ -114,29 +135,43 @@ class Kernel:
         if info.tag != "latest":
             return info
         same = [i for i in self.registry.list()
-                if i.name == info.name and i.tag != "latest" and i.digest == info.digest]
+                if i.name == info.name and i.tenant == info.tenant and i.tag != "latest" and i.digest == info.digest]
         return same[-1] if same else info
 
     def codec(self, r: Resolved) -> PromptCodec:
         return self.codecs.get(r.info, r.base)
 
-    def _load_engine(self, ref: str) -> Engine:
-        return load_engine(self.registry, ref, max_batch_size=self.settings.max_batch, dtype=self.settings.dtype)
+    # Engines, workers and adapters are keyed by ``ModelInfo.key`` (two tenants' NAME never share one),
+    # with the engine kind appended for kinds other than hf (``llmos.kernel.placement.engine_key``).
+    def _load_engine(self, key: str) -> Engine:
+        model_key, engine = split_key(key)
+        if engine == HF:
+            return load_engine(self.registry, model_key, max_batch_size=self.settings.max_batch,
+                               dtype=self.settings.dtype)
+        return load_engine(self.registry, model_key, backend=engine, max_batch_size=self.settings.max_batch,
+                           threads=self.settings.llamacpp_threads, kv_tokens=self.settings.llamacpp_kv_tokens,
+                           context_length=self.registry.get_key(model_key).manifest.context_length)
 
-    def _estimate(self, ref: str) -> int:
-        return int(self.registry.get(ref).manifest.size_bytes * KV_RESERVE)
+    def _estimate(self, key: str) -> int:
+        """Bytes of the files this engine reads (a GGUF for llama.cpp, the rest for transformers), plus room."""
+        model_key, engine = split_key(key)
+        files = self.registry.get_key(model_key).manifest.files
+        gguf = sum(f.size for f in files if f.path.endswith(".gguf"))
+        used = gguf if engine != HF else sum(f.size for f in files) - gguf
+        return int(used * KV_RESERVE)
 
-    def _adapter_path(self, ref: str) -> str:
-        return str(self.registry.snapshot(ref))
+    def _adapter_path(self, key: str) -> str:
+        return str(self.registry.snapshot(key))
 
-    def worker(self, base_ref: str) -> ModelWorker:
+    def worker(self, key: str) -> ModelWorker:
+        """The worker of one engine key (``Resolved.key``; a bare ref is the transformers engine)."""
         with self._lock:
-            w = self._workers.get(base_ref)
+            w = self._workers.get(key)
             if w is None:
                 sched = Scheduler(self.settings.policy, max_queue=self.settings.max_queue,
                                   max_batch=self.settings.max_batch,
                                   max_prefill_tokens=self.settings.max_prefill_tokens)
-                w = self._workers[base_ref] = ModelWorker(base_ref, sched, self.resources, self._deliver,
+                w = self._workers[key] = ModelWorker(key, sched, self.resources, self._deliver,
                                                           self._adapter_path)
             return w
 
@@ -186,7 +221,7 @@ class Kernel:
         A constraint once accepted for a model is known good: compiling is deterministic, so later
         requests with it skip the engine round trip (the engine compiles again from its own cache).
         """
-        key = (r.base.digest, constraint.key)
+        key = (r.key, constraint.key)  # per engine: each kind compiles its own way
         if key in self._good_constraints:
             return
         pending = self._checking.get(key)  # many requests with a new schema at once: one check
@@ -224,8 +259,8 @@ class Kernel:
 
     async def call(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
         """Run one engine call (embed, classify, tag) on the model's worker thread."""
-        self.resources.check_fits(r.base.ref)
-        future = self.worker(r.base.ref).call(fn)
+        self.resources.check_fits(r.key)
+        future = self.worker(r.key).call(fn)
         self._notify()
         return await asyncio.wrap_future(future)
 
@@ -234,25 +269,33 @@ class Kernel:
             self.on_work()
 
     # -- admin -------------------------------------------------------------------------------------
-    def load(self, name: str, keep_alive_s: float | None = None) -> ModelState:
-        base = base_of(self.registry, self._pinned(self.registry.get(name)))
-        self.resources.load(base.ref, keep_alive_s=keep_alive_s)
-        return next(s for s in self.ps() if s.model == base.ref)
+    def load(self, name: str, keep_alive_s: float | None = None, *,
+             tenant: str | None = DEFAULT_TENANT) -> ModelState:
+        """Load the engine that serves generation (or the only engine) of ``name`` as ``tenant`` reads it
+        (``None``: public names alone), and keep it."""
+        base = base_of(self.registry, self._pinned(self.registry.get(name, tenant=tenant)))
+        key = engine_key(base.key, preferred(base.manifest, self.settings.engine))
+        self.resources.load(key, keep_alive_s=keep_alive_s)
+        return next(s for s in self.ps() if engine_key(s.model, s.engine) == key)
 
-    def unload(self, name: str) -> bool:
-        base = base_of(self.registry, self._pinned(self.registry.get(name)))
-        return self.resources.unload(base.ref)
+    def unload(self, name: str, *, tenant: str | None = DEFAULT_TENANT) -> bool:
+        """Unload every engine of ``name``'s base model; False when none was loaded."""
+        base = base_of(self.registry, self._pinned(self.registry.get(name, tenant=tenant)))
+        keys = [k for k in [m.model for m in self.resources.snapshot()] if split_key(k)[0] == base.key]
+        return any([self.resources.unload(k) for k in keys or [base.key]])
 
     def ps(self) -> list[ModelState]:
         loaded = {m.model: m for m in self.resources.snapshot()}
         now = time.monotonic()
         out = []
-        for ref in sorted(set(loaded) | set(self._workers)):
-            m, w = loaded.get(ref), self._workers.get(ref)
+        for key in sorted(set(loaded) | set(self._workers)):
+            m, w = loaded.get(key), self._workers.get(key)
             expires = m.expires_at if m else None
+            ref, engine = split_key(key)
             out.append(ModelState(ref, m is not None, m.footprint if m else 0, m.refcount if m else 0,
                                   w.scheduler.stats() if w else None,
-                                  None if expires is None else max(0.0, expires - now)))
+                                  None if expires is None else max(0.0, expires - now), engine=engine,
+                                  routed=sorted(self._routed.get(key, ()))))
         return out
 
     def activity(self, ttft_window_s: float = 10.0) -> Activity:

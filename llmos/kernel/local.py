@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 
 from llmos.engines.base import Engine
@@ -14,6 +15,9 @@ def stream(engine: Engine, prompt_ids: list[int], params: SamplingParams,
     """Yield each generated token's StepOutput until the engine finishes the sequence."""
     spec = SequenceSpec(new_request_id(), prompt_ids, params, adapter)
     try:
+        if engine.streams:
+            yield from _streamed(engine, spec)
+            return
         out = engine.prefill([spec])[0]
         yield out
         while not out.finished:
@@ -21,3 +25,13 @@ def stream(engine: Engine, prompt_ids: list[int], params: SamplingParams,
             yield out
     finally:
         engine.release([spec.id])
+
+
+def _streamed(engine: Engine, spec: SequenceSpec) -> Iterator[StepOutput]:
+    outputs: queue.Queue[StepOutput] = queue.Queue()
+    engine.start([spec], outputs.put)
+    while True:
+        out = outputs.get()
+        yield out
+        if out.finished:
+            return

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Container, Iterator
 
 from llmos.errors import ConfigError
+from llmos.registry import Registry
 from llmos.kernel.request import Request
 
 
@@ -209,27 +210,24 @@ class FairPolicy(QueuePolicy):
         return {t: len(q) for t, q in self._tenants.items()}
 
 
-_POLICIES: dict[str, type[QueuePolicy]] = {}
+# The policy name comes from settings (LLMOS_QUEUE_POLICY): an unknown one is a configuration error.
+POLICIES: Registry[type[QueuePolicy]] = Registry("queue policy", plural="policies", missing=ConfigError)
 
 
-def register_policy(name: str, cls: type[QueuePolicy]) -> None:
-    """Make ``cls`` available to ``make_policy(name)``; re-registering a name replaces it."""
+def register_policy(name: str, cls: type[QueuePolicy], *, replace: bool = False) -> None:
+    """Make ``cls`` available to ``make_policy(name)``."""
     if not (isinstance(cls, type) and issubclass(cls, QueuePolicy)):
         raise TypeError(f"{cls!r} is not a QueuePolicy subclass")
-    _POLICIES[name] = cls
+    POLICIES.register(name, cls, replace=replace)
 
 
 def make_policy(name: str) -> QueuePolicy:
     """A fresh, empty policy of the registered kind ``name``."""
-    cls = _POLICIES.get(name)
-    if cls is None:
-        known = ", ".join(sorted(_POLICIES))
-        raise ConfigError(f"unknown queue policy {name!r}; known policies: {known}", available=sorted(_POLICIES))
-    return cls()
+    return POLICIES.get(name)()
 
 
 def policy_names() -> list[str]:
-    return sorted(_POLICIES)
+    return POLICIES.names()
 
 
 register_policy("fcfs", FcfsPolicy)

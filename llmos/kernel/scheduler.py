@@ -193,7 +193,7 @@ class Scheduler:
                 req = self._running.get(out.id)
                 if req is None:
                     continue
-                applied += 1
+                applied += out.tokens
                 if self._apply(req, out, now):
                     del self._running[req.id]
                     done.append(req)
@@ -202,10 +202,10 @@ class Scheduler:
             return done
 
     def _apply(self, req: Request, out: StepOutput, now: float) -> bool:
-        """Append one token to ``req``; True when this token ends it."""
-        req.output_ids.append(out.token_id)
+        """Append the output's token(s) to ``req``; True when this output ends it."""
+        req.output_ids.extend([out.token_id] * out.tokens)
         req.output_text += out.text
-        if req.first_token_at is None:
+        if req.first_token_at is None and out.tokens:
             req.first_token_at = now
             self._ttfts.append((now, now - req.arrived))
         if out.finished or out.status.finished:
@@ -297,6 +297,11 @@ class Scheduler:
         with self._lock:
             since = self._clock() - window_s
             return [ttft for at, ttft in self._ttfts if at >= since]
+
+    def can_admit(self) -> bool:
+        """Whether ``step`` would admit a waiting request now (one waits and a slot is free)."""
+        with self._lock:
+            return len(self._queue) > 0 and len(self._running) < self.max_batch
 
     def has_work(self) -> bool:
         with self._lock:

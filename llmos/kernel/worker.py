@@ -18,7 +18,7 @@ from typing import Any
 from llmos.engines.base import Engine
 from llmos.errors import QueueFull
 from llmos.kernel.request import Request
-from llmos.engines.types import SequenceSpec, StepOutput
+from llmos.engines.types import StepOutput
 from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler
 
@@ -87,12 +87,22 @@ class ModelWorker:
             self._wake.notify()
 
     # -- the loop ----------------------------------------------------------------------------------
+    def _ready(self) -> bool:
+        """Whether the loop has something to do now. A streaming engine runs its sequences itself, so
+        its worker acts only to admit waiting requests into free slots (or to run one-off calls)."""
+        if self._calls:
+            return True
+        if self._engine is not None and self._engine.streams:
+            return self.scheduler.can_admit()
+        return self.scheduler.has_work()
+
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._stopped and not self.busy:
+                while not self._stopped and not self._ready():
                     self._release_cancelled()
-                    self._drop_engine()
+                    if not self.busy:
+                        self._drop_engine()
                     self._wake.wait(timeout=1.0)
                 if self._stopped:
                     break
@@ -108,6 +118,9 @@ class ModelWorker:
             return
         self._run_calls(engine)
         self._release_cancelled()
+        if engine.streams:
+            self._admit(engine)
+            return
         batch = self.scheduler.step()
         if batch is not None:
             self._step(engine, batch.prefill, batch.decode)
@@ -172,6 +185,28 @@ class ModelWorker:
         engine.release([r.id for r in finished])
         for req in finished:
             self.deliver(req.id, req)
+
+    def _admit(self, engine: Engine) -> None:
+        """Streaming engine: start the requests the scheduler admits; their tokens come back through
+        ``_on_output`` on the engine's threads."""
+        if not self.scheduler.can_admit():
+            return
+        batch = self.scheduler.step()
+        if batch is None or not batch.prefill:
+            return
+        try:
+            engine.start([r.spec() for r in batch.prefill], self._on_output)
+        except Exception as exc:  # noqa: BLE001 - the engine refused these requests only
+            log.exception("worker %s: engine start failed", self.model)
+            self._fail(engine, [r.id for r in batch.prefill], f"engine error: {exc}")
+
+    def _on_output(self, out: StepOutput) -> None:
+        finished = self.scheduler.update([out])
+        self.deliver(out.id, out)
+        for req in finished:
+            self.deliver(req.id, req)
+        if finished:
+            self._notify()  # a slot is free: admit the next waiting request
 
     def _with_adapters(self, engine: Engine, reqs: list[Request]) -> list[Request]:
         ok = []

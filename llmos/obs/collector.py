@@ -47,27 +47,27 @@ class StateCollector(Collector):
         budget.add_metric([], res.budget_bytes)
         used = GaugeMetricFamily("llmos_memory_used_bytes", "Memory held by loaded models (and loads under way)")
         used.add_metric([], res.used_bytes)
-        loaded = GaugeMetricFamily("llmos_model_loaded", "1 when the model is loaded", labels=["model"])
+        loaded = GaugeMetricFamily("llmos_model_loaded", "1 when the model is loaded", labels=["model", "engine"])
         memory = GaugeMetricFamily("llmos_model_memory_bytes", "Measured footprint of a loaded model",
-                                   labels=["model"])
-        in_use = GaugeMetricFamily("llmos_model_in_use", "Holders of a loaded model now", labels=["model"])
-        waiting = GaugeMetricFamily("llmos_queue_waiting", "Requests waiting in a model's queue", labels=["model"])
-        running = GaugeMetricFamily("llmos_queue_running", "Sequences a model is decoding now", labels=["model"])
+                                   labels=["model", "engine"])
+        in_use = GaugeMetricFamily("llmos_model_in_use", "Holders of a loaded model now", labels=["model", "engine"])
+        waiting = GaugeMetricFamily("llmos_queue_waiting", "Requests waiting in a model's queue", labels=["model", "engine"])
+        running = GaugeMetricFamily("llmos_queue_running", "Sequences a model is decoding now", labels=["model", "engine"])
         capacity = GaugeMetricFamily("llmos_queue_capacity", "Waiting requests a model's queue takes before 503",
-                                     labels=["model"])
-        tps = GaugeMetricFamily("llmos_model_tokens_per_second", "Recent output rate of a model", labels=["model"])
+                                     labels=["model", "engine"])
+        tps = GaugeMetricFamily("llmos_model_tokens_per_second", "Recent output rate of a model", labels=["model", "engine"])
         rejected = CounterMetricFamily("llmos_queue_rejected", "Requests turned away because the queue was full",
-                                       labels=["model"])
+                                       labels=["model", "engine"])
         for s in self.kernel.ps():
-            loaded.add_metric([s.model], 1.0 if s.loaded else 0.0)
-            memory.add_metric([s.model], s.footprint_bytes)
-            in_use.add_metric([s.model], s.in_use)
+            loaded.add_metric([s.model, s.engine], 1.0 if s.loaded else 0.0)
+            memory.add_metric([s.model, s.engine], s.footprint_bytes)
+            in_use.add_metric([s.model, s.engine], s.in_use)
             if s.queue is not None:
-                waiting.add_metric([s.model], s.queue.waiting)
-                running.add_metric([s.model], s.queue.running)
-                capacity.add_metric([s.model], s.queue.max_queue)
-                tps.add_metric([s.model], s.queue.tokens_per_s)
-                rejected.add_metric([s.model], s.queue.rejected)
+                waiting.add_metric([s.model, s.engine], s.queue.waiting)
+                running.add_metric([s.model, s.engine], s.queue.running)
+                capacity.add_metric([s.model, s.engine], s.queue.max_queue)
+                tps.add_metric([s.model, s.engine], s.queue.tokens_per_s)
+                rejected.add_metric([s.model, s.engine], s.queue.rejected)
         return [budget, used, loaded, memory, in_use, waiting, running, capacity, tps, rejected]
 
     def _jobs(self) -> list[Metric]:

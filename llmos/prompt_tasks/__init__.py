@@ -5,7 +5,8 @@ runs it through the kernel for /v1/classify and /v1/tag, and ``evaluate`` scores
 """
 
 from llmos.prompt_tasks.spec import PromptTaskSpec, build_spec, method_for
-from llmos.prompt_tasks.store import KIND, create_prompt_task, is_prompt_task, parent_ref, spec_of
+from llmos.prompt_tasks.store import KIND, create_prompt_task, spec_of
+from llmos.store.manifest import is_prompt_task, parent_ref
 
 __all__ = ["KIND", "PromptTaskSpec", "build_spec", "create_prompt_task", "is_prompt_task", "method_for",
            "parent_ref", "spec_of"]

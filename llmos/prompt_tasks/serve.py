@@ -67,7 +67,7 @@ async def _extract(kernel: Kernel, r: Resolved, spec: PromptTaskSpec, text: str,
     room = (r.base.manifest.context_length or 2048) - len(ids)
     if room < 1:
         raise InvalidInput(f"the extraction prompt has {len(ids)} tokens, which fills the model's context")
-    req = Request(model=r.base.ref, prompt_ids=ids, adapter=r.adapter, tenant=tenant,
+    req = Request(model=r.key, prompt_ids=ids, adapter=r.adapter, tenant=tenant,
                   params=SamplingParams(max_tokens=min(spec.max_new_tokens, room), temperature=0.0))
     stream = await kernel.generate(req)
     output = "".join([out.text async for out in stream])

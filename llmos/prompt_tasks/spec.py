@@ -1,7 +1,7 @@
 """What a prompt-defined task is: a template, a label set (or entity types) and optional examples.
 
 A spec is validated once, when the task is created, so serving never meets a malformed one. It is
-stored inside the task's manifest (``lineage["prompt_task"]``), so the task's digest changes with any
+stored inside the task's manifest (``lineage.prompt_task``), so the task's digest changes with any
 of its parts and every version can be read back exactly.
 
 Methods:

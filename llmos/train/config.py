@@ -88,6 +88,7 @@ class TrainSpec(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     name: str | None = None  # result name[:tag]; default: <base>-<dataset>
     tenant: str = "default"
+    publish: bool = False  # the caller is an admin: a public name takes its results (the API sets this)
     trial: TrialLink | None = None  # set by a tuning job for its trials
 
     @classmethod

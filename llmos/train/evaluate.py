@@ -14,7 +14,6 @@ training (and validation) loss of a run as a PNG.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,8 @@ from typing import Any
 
 import torch
 
-from llmos.data.rows import ClassifyRow, Row, SftRow, TagRow
+from llmos.data.rows import ClassifyRow, Row, TagRow
+from llmos.train.report import ClassScores, ConfusionMatrix, EvalReport
 
 REPORT_SAMPLES = 5  # generated answers kept in an sft report, for a person to read
 
@@ -37,7 +37,7 @@ def _inputs(enc: Any, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def modelmodel_device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -53,14 +53,14 @@ def predict_classes(model: Any, tokenizer: Any, texts: Sequence[str], max_length
 
 
 def classify_report(model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], max_length: int,
-                    batch_size: int) -> dict[str, Any]:
+                    batch_size: int) -> EvalReport:
     gold = [r.label for r in rows if isinstance(r, ClassifyRow)]
     texts = [r.text for r in rows if isinstance(r, ClassifyRow)]
     guess = [labels[i] for i in predict_classes(model, tokenizer, texts, max_length, batch_size)]
     return score_classes(gold, guess, labels)
 
 
-def score_classes(gold: Sequence[str], guess: Sequence[str], labels: list[str]) -> dict[str, Any]:
+def score_classes(gold: Sequence[str], guess: Sequence[str], labels: list[str]) -> EvalReport:
     """The classify report for predictions made by any means (a fine-tuned head, a prompt task)."""
     from sklearn.metrics import classification_report, confusion_matrix
 
@@ -69,15 +69,15 @@ def score_classes(gold: Sequence[str], guess: Sequence[str], labels: list[str]) 
     report = classification_report(gold, guess, labels=names, output_dict=True, zero_division=0)
     per_class = {n: _prf(report[n]) for n in names}
     accuracy = sum(g == p for g, p in zip(gold, guess)) / max(1, len(gold))
-    macro_f1 = sum(c["f1"] for c in per_class.values()) / max(1, len(per_class))
-    return {"task": "classify", "rows": len(gold), "metrics": {"accuracy": accuracy, "macro_f1": macro_f1},
-            "per_class": per_class, "unseen_labels": dict(unseen),
-            "confusion_matrix": {"labels": names, "matrix": confusion_matrix(gold, guess, labels=names).tolist()}}
+    macro_f1 = sum(c.f1 for c in per_class.values()) / max(1, len(per_class))
+    matrix = ConfusionMatrix(labels=names, matrix=confusion_matrix(gold, guess, labels=names).tolist())
+    return EvalReport(task="classify", rows=len(gold), metrics={"accuracy": accuracy, "macro_f1": macro_f1},
+                      per_class=per_class, unseen_labels=dict(unseen), confusion_matrix=matrix)
 
 
-def _prf(entry: dict[str, float]) -> dict[str, float]:
-    return {"precision": float(entry["precision"]), "recall": float(entry["recall"]),
-            "f1": float(entry["f1-score"]), "support": int(entry["support"])}
+def _prf(entry: dict[str, float]) -> ClassScores:
+    return ClassScores(precision=float(entry["precision"]), recall=float(entry["recall"]),
+                       f1=float(entry["f1-score"]), support=int(entry["support"]))
 
 
 # -- tag ------------------------------------------------------------------------------------------
@@ -103,14 +103,14 @@ def predict_tags(model: Any, tokenizer: Any, sentences: Sequence[list[str]], lab
 
 
 def tag_report(model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], max_length: int,
-               batch_size: int) -> dict[str, Any]:
+               batch_size: int) -> EvalReport:
     tagged = [r for r in rows if isinstance(r, TagRow)]
     gold = [list(r.tags) for r in tagged]
     guess = predict_tags(model, tokenizer, [r.tokens for r in tagged], labels, max_length, batch_size)
     return score_tags(gold, guess, labels)
 
 
-def score_tags(gold: list[list[str]], guess: list[list[str]], labels: list[str]) -> dict[str, Any]:
+def score_tags(gold: list[list[str]], guess: list[list[str]], labels: list[str]) -> EvalReport:
     """The tag report for IOB2 predictions made by any means (a fine-tuned head, a prompt task)."""
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
@@ -122,8 +122,8 @@ def score_tags(gold: list[list[str]], guess: list[list[str]], labels: list[str])
     metrics = {"f1": float(f1_score(gold, guess, zero_division=0)),
                "precision": float(precision_score(gold, guess, zero_division=0)),
                "recall": float(recall_score(gold, guess, zero_division=0)), "token_accuracy": token_acc}
-    return {"task": "tag", "rows": len(gold), "tokens": tokens, "metrics": metrics, "per_entity": entities,
-            "unseen_tags": dict(unseen)}
+    return EvalReport(task="tag", rows=len(gold), tokens=tokens, metrics=metrics, per_entity=entities,
+                      unseen_tags=dict(unseen))
 
 
 @torch.inference_mode()

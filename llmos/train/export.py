@@ -16,14 +16,15 @@ from pathlib import Path
 
 from llmos.errors import Conflict, InvalidInput
 from llmos.store.manifest import ModelInfo
+from llmos.store.names import DEFAULT_TENANT
 from llmos.store.registry import Registry
 
 TEMPLATE_FILE = "chat_template.jinja"
 
 
-def export_model(registry: Registry, ref: str, out: Path) -> Path:
+def export_model(registry: Registry, ref: str, out: Path, *, tenant: str | None = DEFAULT_TENANT) -> Path:
     """Write ``ref`` to the new folder ``out``; returns it."""
-    info = registry.get(ref)
+    info = registry.get(ref, tenant=tenant)
     out = out.expanduser().absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise Conflict(f"{out} exists and is not an empty folder; choose a new one", param="dir")
@@ -59,7 +60,7 @@ def _copy(snapshot: Path, stage: Path) -> None:
 def _merge(registry: Registry, info: ModelInfo, stage: Path) -> None:
     from llmos.train.loading import load_trained
 
-    loaded = load_trained(registry, info.ref)
+    loaded = load_trained(registry, info.key)
     merged = loaded.model.merge_and_unload()
     merged.save_pretrained(stage, safe_serialization=True)
     if info.manifest.chat_template:

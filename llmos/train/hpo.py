@@ -26,7 +26,10 @@ from llmos.errors import LlmosError
 from llmos.jobs.types import JobPaths
 from llmos.train.config import Hyperparameters, TrainSpec, TrialLink
 from llmos.train.job import REPORT_FILE, RunResult, job_result, publish, published_by
-from llmos.train.plan import TrainEnv, TrainPlan, plan_training
+from llmos.train.report import EvalReport
+from llmos.train.results import TuneJobResult
+from llmos.train.plan import TrainEnv, TrainPlan, load_plan, plan_training
+from llmos.train.plan_record import PlannedSpec, PlanRecord
 from llmos.train.space import Dimension, distributions, fixed_knobs, resolve_space
 from llmos.train.trials import TrialEnd, TrialJobs
 
@@ -54,12 +57,15 @@ class TuneSpec(TrainSpec):
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
     startup_trials: int = Field(2, ge=0, le=100, description="trials run to the end before any is pruned")
+    plan: PlanRecord | None = None  # the plan of the fixed hyperparameters, made before the job was queued
 
-    def trial_spec(self, params: dict[str, Any], link: TrialLink | None = None) -> TrainSpec:
-        """The ``train`` spec of one trial: the fixed hyperparameters with the trial's params on top."""
+    def trial_spec(self, params: dict[str, Any], link: TrialLink | None = None) -> PlannedSpec:
+        """The ``train`` spec of one trial: the fixed hyperparameters with the trial's params on top, and
+        the study's plan with those knobs (the trial's runner does not plan again)."""
         hp = Hyperparameters.model_validate({**fixed_knobs(self.hyperparameters), **params})
         fields = self.model_dump(include=set(TrainSpec.model_fields) - {"hyperparameters", "trial"})
-        return TrainSpec(**fields, hyperparameters=hp, trial=link)
+        plan = self.plan.with_hyperparameters(hp) if self.plan is not None else None
+        return PlannedSpec(**fields, hyperparameters=hp, trial=link, plan=plan)
 
 
 @dataclass
@@ -80,25 +86,36 @@ class TunePlan:
 
 
 def plan_tuning(env: TrainEnv, spec: TuneSpec) -> TunePlan:
-    """Check a tuning request as a fine-tuning one (base, dataset, task, method, name) plus its space."""
+    """Check a tuning request as a fine-tuning one (base, dataset, task, method, name) plus its space.
+    The pinned spec carries the plan, so the tuning job and its trials never plan again."""
     train = plan_training(env, spec.trial_spec({}))
     space = resolve_space(spec.space, spec.hyperparameters, train.task.name, train.method.name)
     pinned = spec.model_copy(update={
         "dataset": train.spec.dataset, "task": train.task.name, "method": train.method.name,
-        "space": {k: v.model_dump(exclude_none=True) for k, v in space.items()}})
+        "space": {k: v.model_dump(exclude_none=True) for k, v in space.items()}, "plan": train.record()})
     direction = "maximize" if train.task.greater_is_better else "minimize"
     return TunePlan(pinned, train, space, train.task.metric, direction)
 
 
-def tune_job(ctx: "JobContext", spec: dict[str, Any]) -> dict[str, Any]:
+def load_tuning(env: TrainEnv, spec: TuneSpec) -> TunePlan:
+    """A planned tuning job's plan, read back from its spec (the dataset is not read: trials read it)."""
+    if spec.plan is None:  # queued without a plan
+        return plan_tuning(env, spec)
+    train = load_plan(env, spec.trial_spec({}), spec.plan, rows=False)
+    space = resolve_space(spec.space, spec.hyperparameters, train.task.name, train.method.name)
+    direction = "maximize" if train.task.greater_is_better else "minimize"
+    return TunePlan(spec, train, space, train.task.metric, direction)
+
+
+def tune_job(ctx: "JobContext", spec: dict[str, Any]) -> TuneJobResult:
     """Entry point of the ``tune`` job kind (see ``llmos.jobs.kinds``)."""
     parsed = TuneSpec.parse(spec)
     store = ctx.store
     env = TrainEnv(store.registry, Datasets(store.registry.db, store.blobs, ctx.settings.locks_dir, parsed.tenant))
     done = published_by(env.registry, ctx.job_id)
     if done is not None:  # a retry after the best model was registered
-        return {**job_result(done), "study": done.manifest.lineage.get("tuning")}
-    plan = plan_tuning(env, parsed)
+        return TuneJobResult(**job_result(done).model_dump(), study=done.manifest.lineage.tuning)
+    plan = load_tuning(env, parsed)
     ctx.log(f"tuning {plan.train.base.ref} on {plan.train.dataset.ref} ({plan.train.task.name.value}, "
             f"{plan.train.method.name}): {plan.spec.trials} trials, {plan.direction} validation {plan.metric}; "
             f"space {', '.join(f'{k}={v.describe()}' for k, v in plan.space.items())}")
@@ -108,7 +125,7 @@ def tune_job(ctx: "JobContext", spec: dict[str, Any]) -> dict[str, Any]:
     info = promote(plan, study, summary, env, ctx)
     ctx.log(f"registered {info.ref} from trial {summary['best']['number']} ({plan.metric} "
             f"{summary['best']['value']:.4f}); {summary['counts']}")
-    return {**job_result(info), "study": summary}
+    return TuneJobResult(**job_result(info).model_dump(), study=summary)
 
 
 def open_study(plan: TunePlan, ctx: "JobContext") -> "optuna.Study":
@@ -222,8 +239,10 @@ def promote(plan: TunePlan, study: "optuna.Study", summary: dict[str, Any], env:
     folder = JobPaths.of(ctx.settings.jobs_dir, best["job_id"]).work / "result"
     if not (folder / REPORT_FILE).is_file():
         raise TuningFailed(f"the best trial's result ({folder}) is gone; run the study again")
-    train = plan_training(env, plan.spec.trial_spec(best["params"]))
-    report = json.loads((folder / REPORT_FILE).read_text())
+    best_spec = plan.spec.trial_spec(best["params"])
+    train = (load_plan(env, best_spec, best_spec.plan, rows=False) if best_spec.plan is not None
+             else plan_training(env, best_spec))
+    report = EvalReport.read(folder / REPORT_FILE)
     (folder / STUDY_FILE).write_text(json.dumps(summary, indent=2, default=float))
     result = RunResult(folder, train.method.result_kind(train.task), report, None)
     extra = {"tuning": {**{k: v for k, v in summary.items() if k != "trials"}, "file": STUDY_FILE,

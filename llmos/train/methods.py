@@ -17,13 +17,13 @@ Built-ins register one call each, like PEFT's ``register_peft_method``:
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos.data.rows import Task
 from llmos.errors import InvalidInput
+from llmos.registry import Registry
 
 if TYPE_CHECKING:
     from llmos.store.manifest import ModelInfo
@@ -152,30 +152,20 @@ def linear_targets(model: Any) -> list[str]:
 
 
 # -- the registry ---------------------------------------------------------------------------------
-_methods: dict[str, Method] = {}
-_lock = threading.Lock()
+METHODS: Registry[Method] = Registry("method", param="method")
 DEFAULT_METHOD: dict[Task, str] = {Task.classify: "full", Task.tag: "full", Task.sft: "lora"}
 
 
 def register_method(method: Method, *, replace: bool = False) -> None:
-    with _lock:
-        if method.name in _methods and not replace:
-            raise ValueError(f"method {method.name!r} is already registered")
-        _methods[method.name] = method
+    METHODS.register(method.name, method, replace=replace)
 
 
 def get_method(name: str) -> Method:
-    with _lock:
-        method = _methods.get(name)
-        known = sorted(_methods)
-    if method is None:
-        raise InvalidInput(f"unknown method {name!r}; known methods: {', '.join(known)}", param="method")
-    return method
+    return METHODS.get(name)
 
 
 def method_names() -> list[str]:
-    with _lock:
-        return sorted(_methods)
+    return METHODS.names()
 
 
 register_method(FullMethod())

@@ -1,9 +1,11 @@
 """Checking a fine-tuning request before anything runs, and the splits it trains and reports on.
 
-``plan_training`` is called by the API (and the CLI through it) before a job is queued, and again by
-the job itself: every mistake a user can make is a clear error here, with nothing registered and no
-job left behind. It resolves the base model, the dataset version (pinned: a later import does not
-change what a queued job trains on), the task, the method and the concrete hyperparameters.
+``plan_training`` is called by the API (and the CLI through it) before a job is queued: every mistake
+a user can make is a clear error here, with nothing registered and no job left behind. It resolves
+the base model, the dataset version (pinned: a later import does not change what a queued job trains
+on), the task, the method, the concrete hyperparameters and the rows of each split. The plan travels
+with the job as data (``TrainPlan.job_spec()``, a ``PlanRecord``); the runner reads it back with
+``load_plan`` (digests re-checked, the rows read once) instead of planning again.
 
 Splits: ``train`` rows train (all rows when the dataset is not split); ``validation`` rows pick the best
 checkpoint and drive early stopping, and when the dataset has none they are held out of the training
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmos.data.info import DatasetInfo
@@ -24,10 +26,11 @@ from llmos.data.rows import Row, Task
 from llmos.data.split import SplitOptions, split_rows
 from llmos.errors import Conflict, InvalidInput
 from llmos.store.manifest import ModelInfo
-from llmos.store.names import parse_ref
+from llmos.store.names import key_of, parse_ref
 from llmos.store.registry import Registry
 from llmos.train.config import TrainConfig, TrainSpec, resolve, stretch_epochs
 from llmos.train.methods import DEFAULT_METHOD, Method, get_method
+from llmos.train.plan_record import PlanRecord, PlannedDataset, PlannedModel, PlannedSpec, PlannedSplits, RowPick
 from llmos.train.task_kinds import TrainTask, get_task
 
 if TYPE_CHECKING:
@@ -53,9 +56,19 @@ class Splits:
     train: list[Row]
     validation: list[Row]
     report: list[Row]
-    report_split: str  # "test" or "validation"
-    held_out: bool  # validation rows were carved out of the training rows
-    warnings: list[str] = field(default_factory=list)
+    picks: PlannedSplits  # which rows of which dataset split each one is (what the job's spec keeps)
+
+    @property
+    def report_split(self) -> str:  # "test" or "validation"
+        return self.picks.report_split
+
+    @property
+    def held_out(self) -> bool:  # validation rows were carved out of the training rows
+        return self.picks.held_out
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.picks.warnings
 
 
 @dataclass
@@ -67,15 +80,28 @@ class TrainPlan:
     method: Method
     config: TrainConfig
     output: str  # name, or name:tag when the user gave one
+    owner: str | None  # whose namespace the result goes to (None: public)
     labels: list[str]
     splits: Splits
+
+    def record(self) -> PlanRecord:
+        """The plan as data, for the job's spec."""
+        base = PlannedModel(ref=self.base.ref, digest=self.base.digest,
+                            context_length=self.base.manifest.context_length)
+        return PlanRecord(base=base, dataset=PlannedDataset(ref=self.dataset.ref, digest=self.dataset.digest),
+                          task=self.task.name, method=self.method.name, config=self.config, output=self.output,
+                          labels=self.labels, splits=self.splits.picks)
+
+    def job_spec(self) -> dict[str, Any]:
+        """The ``train`` job's spec: the pinned request and the plan the runner reads back."""
+        return PlannedSpec(**dict(self.spec), plan=self.record()).model_dump(mode="json")
 
     def summary(self) -> dict[str, Any]:
         """What the API returns about a queued job's plan (and the job stores)."""
         return {"base": self.base.ref, "dataset": self.dataset.ref, "task": self.task.name.value,
                 "method": self.method.name, "output": self.output, "labels": self.labels,
-                "rows": {"train": len(self.splits.train), "validation": len(self.splits.validation),
-                         self.splits.report_split: len(self.splits.report)},
+                "rows": {"train": self.splits.picks.train.rows, "validation": self.splits.picks.validation.rows,
+                         self.splits.report_split: self.splits.picks.report.rows},
                 "hyperparameters": self.config.to_dict(), "warnings": self.splits.warnings}
 
 
@@ -87,7 +113,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     task.check_base(base)
     method = get_method(spec.method or DEFAULT_METHOD[task.name])
     method.check(task, base)
-    output = _output(env.registry, spec, base, dataset)
+    output, owner = _output(env.registry, spec, base, dataset)
     config = resolve(spec.hyperparameters, task.name, method.name, base.manifest.context_length)
     rows = list(env.datasets.rows(dataset.name, dataset.version))
     splits = make_splits(rows, dataset, config)
@@ -95,7 +121,25 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     labels = task.label_set(splits.train)
     task.check_rows(splits.train, labels, f"dataset {dataset.ref}")
     pinned = spec.model_copy(update={"dataset": dataset.ref, "task": task.name, "method": method.name})
-    return TrainPlan(pinned, base, dataset, task, method, config, output, labels, splits)
+    return TrainPlan(pinned, base, dataset, task, method, config, output, owner, labels, splits)
+
+
+def load_plan(env: TrainEnv, spec: TrainSpec, record: PlanRecord, *, rows: bool = True) -> TrainPlan:
+    """The plan a job was queued with, resolved again without planning: the base model and the dataset
+    version must still be the ones planned (same digests); the rows are read once and picked as planned.
+    Without ``rows`` the dataset is not read (a tuning job needs the plan, not the rows)."""
+    base = env.registry.get(record.base.ref, tenant=env.datasets.tenant)
+    if base.digest != record.base.digest:
+        raise Conflict(f"model {record.base.ref} changed since the job was planned ({record.base.digest[:19]} -> "
+                       f"{base.digest[:19]}); submit the job again", param="model")
+    dataset = env.datasets.get(record.dataset.ref)
+    if dataset.digest != record.dataset.digest:
+        raise Conflict(f"dataset {record.dataset.ref} is not the version the job was planned on", param="dataset")
+    found = list(env.datasets.rows(dataset.name, dataset.version)) if rows else []
+    splits = select_splits(found, record.splits, dataset.ref) if rows else Splits([], [], [], record.splits)
+    owner = env.registry.check_write(parse_ref(record.output).name, spec.tenant, admin=spec.publish)
+    return TrainPlan(spec, base, dataset, get_task(record.task), get_method(record.method), record.config,
+                     record.output, owner, list(record.labels), splits)
 
 
 def _base(registry: Registry, ref: str, tenant: str) -> ModelInfo:
@@ -113,49 +157,79 @@ def _task(spec: TrainSpec, dataset: DatasetInfo) -> Task:
     return dataset.task
 
 
-def _output(registry: Registry, spec: TrainSpec, base: ModelInfo, dataset: DatasetInfo) -> str:
-    """The result's name. With a tag, that tag must be free (a version is never overwritten); without
-    one, results become ``name:v1``, ``name:v2``... and ``name:latest``, so the name must be new or
-    already hold such versions: training never re-points another model's ``latest``."""
+def _output(registry: Registry, spec: TrainSpec, base: ModelInfo, dataset: DatasetInfo) -> tuple[str, str | None]:
+    """The result's name and namespace. With a tag, that tag must be free (a version is never
+    overwritten); without one, results become ``name:v1``, ``name:v2``... and ``name:latest``, so the
+    name must be new or already hold such versions: training never re-points another model's ``latest``.
+    A public name takes results from an admin alone (403 otherwise)."""
     name = spec.name or f"{base.name}-{dataset.name}"
     ref = parse_ref(name)
+    owner = registry.check_write(ref.name, spec.tenant, admin=spec.publish)
+    if owner is None and base.tenant is not None:
+        raise InvalidInput(f"{ref.name} is public; a public model needs a public base, not the private "
+                           f"{base.ref}", param="name")
     if ":" in name:
-        if registry.exists(str(ref)):
+        if registry.find_key(key_of(owner, ref)) is not None:
             raise Conflict(f"model {ref} already exists; choose another name or tag", param="name")
-        return name
-    tags = [i.tag for i in registry.list() if i.name == ref.name]
+        return name, owner
+    tags = [i.tag for i in registry.list() if i.name == ref.name and i.tenant == owner]
     if tags and not any(re.fullmatch(r"v\d+", t) for t in tags):
         raise Conflict(f"model {ref.name} already exists and is not a fine-tuned series (name:v1, name:v2...); "
                        "choose another name, or give a new name:tag", param="name")
-    return name
+    return name, owner
 
 
 def make_splits(rows: list[Row], dataset: DatasetInfo, cfg: TrainConfig) -> Splits:
     """Training, validation and report rows (see the module docstring); seeded, so a resume sees the same."""
     if not rows:
         raise InvalidInput(f"dataset {dataset.ref} has no rows", param="dataset")
-    by_split: dict[str | None, list[Row]] = {}
-    for row in rows:
-        by_split.setdefault(row.split, []).append(row)
-    train = by_split.get("train", []) if dataset.counts.splits else rows
-    if not train:
+    by_split = _by_split(rows)
+    train_from = "train" if dataset.counts.splits else None
+    source = by_split.get(train_from, []) if train_from else rows
+    if not source:
         have = ", ".join(f"{k} {len(v)}" for k, v in by_split.items() if k)
         raise InvalidInput(f"dataset {dataset.ref} has no training rows (splits: {have}); import rows into a "
                            "'train' split", param="dataset")
-    validation, held_out, warnings = by_split.get("validation", []), False, []
-    if not validation:
-        train, validation = _hold_out(train, dataset, cfg, warnings)
-        held_out = True
+    train, warnings = list(range(len(source))), []
+    if by_split.get("validation"):
+        val_from, validation, held_out = "validation", list(range(len(by_split["validation"]))), False
+    else:
+        train, validation = _hold_out(source, dataset, cfg, warnings)
+        val_from, held_out = train_from, True
     test = by_split.get("test", [])
-    report, report_split = (test, "test") if test else (validation, "validation")
-    train = _sample(train, cfg.max_train_rows, cfg.seed)
-    validation = _sample(validation, cfg.max_eval_rows, cfg.seed)
-    report = _sample(report, cfg.max_eval_rows, cfg.seed)
-    return Splits(train, validation, report, report_split, held_out, warnings)
+    report_from, report = ("test", list(range(len(test)))) if test else (val_from, validation)
+
+    def pick(split: str | None, positions: list[int], limit: int | None) -> RowPick:
+        of = len(rows) if split is None else len(by_split.get(split, []))  # None: every row of the version
+        return RowPick.of_indices(split, of, _sample(positions, limit, cfg.seed))
+
+    picks = PlannedSplits(train=pick(train_from, train, cfg.max_train_rows),
+                          validation=pick(val_from, validation, cfg.max_eval_rows),
+                          report=pick(report_from, report, cfg.max_eval_rows),
+                          report_split="test" if test else "validation", held_out=held_out, warnings=warnings)
+    return select_splits(rows, picks, dataset.ref)
+
+
+def select_splits(rows: list[Row], picks: PlannedSplits, where: str) -> Splits:
+    """The rows a plan's picks name, out of the dataset version's rows (in stored order)."""
+    by_split = _by_split(rows)
+
+    def pick(p: RowPick) -> list[Row]:
+        return p.select(by_split.get(p.split, []) if p.split else rows, where)
+
+    return Splits(pick(picks.train), pick(picks.validation), pick(picks.report), picks)
+
+
+def _by_split(rows: list[Row]) -> dict[str | None, list[Row]]:
+    by_split: dict[str | None, list[Row]] = {}
+    for row in rows:
+        by_split.setdefault(row.split, []).append(row)
+    return by_split
 
 
 def _hold_out(train: list[Row], dataset: DatasetInfo, cfg: TrainConfig,
-              warnings: list[str]) -> tuple[list[Row], list[Row]]:
+              warnings: list[str]) -> tuple[list[int], list[int]]:
+    """Positions in ``train`` that stay training rows, and those held out for validation."""
     if len(train) < MIN_ROWS_TO_SPLIT:
         raise InvalidInput(f"dataset {dataset.ref} has {len(train)} training row(s) and no validation split: too few "
                            f"to hold out validation rows (need at least {MIN_ROWS_TO_SPLIT}); add rows or import a "
@@ -164,12 +238,13 @@ def _hold_out(train: list[Row], dataset: DatasetInfo, cfg: TrainConfig,
     warnings.extend(report.warnings)
     warnings.append(f"no validation split: held out {report.counts['validation']} of {len(train)} training rows "
                     f"(seed {cfg.seed}{', stratified' if report.stratified else ''})")
-    return [r for r in out if r.split == "train"], [r for r in out if r.split == "validation"]
+    return ([i for i, r in enumerate(out) if r.split == "train"],
+            [i for i, r in enumerate(out) if r.split == "validation"])
 
 
-def _sample(rows: list[Row], limit: int | None, seed: int) -> list[Row]:
-    if limit is None or len(rows) <= limit:
-        return rows
-    picked = sorted(random.Random(seed).sample(range(len(rows)), limit))
-    return [rows[i] for i in picked]
+def _sample(positions: list[int], limit: int | None, seed: int) -> list[int]:
+    if limit is None or len(positions) <= limit:
+        return positions
+    picked = sorted(random.Random(seed).sample(range(len(positions)), limit))
+    return [positions[i] for i in picked]
 

@@ -19,6 +19,7 @@ from llmos.train.task_kinds import IGNORE, TrainTask, quiet_load, register_task
 
 if TYPE_CHECKING:
     from llmos.store.manifest import ModelInfo
+    from llmos.train.report import EvalReport
     from llmos.train.config import TrainConfig
 
 
@@ -64,7 +65,7 @@ class SftTask(TrainTask):
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, padding=True)
 
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
-               chat_template: str | None) -> dict[str, Any]:
+               chat_template: str | None) -> "EvalReport":
         return sft_report(model, tokenizer, rows, chat_template, cfg)
 
 
@@ -114,9 +115,10 @@ register_task(SftTask())
 
 
 # -- the sft report ------------------------------------------------------------------------------------------
-def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: str | None, cfg: Any) -> dict[str, Any]:
+def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: str | None, cfg: Any) -> "EvalReport":
     """Teacher-forced answer loss, then greedy answers scored by exact match and token F1."""
     from llmos.train.evaluate import REPORT_SAMPLES, generate, normalise_answer, token_f1
+    from llmos.train.report import EvalReport, SampleAnswer
 
     chats = [r for r in rows if isinstance(r, SftRow)]
     loss = answer_loss(model, tokenizer, chats, chat_template, cfg.max_length, cfg.batch_size)
@@ -126,11 +128,11 @@ def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: s
     refs = [target_text(r) for r in sample]
     em = sum(normalise_answer(a) == normalise_answer(r) for a, r in zip(answers, refs)) / max(1, len(refs))
     f1 = sum(token_f1(a, r) for a, r in zip(answers, refs)) / max(1, len(refs))
-    samples = [{"prompt": r.to_messages()[-2].content if len(r.to_messages()) > 1 else "", "reference": ref,
-                "generated": a} for r, ref, a in list(zip(sample, refs, answers))[:REPORT_SAMPLES]]
-    return {"task": "sft", "rows": len(chats), "generated_rows": len(sample),
-            "metrics": {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "exact_match": em, "token_f1": f1},
-            "samples": samples}
+    samples = [SampleAnswer(prompt=r.to_messages()[-2].content if len(r.to_messages()) > 1 else "", reference=ref,
+                            generated=a) for r, ref, a in list(zip(sample, refs, answers))[:REPORT_SAMPLES]]
+    return EvalReport(task="sft", rows=len(chats), generated_rows=len(sample), samples=samples,
+                      metrics={"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "exact_match": em,
+                               "token_f1": f1})
 
 
 def answer_loss(model: Any, tokenizer: Any, rows: Sequence[SftRow], chat_template: str | None, max_length: int,

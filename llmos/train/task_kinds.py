@@ -14,7 +14,6 @@ a job without loading them.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.data.rows import ClassifyRow, Row, TagRow, Task
 from llmos.errors import InvalidInput, WrongTask
+from llmos.registry import Registry
 
 if TYPE_CHECKING:
     from llmos.store.manifest import ModelInfo
+    from llmos.train.report import EvalReport
     from llmos.train.config import TrainConfig
 
 IGNORE = -100  # the label id cross-entropy skips: padding, later sub-tokens, labels the model lacks
@@ -76,36 +77,25 @@ class TrainTask(ABC):
 
     @abstractmethod
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
-               chat_template: str | None) -> dict[str, Any]:
-        """The evaluation report (JSON-serialisable) of ``model`` on ``rows``."""
+               chat_template: str | None) -> "EvalReport":
+        """The evaluation report of ``model`` on ``rows``."""
 
 
 # -- the registry ---------------------------------------------------------------------------------
-_tasks: dict[str, TrainTask] = {}
-_lock = threading.Lock()
+TASKS: Registry[TrainTask] = Registry("task", param="task")
 
 
 def register_task(task: TrainTask, *, replace: bool = False) -> None:
     """Make ``task`` trainable under ``task.name``."""
-    with _lock:
-        if task.name.value in _tasks and not replace:
-            raise ValueError(f"task {task.name.value!r} is already registered")
-        _tasks[task.name.value] = task
+    TASKS.register(task.name.value, task, replace=replace)
 
 
 def get_task(name: Task | str) -> TrainTask:
-    key = name.value if isinstance(name, Task) else str(name)
-    with _lock:
-        task = _tasks.get(key)
-        known = sorted(_tasks)
-    if task is None:
-        raise InvalidInput(f"unknown task {key!r}; known tasks: {', '.join(known)}", param="task")
-    return task
+    return TASKS.get(name.value if isinstance(name, Task) else str(name))
 
 
 def task_names() -> list[str]:
-    with _lock:
-        return sorted(_tasks)
+    return TASKS.names()
 
 
 # -- shared pieces --------------------------------------------------------------------------------
@@ -197,7 +187,7 @@ class ClassifyTask(TrainTask):
         return metrics
 
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
-               chat_template: str | None) -> dict[str, Any]:
+               chat_template: str | None) -> "EvalReport":
         from llmos.train.evaluate import classify_report
 
         return classify_report(model, tokenizer, rows, labels, cfg.max_length, cfg.batch_size)
@@ -257,7 +247,7 @@ class TagTask(TrainTask):
         return metrics
 
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
-               chat_template: str | None) -> dict[str, Any]:
+               chat_template: str | None) -> "EvalReport":
         from llmos.train.evaluate import tag_report
 
         return tag_report(model, tokenizer, rows, labels, cfg.max_length, cfg.batch_size)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.jobs.context import JobStop
 from llmos.jobs.submit import queue_job
 from llmos.jobs.types import Control, JobInfo, JobPaths, JobState
+from llmos.train.results import TrialResult
 
 if TYPE_CHECKING:
     from llmos.jobs.context import JobContext
@@ -84,8 +85,9 @@ class TrialJobs:
 
     def _ended(self, info: JobInfo, pruned: bool, intermediate: dict[int, float]) -> TrialEnd:
         shutil.rmtree(JobPaths.of(self.ctx.settings.jobs_dir, info.id).checkpoints, ignore_errors=True)
-        if info.state == JobState.SUCCEEDED and info.result and info.result.get("value") is not None:
-            return TrialEnd("complete", float(info.result["value"]), info, intermediate=intermediate)
+        result = TrialResult.model_validate(info.result) if info.state == JobState.SUCCEEDED and info.result else None
+        if result is not None and result.value is not None:
+            return TrialEnd("complete", result.value, info, intermediate=intermediate)
         if info.state == JobState.CANCELLED and pruned:
             return TrialEnd("pruned", None, info, intermediate=intermediate)
         if info.state == JobState.CANCELLED:

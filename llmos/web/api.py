@@ -32,14 +32,14 @@ async def _poster(request: Request) -> ConsoleUser:
 
 @router.get("/ps")
 def ps(request: Request) -> dict[str, Any]:
-    require_user(request, "read")
-    return views.ps_payload(request.app.state.kernel)
+    user = require_user(request, "read")
+    return views.ps_payload(request.app.state.kernel, user)
 
 
 @router.get("/stats")
 def stats(request: Request) -> dict[str, Any]:
     user = require_user(request, "read")
-    return views.stats_payload(request.app.state.runtime, request.app.state.kernel, user.tenant)
+    return views.stats_payload(request.app.state.runtime, request.app.state.kernel, user)
 
 
 @router.get("/jobs")

@@ -97,7 +97,7 @@ def overview(request: Request) -> Response:
     user = _page(request, "read")
     if isinstance(user, Response):
         return user
-    ps = views.ps_payload(request.app.state.kernel)
+    ps = views.ps_payload(request.app.state.kernel, user)
     counts = Counter(j.state.api for j in request.app.state.jobs.list(user.tenant))
     return render(request, "overview.html", user, page="overview", ps=ps, job_counts=dict(sorted(counts.items())))
 

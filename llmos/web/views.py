@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 
 from llmos.api.records import event_record, job_record
 from llmos.db.tables import RequestLog
-from llmos.kernel.core import Kernel
+from llmos.kernel.core import Kernel, ModelState
 from llmos.jobs import JobRunner
 from llmos.runtime import Runtime
 from llmos.store.manifest import ModelInfo
+from llmos.web.session import ConsoleUser
 
 REPORT_FILE = "eval_report.json"
 CURVE_FILE = "loss_curve.png"
@@ -43,12 +44,12 @@ class ModelDetail:
 
 
 def visible_models(runtime: Runtime, tenant: str) -> list[ModelInfo]:
-    """Public models and this tenant's private ones."""
-    return [i for i in runtime.store.registry.list() if i.tenant in (None, tenant)]
+    """Public models and this tenant's private ones (as it names them)."""
+    return runtime.store.registry.list(tenant=tenant)
 
 
 def model_row(info: ModelInfo) -> ModelRow:
-    metrics = info.manifest.lineage.get("metrics") or {}
+    metrics = info.manifest.lineage.metrics or {}
     return ModelRow(info, info.manifest.file(REPORT_FILE) is not None, info.manifest.file(CURVE_FILE) is not None,
                     metrics if isinstance(metrics, dict) else {})
 
@@ -66,7 +67,8 @@ def model_detail(runtime: Runtime, tenant: str, ref: str) -> ModelDetail | None:
 
 def _parent_ref(info: ModelInfo) -> str | None:
     """``name:tag`` of the model this one was made from (the manifest keeps ``name:tag@digest``)."""
-    parent = info.manifest.parent or (info.manifest.lineage.get("base") or {}).get("ref")
+    base = info.manifest.lineage.base
+    parent = info.manifest.parent or (base.ref if base else None)
     return parent.split("@", 1)[0] if parent else None
 
 
@@ -131,15 +133,29 @@ def job_payload(jobs: JobRunner, job_id: str, tenant: str, log_bytes: int = 16_3
 
 
 # -- the queue, loaded models and live numbers -----------------------------------------------------
-def ps_payload(kernel: Kernel) -> dict[str, Any]:
-    res = kernel.resources
-    return {"budget_bytes": res.budget_bytes, "used_bytes": res.used_bytes,
-            "models": [asdict(s) for s in kernel.ps()]}
-
-
-def stats_payload(runtime: Runtime, kernel: Kernel, tenant: str, window_s: float = 60.0) -> dict[str, Any]:
-    """One sample for the live charts: queues, memory, token rate, and this tenant's recent requests."""
+def visible_states(kernel: Kernel, user: ConsoleUser) -> list[ModelState]:
+    """Loaded / queued models an admin sees all of (by key); anyone else sees public models and its own
+    private ones, named as it names them: never another tenant's."""
     states = kernel.ps()
+    if user.allows("admin"):
+        return states
+    mine = f"{user.tenant}/"
+    return [replace(s, model=s.model.removeprefix(mine)) for s in states
+            if s.model.startswith(mine) or "/" not in s.model]
+
+
+def ps_payload(kernel: Kernel, user: ConsoleUser) -> dict[str, Any]:
+    """The overview's table; the memory budget is the machine's business: admins only."""
+    res = kernel.resources
+    admin = user.allows("admin")
+    return {"budget_bytes": res.budget_bytes if admin else None, "used_bytes": res.used_bytes if admin else None,
+            "models": [asdict(s) for s in visible_states(kernel, user)]}
+
+
+def stats_payload(runtime: Runtime, kernel: Kernel, user: ConsoleUser, window_s: float = 60.0) -> dict[str, Any]:
+    """One sample for the live charts: queues, memory (admins), token rate, and this tenant's recent requests."""
+    tenant, admin = user.tenant, user.allows("admin")
+    states = visible_states(kernel, user)
     since = datetime.now(timezone.utc) - timedelta(seconds=window_s)
     with runtime.db.session() as s:
         q = select(func.count(), func.coalesce(func.sum(RequestLog.completion_tokens), 0),
@@ -151,8 +167,8 @@ def stats_payload(runtime: Runtime, kernel: Kernel, tenant: str, window_s: float
             "waiting": sum(m.queue.waiting for m in states if m.queue),
             "running": sum(m.queue.running for m in states if m.queue),
             "tokens_per_s": round(sum(m.queue.tokens_per_s for m in states if m.queue), 2),
-            "used_mib": round(kernel.resources.used_bytes / 2**20, 1),
-            "budget_mib": round(kernel.resources.budget_bytes / 2**20, 1),
+            "used_mib": round(kernel.resources.used_bytes / 2**20, 1) if admin else None,
+            "budget_mib": round(kernel.resources.budget_bytes / 2**20, 1) if admin else None,
             "loaded": sum(1 for m in states if m.loaded),
             "requests_per_min": int(n or 0) * 60.0 / window_s, "errors_per_min": int(errors or 0) * 60.0 / window_s,
             "completion_tokens_per_min": int(tokens or 0) * 60.0 / window_s,

@@ -33,6 +33,7 @@ def fake_kernel_factory(builtin_runtime: Runtime, tmp_path) -> Iterator[Callable
     made: list[Kernel] = []
 
     def build(engine_factory: Callable[[str], Engine] | None = None, **settings: object) -> Kernel:
+        settings.setdefault("engine", "hf")  # the fakes stand in for a step engine, keyed as the transformers one
         s = make_settings(builtin_runtime.settings.home, database_url=builtin_runtime.settings.database_url,
                           **settings)
         engines: dict[str, Engine] = {}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+
+from tests.waiting import BACKSTOP_S, wait_until
 
 
 def free_port() -> int:
@@ -19,18 +20,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, timeout: float = 30, alive: Callable[[], bool] = lambda: True) -> None:
-    """Poll ``url``/health until it answers 200; fail if ``alive()`` turns false or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_healthy(url: str, alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll ``url``/health until it answers 200; fail at once if ``alive()`` turns false."""
+
+    def healthy() -> bool:
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
+            return httpx.get(url + "/health", timeout=BACKSTOP_S).status_code == 200
         except httpx.TransportError:
-            pass
-        assert alive(), "the server process exited"
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
+            return False
+
+    wait_until(healthy, f"{url} healthy", ended=lambda: None if alive() else "the server exited", interval=0.05)
 
 
 @contextmanager
@@ -45,4 +44,4 @@ def serving(app: FastAPI) -> Iterator[str]:
         yield url
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(BACKSTOP_S)

@@ -42,7 +42,10 @@ def adapters(builtin_runtime: Runtime, smollm2_dir: Path, tmp_path_factory: pyte
 
 @pytest.fixture(scope="module")
 def daemon(builtin_runtime: Runtime, adapters: list[str]) -> Iterator[tuple[str, Kernel]]:
-    kernel = Kernel(builtin_runtime.settings, builtin_runtime.store.registry)
+    # The transformers engine for SmolLM2 here (the llama.cpp default has tests/api/test_openai_llamacpp.py):
+    # these tests compare plain and adapter requests batched together on one engine.
+    settings = builtin_runtime.settings.model_copy(update={"engine": "hf"})
+    kernel = Kernel(settings, builtin_runtime.store.registry)
     with serving(create_app(builtin_runtime, kernel)) as url:
         yield url, kernel
 

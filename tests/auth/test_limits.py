@@ -15,6 +15,7 @@ from llmos.db.tables import AuditEvent, RequestLog
 from llmos.runtime import Runtime
 from tests.auth.conftest import CHAT, MakeKey
 from tests.conftest import make_settings
+from tests.kernel.conftest import FakeClock
 
 
 def _events(text: str) -> list[object]:
@@ -24,6 +25,8 @@ def _events(text: str) -> list[object]:
 
 def test_rate_limit_burst_gets_429_with_retry_after(secure_client: TestClient, make_key: MakeKey,
                                                     builtin_runtime: Runtime) -> None:
+    clock = FakeClock(time.monotonic())  # the buckets refill only when the test moves it
+    secure_client.app.state.limiter._clock = clock  # noqa: SLF001 - the app's limiter, on the test's clock
     key = make_key("read", rate_limit=2)
     codes = [secure_client.get("/v1/models", headers=key.headers) for _ in range(4)]
     assert [r.status_code for r in codes[:2]] == [200, 200]  # a burst of `rate` requests
@@ -32,7 +35,7 @@ def test_rate_limit_burst_gets_429_with_retry_after(secure_client: TestClient, m
     assert int(refused.headers["retry-after"]) >= 1
     other = make_key("read", rate_limit=2, tenant=key.tenant)  # limits are per key
     assert secure_client.get("/v1/models", headers=other.headers).status_code == 200
-    time.sleep(1.0)  # two tokens back at 2/s
+    clock.advance(1.0)  # two tokens back at 2/s
     assert secure_client.get("/v1/models", headers=key.headers).status_code == 200
     with builtin_runtime.db.session() as s:
         reasons = [e.detail["reason"] for e in s.scalars(select(AuditEvent).where(AuditEvent.actor == key.id))]

@@ -17,7 +17,8 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def test_real_model_behind_keys_scopes_and_quota(secure_runtime: Runtime, make_key: MakeKey) -> None:
-    kernel = Kernel(secure_runtime.settings, secure_runtime.store.registry)
+    # the fp32 engine, whose answer the first check reads (the Q4 engine's: tests/api/test_openai_llamacpp.py)
+    kernel = Kernel(secure_runtime.settings.model_copy(update={"engine": "hf"}), secure_runtime.store.registry)
     infer, reader = make_key("infer"), make_key("read")
     with serving(create_app(secure_runtime, kernel)) as url:
         ok = OpenAI(base_url=url + "/v1", api_key=infer.raw, max_retries=0)

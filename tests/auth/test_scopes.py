@@ -23,14 +23,15 @@ ROUTES = [
     ("feedback", "POST", "/v1/feedback", {"request_id": "req-nope", "rating": 1}, 404, {"infer"}),
     ("feedback list", "GET", "/v1/feedback", None, 200, {"read", "infer"}),
     ("models", "GET", "/v1/models", None, 200, {"read", "infer", "train"}),
-    ("metrics", "GET", "/metrics", None, 200, {"read"}),
+    ("metrics", "GET", "/metrics", None, 200, set()),  # its labels name every tenant's models
+    ("model", "GET", f"/v1/models/{SMOL}", None, 200, {"read", "infer", "train"}),
     ("jobs", "GET", "/v1/jobs", None, 200, {"read", "train"}),
     ("job", "GET", "/v1/jobs/job-nope", None, 404, {"read", "train"}),
     ("job cancel", "POST", "/v1/jobs/job-nope/cancel", None, 404, {"train"}),
     ("datasets", "GET", "/v1/datasets", None, 200, {"read", "train"}),
     ("dataset import", "POST", "/v1/datasets", "upload", 201, {"train"}),
-    ("fine-tune list", "GET", "/v1/fine_tuning/jobs", None, 200, {"read", "train"}),
-    ("fine-tune", "POST", "/v1/fine_tuning/jobs", {"model": "nope", "dataset": "nope"}, 404, {"train"}),
+    ("fine-tune list", "GET", "/v1/training/jobs", None, 200, {"read", "train"}),
+    ("fine-tune", "POST", "/v1/training/jobs", {"model": "nope", "dataset": "nope"}, 404, {"train"}),
     ("tuning list", "GET", "/v1/tuning/jobs", None, 200, {"read", "train"}),
     ("loop list", "GET", "/v1/loop", None, 200, {"read", "train"}),
     ("ps", "GET", "/admin/ps", None, 200, set()),
@@ -110,3 +111,25 @@ def test_denials_and_admin_actions_are_audited(secure_client: TestClient, make_k
         rows = {(e.actor, e.action, e.detail.get("status")) for e in s.scalars(
             select(AuditEvent).where(AuditEvent.actor.in_([reader.id, admin.id])))}
     assert rows == {(reader.id, "denied", 403), (admin.id, "admin_action", 200)}
+
+
+@pytest.mark.parametrize("scope", [None, *SCOPES])
+@pytest.mark.parametrize("method,path,status", [("GET", "/v1/nowhere", 404), ("POST", "/admin/nowhere", 404),
+                                                ("DELETE", "/v1/models", 405), ("GET", "/v1/chat/completions", 405)])
+def test_unknown_routes_and_methods_answer_alike_for_everyone(secure_client: TestClient, make_key: MakeKey,
+                                                              scope: str | None, method: str, path: str,
+                                                              status: int) -> None:
+    """No key, any key: the same 404 / 405 in OpenAI's shape, before any scope check can hint at more."""
+    headers = make_key(scope).headers if scope else {}
+    r = secure_client.request(method, path, headers=headers)
+    assert r.status_code == status, r.text
+    assert set(r.json()["error"]) >= {"message", "type", "code", "param"}
+    assert "scope" not in r.text
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/v1/fine_tuning/jobs"), ("POST", "/v1/fine_tuning/jobs"),
+                                         ("GET", "/v1/fine_tuning/jobs/ftjob-1/events")])
+def test_openai_fine_tuning_path_points_to_llmos_route(secure_client: TestClient, make_key: MakeKey,
+                                                       method: str, path: str) -> None:
+    r = secure_client.request(method, path, headers=make_key("train").headers, json={"training_file": "f"})
+    assert r.status_code == 404 and "/v1/training/jobs" in r.json()["error"]["message"]

@@ -37,7 +37,7 @@ def test_datasets_are_invisible_across_tenants(secure_client: TestClient, two: t
     assert secure_client.get("/v1/datasets", headers=b.headers).json()["data"] == []
     _same_as_absent(secure_client, b, "GET", "/v1/datasets/{}", "reviews", "nothing")
     _same_as_absent(secure_client, b, "POST", "/v1/datasets/{}/split", "reviews", "nothing", json={})
-    r = secure_client.post("/v1/fine_tuning/jobs", headers=b.headers,
+    r = secure_client.post("/v1/training/jobs", headers=b.headers,
                            json={"model": "minilm-l6", "dataset": "reviews"})
     assert r.status_code == 404 and "reviews" in r.json()["error"]["message"]
 
@@ -52,7 +52,7 @@ def test_jobs_are_invisible_across_tenants(secure_client: TestClient, two: tuple
         assert secure_client.get("/v1/jobs", headers=b.headers).json()["data"] == []
         for method, path in [("GET", "/v1/jobs/{}"), ("GET", "/v1/jobs/{}/events"), ("GET", "/v1/jobs/{}/logs"),
                              ("POST", "/v1/jobs/{}/cancel"), ("POST", "/v1/jobs/{}/pause"),
-                             ("GET", "/v1/fine_tuning/jobs/{}"), ("GET", "/v1/tuning/jobs/{}"),
+                             ("GET", "/v1/training/jobs/{}"), ("GET", "/v1/tuning/jobs/{}"),
                              ("GET", "/v1/tuning/jobs/{}/trials")]:
             _same_as_absent(secure_client, b, method, path, job_id, "job-000000000000")
     finally:
@@ -94,13 +94,13 @@ def test_private_models_are_invisible_across_tenants(secure_client: TestClient, 
             assert private not in theirs.json()["error"]["available"]
         for method, path, body in [("GET", "/v1/loop/{}/history", None),
                                    ("PUT", "/v1/loop/{}", {}),
-                                   ("POST", "/v1/fine_tuning/jobs", {"dataset": "none"})]:
+                                   ("POST", "/v1/training/jobs", {"dataset": "none"})]:
             absent = f"private-{b.tenant}"
-            kw = lambda n: {"json": {**body, "model": n}} if path == "/v1/fine_tuning/jobs" else (  # noqa: E731
+            kw = lambda n: {"json": {**body, "model": n}} if path == "/v1/training/jobs" else (  # noqa: E731
                 {"json": body} if body is not None else {})
             theirs = secure_client.request(method, path.format(private), headers=b.headers, **kw(private))
             nobody = secure_client.request(method, path.format(absent), headers=b.headers, **kw(absent))
             assert theirs.status_code == nobody.status_code == 404, (path, theirs.text)
             assert theirs.text.replace(private, "X") == nobody.text.replace(absent, "X")
     finally:
-        registry.remove(f"{private}:latest")
+        registry.remove(f"{private}:latest", tenant=a.tenant)

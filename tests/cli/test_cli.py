@@ -1,23 +1,16 @@
 """The CLI as a script uses it: real processes, real stores, exit codes and messages."""
 
+import functools
 import json
-import os
-import subprocess
-import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from llmos.errors import ExitCode
 from llmos.runtime import Runtime
-
-
-def llmos(home: Path, *args: str, builtins: bool = True, stdin: str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "LLMOS_HOME": str(home), "LLMOS_BUILTINS": str(builtins).lower(),
-                "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "llmos", *args], env=full_env, capture_output=True, text=True,
-                          input=stdin, timeout=300)
+from tests.cli.proc import llmos
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +84,24 @@ def test_doctor_reports_a_corrupt_blob(tmp_path: Path, minilm_dir: Path) -> None
 
 
 @pytest.mark.slow
-def test_run_answers_the_capital_of_france(home: Path) -> None:
-    out = llmos(home, "run", "smollm2-135m-instruct", "What is the capital of France?", "-n", "20")
+def test_run_in_process_when_no_daemon_listens(home: Path) -> None:
+    """llmos() points LLMOS_PORT at a port nothing listens on: the model runs in the CLI's process.
+    On its default engine (llama.cpp, the Q4_1 file) SmolLM2 needs a plainer system prompt than its
+    built-in one to answer this; the transformers engine answers with either."""
+    out = llmos(home, "run", "smollm2-135m-instruct", "What is the capital of France?", "-n", "20",
+                "--system", "Answer in one short sentence.")
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
+    hf = llmos(home, "run", "smollm2-135m-instruct", "What is the capital of France?", "-n", "20",
+               env={"LLMOS_ENGINE": "hf"})
+    assert hf.returncode == 0, hf.stderr
+    assert "Paris" in hf.stdout
 
 
 @pytest.mark.slow
-def test_chat_streams_a_conversation_from_stdin(home: Path) -> None:
+def test_chat_in_process_streams_a_conversation_from_stdin(home: Path) -> None:
     out = llmos(home, "chat", "smollm2-135m-instruct", "-t", "0", "-n", "16",
-                stdin="What is the capital of France?\nAnd of Germany?\n")
+                stdin="What is the capital of France?\nAnd of Germany?\n", env={"LLMOS_ENGINE": "hf"})
     assert out.returncode == 0, out.stderr
     replies = [line for line in out.stdout.splitlines() if line.strip()]
     assert "Paris" in replies[0] and "Berlin" in out.stdout
@@ -110,3 +111,15 @@ def test_run_on_a_model_that_cannot_generate(home: Path) -> None:
     out = llmos(home, "run", "minilm-l6", "hello")
     assert out.returncode == ExitCode.USAGE
     assert "cannot generate" in out.stderr and "smollm2-135m-instruct" in out.stderr
+
+
+def test_run_reports_a_server_that_answers_with_an_error(home: Path, tmp_path: Path) -> None:
+    """Something answers at the daemon's address, with a 404: reported, not bypassed by an in-process run."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))  # no /health there
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        out = llmos(home, "run", "smollm2-135m-instruct", "What is the capital of France?", "--url", url)
+        server.shutdown()
+    assert out.returncode == ExitCode.NOT_FOUND and out.stdout == "", out.stderr
+    assert "answered 404" in out.stderr and "<html" not in out.stderr and "Traceback" not in out.stderr

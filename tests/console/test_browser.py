@@ -1,6 +1,7 @@
 """The console in a real browser: Playwright driving Debian's chromium against a daemon on a loopback
 port with auth on. It signs in, fine-tunes a small classifier, chats with the real SmolLM2 (streaming),
-posts feedback, opens every page, and saves one screenshot per page into docs/console/."""
+posts feedback, opens every page, and saves one screenshot per page: into a temporary folder, or with
+``--console-shots DIR`` there (``make screenshots`` renews docs/console/ this way)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,15 @@ from llmos.data import Datasets, ImportOptions
 from llmos.kernel.core import Kernel
 from llmos.jobs import JobRunner
 from llmos.runtime import Runtime, open_runtime
-from llmos.store.importer import ImportOptions as ModelImport
 from tests.api.server import serving
 from tests.console.conftest import SCRIPT, TENANT
-from tests.conftest import make_settings
+from tests.conftest import copy_builtin, make_settings
+from tests.waiting import BACKSTOP_S
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (make test)")
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 SMOL, MINILM = "smollm2-135m-instruct", "minilm-l6"
 FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "keep_alive": 600, "auth": "on"}
 
@@ -53,10 +53,8 @@ def daemon(builtin_runtime: Runtime, datasets: Path, tmp_path_factory: pytest.Te
         pytest.skip("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
     root = tmp_path_factory.mktemp("console-browser")
     rt = open_runtime(make_settings(root / "home", **FAST), builtins=False)
-    for name in (SMOL, MINILM):  # the session store's built-ins, copied in (they are never touched)
-        info = builtin_runtime.store.registry.get(name)
-        rt.store.importer.import_path(builtin_runtime.store.registry.snapshot(info), name,
-                                      ModelImport(license=info.manifest.license))
+    for name in (SMOL, MINILM):  # the session store's built-ins, linked in (they are never touched)
+        copy_builtin(rt, builtin_runtime, name)
     ds = Datasets.of(rt, TENANT)
     ds.import_file(_slice(datasets / "sst2/train.tsv", root / "train.tsv", 48, skip=2000, inject=True), "sst2",
                    ImportOptions(split="train"))
@@ -66,7 +64,7 @@ def daemon(builtin_runtime: Runtime, datasets: Path, tmp_path_factory: pytest.Te
     jobs = JobRunner(rt)
     kernel = Kernel(rt.settings, rt.store.registry)
     with serving(create_app(rt, kernel, jobs)) as url:
-        r = httpx.post(url + "/v1/fine_tuning/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=60,
+        r = httpx.post(url + "/v1/training/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=BACKSTOP_S,
                        json={"model": MINILM, "dataset": "sst2", "method": "lora", "name": "sentiment",
                              "hyperparameters": {"epochs": 1, "max_steps": 6, "eval_steps": 3, "max_length": 32,
                                                  "batch_size": 8}})
@@ -76,12 +74,25 @@ def daemon(builtin_runtime: Runtime, datasets: Path, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="module")
-def page(daemon: Daemon) -> Iterator[object]:
+def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: a temporary folder unless ``--console-shots`` names one."""
+    chosen = request.config.getoption("--console-shots")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("console-shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page(daemon: Daemon, shots: Path) -> Iterator[object]:
+    # Waits are for states (a text, a URL); the backstop only guards against a hang on a crowded machine.
+    sync_api.expect.set_options(timeout=BACKSTOP_S * 1000)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox", "--disable-background-networking"])
         context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=daemon.url)
+        context.set_default_timeout(BACKSTOP_S * 1000)
         pg = context.new_page()
+        pg.shots = shots  # type: ignore[attr-defined]
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
         pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
@@ -91,8 +102,7 @@ def page(daemon: Daemon) -> Iterator[object]:
 
 
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.screenshot(path=str(page.shots / f"{name}.png"))
 
 
 def test_console_end_to_end(page, daemon: Daemon) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +127,7 @@ def test_console_end_to_end(page, daemon: Daemon) -> None:  # type: ignore[no-un
         page.click("#chat-send")
     assert answer.value.headers["content-type"].startswith("text/event-stream")
     reply = page.locator(".msg.assistant").first
-    expect(page.locator("#chat-log .feedback")).to_be_visible(timeout=120_000)  # shown once the stream ends
+    expect(page.locator("#chat-log .feedback")).to_be_visible()  # shown once the stream ends
     assert reply.inner_text().strip() and "error" not in (reply.get_attribute("class") or "")
     assert reply.get_attribute("data-finish") in ("stop", "length")
     box = page.locator("#chat-log .feedback")
@@ -140,8 +150,8 @@ def test_console_end_to_end(page, daemon: Daemon) -> None:  # type: ignore[no-un
     expect(page.locator("#ps-table")).to_contain_text(SMOL)
     shot(page, "overview")
     page.goto("/console/metrics")
-    page.wait_for_timeout(4500)  # a few samples for the charts
     expect(page.locator("#live-charts svg path")).not_to_have_count(0)  # lines drawn (flat ones too)
+    expect(page.locator("#live-charts svg path").first).to_have_attribute("d", re.compile(r"(L[^L]+){2}"))  # 3 samples
     shot(page, "metrics")
     page.goto("/console/alerts")
     expect(page.locator("h1")).to_have_text("Alerts")
@@ -150,7 +160,7 @@ def test_console_end_to_end(page, daemon: Daemon) -> None:  # type: ignore[no-un
 
     # The fine-tuning job: live progress, then a loss curve and a new model version with its report.
     page.goto(f"/console/jobs/{daemon.job_id}")
-    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=400_000)  # slow only on a crowded machine
+    expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator("#loss-chart svg path")).not_to_have_count(0)
     shot(page, "job")
     page.goto("/console/jobs")

@@ -10,6 +10,7 @@ from llmos.data import Datasets, ImportOptions
 from llmos.errors import ImportFailed, InvalidInput, InvalidName
 from llmos.runtime import Runtime
 from tests.data.conftest import assert_nothing_stored
+from tests.waiting import BACKSTOP_S
 
 CASES = [
     ("no known columns", "x.csv", "foo,bar\n1,2\n3,4\n", None,
@@ -68,7 +69,7 @@ def test_bad_file_is_a_clear_error_and_stores_nothing(reg: Datasets, runtime: Ru
     assert_nothing_stored(reg, runtime)
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(BACKSTOP_S)  # a hang guard: reading the line whole would take very long
 def test_enormous_line_fails_fast(reg: Datasets, runtime: Runtime, write) -> None:  # type: ignore[no-untyped-def]
     path = write("huge.jsonl", '{"text": "' + "a" * (3 << 20))  # 3 MiB, no newline
     with pytest.raises(ImportFailed, match=r"huge.jsonl: line 1 is longer than 1,048,576 bytes"):

@@ -12,6 +12,7 @@ from llmos.data.mapping import map_table
 from llmos.data.neardup import comparison_form, jaccard, near_duplicates, shingles
 from llmos.data.readers import read_table
 from llmos.errors import InvalidInput
+from tests.waiting import BACKSTOP_S
 
 
 @pytest.fixture
@@ -106,7 +107,7 @@ def test_clean_that_would_remove_everything_registers_nothing(reg: Datasets, wri
     assert [i.ref for i in reg.list(all_versions=True)] == ["blank@1"]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(BACKSTOP_S)  # a hang guard, not a speed claim
 def test_full_sst2_near_dup_pass(datasets: Path) -> None:
     """All 67k SST-2 phrases go through the near-duplicate pass (its speed is a benchmark, not a test)."""
     lines = (datasets / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]

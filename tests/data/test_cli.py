@@ -15,12 +15,13 @@ from llmos.data import Datasets
 from llmos.errors import ExitCode, InvalidInput
 from llmos.runtime import open_runtime
 from tests.conftest import make_settings
+from tests.waiting import BACKSTOP_S
 
 
 def llmos(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LLMOS_HOME": str(home), "LLMOS_BUILTINS": "false", "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "llmos", "data", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=BACKSTOP_S)
 
 
 def test_import_show_clean_split_augment_list(tmp_path: Path, head) -> None:  # type: ignore[no-untyped-def]

@@ -48,9 +48,9 @@ def serve_and_correct(d: Daemon, rows: list[tuple[str, str]], wrong_label: Any =
 
 
 def test_corrections_retrain_gate_canary_and_promote(daemon: Daemon, home: LoopHome, slices: Slices) -> None:
-    job = daemon.ok("/v1/fine_tuning/jobs", {"model": MINILM, "dataset": "intents", "hyperparameters": WEAK,
+    job = daemon.ok("/v1/training/jobs", {"model": MINILM, "dataset": "intents", "hyperparameters": WEAK,
                                              "name": "intent"})
-    finished(daemon.jobs, job["id"], timeout=900)
+    finished(daemon.jobs, job["id"])
     before = accuracy(daemon, slices.held_out, "intent:v1")
     policy = {"min_feedback": 20, "holdout": 0.25, "margin": 0.05, "val_tolerance": 0.0, "canary_share": 0.5,
               "canary_min": 8, "seed": 3, "hyperparameters": RETRAIN}
@@ -63,8 +63,12 @@ def test_corrections_retrain_gate_canary_and_promote(daemon: Daemon, home: LoopH
     assert tick(daemon) == ["loop.retrain"]
     state = daemon.http.get("/v1/loop/intent/history").json()
     assert state["policy"]["state"] == "training" and state["serving"] == "intent:v1"
-    finished(daemon.jobs, state["policy"]["job_id"], timeout=900)
+    finished(daemon.jobs, state["policy"]["job_id"])
     assert home.rt.store.registry.get("intent:latest").digest == home.rt.store.registry.get("intent:v1").digest
+    assert tick(daemon) == ["loop.gate_started"]  # the gate is an evaluate job, run like any job
+    gate_job = daemon.http.get("/v1/loop/intent/history").json()["policy"]["job_id"]
+    assert daemon.jobs.get(gate_job).kind == "evaluate"
+    finished(daemon.jobs, gate_job, )
     assert tick(daemon) == ["loop.gate_passed", "loop.canary_started"]
 
     # the canary: half the traffic for "intent" goes to v2, split by request id; users rate each answer
@@ -81,11 +85,11 @@ def test_corrections_retrain_gate_canary_and_promote(daemon: Daemon, home: LoopH
     assert after >= before + 0.1, (before, after)
     history = daemon.http.get("/v1/loop/intent/history").json()
     actions = [e["action"] for e in history["events"]]
-    assert actions == ["loop.retrain", "loop.gate_passed", "loop.canary_started", "loop.promoted"]
-    gate = history["events"][1]
+    assert actions == ["loop.retrain", "loop.gate_started", "loop.gate_passed", "loop.canary_started", "loop.promoted"]
+    gate = history["events"][2]
     assert gate["passed"] and gate["candidate_scores"]["feedback"] >= gate["serving_scores"]["feedback"] + 0.05
     assert gate["rows"]["validation"] == len(slices.validation) and gate["rows"]["feedback"] > 0
-    promoted = history["events"][3]
+    promoted = history["events"][4]
     assert promoted["candidate_arm"]["requests"] >= 8 and promoted["serving_arm"]["requests"] > 0
     assert [v["ref"] for v in history["versions"] if v["serving"]] == ["intent:v2"]
 
@@ -99,7 +103,9 @@ def test_poisoned_corrections_are_rejected_then_a_rollback_restores_v1(daemon: D
     serve_and_correct(daemon, slices.traffic, wrong_label=swap.get)
     assert tick(daemon) == ["loop.retrain"]
     job_id = daemon.http.get("/v1/loop/intent/history").json()["policy"]["job_id"]
-    finished(daemon.jobs, job_id, timeout=900)
+    finished(daemon.jobs, job_id)
+    assert tick(daemon) == ["loop.gate_started"]
+    finished(daemon.jobs, daemon.http.get("/v1/loop/intent/history").json()["policy"]["job_id"])
     assert tick(daemon) == ["loop.gate_rejected"]
     assert reg.get("intent:latest").digest == serving  # the serving version is untouched
     event = daemon.http.get("/v1/loop/intent/history").json()["events"][-1]

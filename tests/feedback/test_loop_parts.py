@@ -87,16 +87,18 @@ def test_a_round_dataset_dedupes_and_keeps_a_stable_held_out_share(runtime: Runt
 def test_the_canary_split_is_deterministic_and_survives_a_restart(runtime: Runtime) -> None:
     Policies(runtime.db).set("spam", "default", {"canary_share": 0.3})
     with runtime.db.session() as s:
-        row = s.get(LoopPolicy, "spam")
+        row = s.get(LoopPolicy, ("default", "spam"))
         row.state, row.canary = "canary", {"candidate": "spam:v2", "share": 0.3, "salt": "abc", "min_requests": 5,
                                            "serving": "spam:v1", "started_at": "2026-01-01T00:00:00+00:00"}
     ids = [f"req-{i}" for i in range(2000)]
-    first = [CanaryRouter(runtime.db).route("spam", i) for i in ids[:200]]
+    first = [CanaryRouter(runtime.db).route("spam", i, "default") for i in ids[:200]]
     restarted = CanaryRouter(runtime.db)  # a new daemon reads the same split from the database
-    assert [restarted.route("spam", i) for i in ids[:200]] == first
-    share = sum(restarted.route("spam", i) == "spam:v2" for i in ids) / len(ids)
+    assert [restarted.route("spam", i, "default") for i in ids[:200]] == first
+    share = sum(restarted.route("spam", i, "default") == "spam:v2" for i in ids) / len(ids)
     assert 0.26 < share < 0.34
-    assert restarted.route("spam:v1", ids[0]) == "spam:v1" and restarted.route("other", ids[0]) == "other"
+    assert restarted.route("spam:v1", ids[0], "default") == "spam:v1"
+    assert restarted.route("other", ids[0], "default") == "other"
+    assert all(restarted.route("spam", i, "another-tenant") == "spam" for i in ids)  # its own spam: no canary
     assert to_candidate("abc", "x", 0.3) == to_candidate("abc", "x", 0.3)
 
 
@@ -118,7 +120,8 @@ def two_versions(rt: Runtime) -> None:
     """Two described versions of ``spam`` (no weights: the loop's decisions here never load them)."""
     for i in (1, 2):
         rt.store.registry.add(f"spam:v{i}", ManifestData(files=[], architecture="BertForSequenceClassification",
-                                                         tasks=["classify"], labels=["ham", "spam"], source=f"t{i}"))
+                                                         tasks=["classify"], labels=["ham", "spam"], source=f"t{i}"),
+                              tenant="default")
     rt.store.registry.tag("spam:v2", "spam:latest")
 
 
@@ -129,7 +132,7 @@ def test_a_rollback_while_a_retrain_runs_discards_its_candidate(runtime: Runtime
     loop.policies.set("spam", "default", {})
     job = loop.jobs.store.create("job-retrain", "train", {"dataset": "spam-feedback@1"}, "default")
     v2 = runtime.store.registry.get("spam:v2").digest
-    loop.policies.update("spam", state="training", job_id=job.id, candidate="spam:v3", baseline=v2, round_cutoff=5)
+    loop.policies.update("spam", "default", state="training", job_id=job.id, candidate="spam:v3", baseline=v2, round_cutoff=5)
 
     out = loop.rollback("spam", "default", "alice")
     assert out == {"name": "spam", "serving": "spam:v1", "previous": "spam:v2"}
@@ -139,7 +142,7 @@ def test_a_rollback_while_a_retrain_runs_discards_its_candidate(runtime: Runtime
     assert loop.jobs.store.transition(job.id, JobState.SUCCEEDED, job={"result_model": "spam:v3"})
     assert loop.tick() == ["loop.discarded"]
     assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v1").digest
-    state = loop.policies.get("spam")
+    state = loop.policies.get("spam", "default")
     assert (state.state, state.job_id, state.feedback_cutoff) == ("idle", None, 5)
     events = loop.history("spam", "default")["events"]
     assert [e["action"] for e in events] == ["loop.promoted", "loop.rollback", "loop.discarded"]
@@ -154,10 +157,29 @@ def test_a_rollback_during_a_canary_ends_it_and_keeps_the_serving_version(runtim
     loop.policies.set("spam", "default", {})
     canary = {"candidate": "spam:v3", "serving": "spam:v2", "share": 0.5, "salt": "s", "min_requests": 5,
               "started_at": "2026-01-01T00:00:00+00:00"}
-    loop.policies.update("spam", state="canary", canary=canary)
-    assert loop.router.route("spam", "req-1") in ("spam", "spam:v3")
+    loop.policies.update("spam", "default", state="canary", canary=canary)
+    assert loop.router.route("spam", "req-1", "default") in ("spam", "spam:v3")
     out = loop.rollback("spam", "default", "alice")
     assert out["ended_canary"] == "spam:v3" and out["serving"] == "spam:v2"
-    assert all(loop.router.route("spam", f"req-{i}") == "spam" for i in range(50))  # routing ended at once
+    assert all(loop.router.route("spam", f"req-{i}", "default") == "spam" for i in range(50))  # routing ended at once
     assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v2").digest
-    assert loop.policies.get("spam").state == "idle"
+    assert loop.policies.get("spam", "default").state == "idle"
+
+
+def test_a_failed_gate_job_ends_the_round_without_a_verdict(runtime: Runtime) -> None:
+    two_versions(runtime)
+    loop = Loop(runtime, JobRunner(runtime))  # no supervisor: the gate's job is ended by hand
+    loop.policies.set("spam", "default", {})
+    job = loop.jobs.store.create("job-gate", "evaluate", {"models": ["spam:v3", "spam:v2"], "dataset": "x@1"},
+                                 "default")
+    v2 = runtime.store.registry.get("spam:v2").digest
+    loop.policies.update("spam", "default", state="gating", job_id=job.id, candidate="spam:v3", baseline=v2,
+                         round_cutoff=9)
+    assert loop.tick() == []  # still queued: nothing to decide
+    assert loop.jobs.store.transition(job.id, JobState.RUNNING)
+    assert loop.jobs.store.transition(job.id, JobState.FAILED, job={"error": "out of memory"})
+    assert loop.tick() == ["loop.gate_failed"]
+    state = loop.policies.get("spam", "default")
+    assert (state.state, state.job_id, state.candidate, state.feedback_cutoff) == ("idle", None, None, 9)
+    assert loop.history("spam", "default")["events"][-1]["reason"] == "out of memory"
+    assert runtime.store.registry.get("spam:latest").digest == v2

@@ -9,16 +9,20 @@ from typing import Any
 
 from llmos.jobs.context import JobContext
 
+RELEASE = "release"  # a file in the job's work folder
+
 
 def count(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
     """Count to ``n``, ``delay`` seconds a step; every executed step is appended to ``work/steps.log``.
 
     The counter is checkpointed (write-then-rename) at pause points that ask for it and every
     ``checkpoint_every`` steps; a resumed run continues after the checkpointed step. ``fail_at``
-    raises at that step.
+    raises at that step. ``hold_after`` keeps the job at that step (still passing pause points) until
+    the test calls ``release``: a job the test means to pause, kill or cancel cannot finish first.
     """
     n, delay = int(spec["n"]), float(spec.get("delay", 0.02))
     every, fail_at = int(spec.get("checkpoint_every", 0)), spec.get("fail_at")
+    hold_after = spec.get("hold_after")
     state_file = ctx.checkpoint_dir / "counter.json"
     steps_log = ctx.work_dir / "steps.log"
     start = json.loads(Path(ctx.resume_from).read_text())["i"] if ctx.resume_from else 0
@@ -42,8 +46,16 @@ def count(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
         if every and i % every == 0:
             ctx.save_checkpoint(save)
         ctx.pause_point(save)
+        while i == hold_after and not (ctx.work_dir / RELEASE).exists():
+            time.sleep(delay)
+            ctx.pause_point(save)
     ctx.event("done", count=i)
     return {"count": i, "started_at": start, "attempt": ctx.attempt}
+
+
+def release(work_dir: Path) -> None:
+    """Let a ``count`` job held at ``hold_after`` go on (this attempt and any later one)."""
+    (work_dir / RELEASE).touch()
 
 
 def stubborn(ctx: JobContext, spec: dict[str, Any]) -> None:

@@ -19,9 +19,10 @@ from llmos.jobs import JobRunner, JobState, register_job_kind
 from llmos.runtime import open_runtime
 from tests.api.server import serving
 from tests.conftest import make_settings
-from tests.kernel.test_jobs import wait_until
+from tests.waiting import BACKSTOP_S, wait_for_job, wait_until
 
-FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": 5.0}
+FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": BACKSTOP_S}
+ENDLESS = {"n": 1_000_000, "delay": 0.02}  # runs until the test pauses, cancels or shuts it down
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def daemon(tmp_path: Path) -> Iterator[FastAPI]:
 def test_job_routes_are_tenant_scoped_and_control_the_runner(daemon: FastAPI) -> None:
     jobs: JobRunner = daemon.state.jobs
     with TestClient(daemon) as c:
-        job_id = jobs.submit("count", {"n": 300, "delay": 0.02})
+        job_id = jobs.submit("count", ENDLESS)
         assert [j["id"] for j in c.get("/v1/jobs").json()["data"]] == [job_id]
         assert c.get("/v1/jobs", headers={"x-tenant": "other"}).json()["data"] == []
         for path in ("", "/events", "/logs"):
@@ -53,20 +54,20 @@ def test_job_routes_are_tenant_scoped_and_control_the_runner(daemon: FastAPI) ->
             assert c.post(f"/v1/jobs/{job_id}/{action}", headers={"x-tenant": "other"}).status_code == 404
         assert c.get("/v1/jobs?state=bogus").status_code == 400
 
-        jobs.wait(job_id, [JobState.RUNNING])
+        wait_for_job(jobs, job_id, JobState.RUNNING)
         assert c.post(f"/v1/jobs/{job_id}/pause").json()["requested"] == "pause"
-        assert jobs.wait(job_id, [JobState.PAUSED], timeout=5).pid is not None
+        assert wait_for_job(jobs, job_id, JobState.PAUSED).pid is not None
         assert c.get("/v1/jobs?state=paused").json()["data"][0]["id"] == job_id
         c.post(f"/v1/jobs/{job_id}/resume")
-        jobs.wait(job_id, [JobState.RUNNING], timeout=5)
+        wait_for_job(jobs, job_id, JobState.RUNNING)
         events = c.get(f"/v1/jobs/{job_id}/events").json()["data"]
         assert [e["data"]["state"] for e in events if e["kind"] == "state"] == ["queued", "running", "paused",
                                                                                  "running"]
         since = events[-1]["id"]
         assert all(e["id"] > since for e in c.get(f"/v1/jobs/{job_id}/events?since={since}").json()["data"])
-        assert "counting from 0 to 300" in c.get(f"/v1/jobs/{job_id}/logs").json()["log"]
+        assert f"counting from 0 to {ENDLESS['n']}" in c.get(f"/v1/jobs/{job_id}/logs").json()["log"]
 
-        other = jobs.submit("count", {"n": 300, "delay": 0.02})
+        other = jobs.submit("count", ENDLESS)
         c.post(f"/v1/jobs/{other}/pause", json={"free_memory": True})  # queued: held at once
         assert c.get(f"/v1/jobs/{other}").json()["state"] == "paused"
         assert c.post(f"/v1/jobs/{other}/cancel").json()["state"] == "cancelled"
@@ -89,16 +90,16 @@ def test_the_jobs_cli_talks_to_the_daemon(daemon: FastAPI) -> None:
         assert done in listing.output and "15/15" in listing.output
         assert "counting from 0 to 15" in run(cli, ["jobs", "logs", done, "--url", url]).output
 
-        slow = jobs.submit("count", {"n": 300, "delay": 0.02})
-        jobs.wait(slow, [JobState.RUNNING])
+        slow = jobs.submit("count", ENDLESS)
+        wait_for_job(jobs, slow, JobState.RUNNING)
         assert "pause requested" in run(cli, ["jobs", "pause", slow, "--free-memory", "--url", url]).output
-        jobs.wait(slow, [JobState.PAUSED], timeout=5)
-        wait_until(lambda: jobs.get(slow).pid is None)
+        wait_for_job(jobs, slow, JobState.PAUSED)
+        wait_until(lambda: jobs.get(slow).pid is None, "the paused runner gone")
         resumed = run(cli, ["jobs", "resume", slow, "--url", url]).output  # its runner had exited: requeued
         assert "queued" in resumed or "running" in resumed
-        jobs.wait(slow, [JobState.RUNNING], timeout=10)
+        wait_for_job(jobs, slow, JobState.RUNNING)
         run(cli, ["jobs", "cancel", slow, "--url", url])
-        assert jobs.wait(slow, timeout=5).state == JobState.CANCELLED
+        assert wait_for_job(jobs, slow).state == JobState.CANCELLED
         show = run(cli, ["jobs", "show", slow, "--url", url])
         assert "cancelled" in show.output and "attempts  2" in show.output
         failed = run(cli, ["jobs", "show", slow, "--follow", "--url", url])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from llmos.jobs.procs import UNKNOWN_EXIT, describe_exit, tail_text
 from llmos.jobs.types import API_STATES, TRANSITIONS, Control, JobState, sources_of
 from llmos.runtime import Runtime
 from tests.kernel.conftest import FakeClock
+from tests.waiting import BACKSTOP_S, wait_until
 
 
 def test_every_state_has_an_api_name_and_only_final_states_are_dead_ends() -> None:
@@ -78,13 +79,48 @@ def test_log_tail_starts_at_a_line(tmp_path: Path) -> None:
 
 
 class Switch:
-    """A control request the test flips; read by a real ControlWatcher."""
+    """A control request the test flips; read by a real ControlWatcher, which the flip wakes."""
 
     def __init__(self) -> None:
         self.value: tuple[Control, str | None] = (Control.NONE, None)
+        self.ctx: JobContext | None = None
 
     def __call__(self) -> tuple[Control, str | None]:
         return self.value
+
+    def flip(self, control: Control, reason: str | None) -> None:
+        """Request ``control`` and wait until the context has seen it."""
+        assert self.ctx is not None
+        ctx, self.value = self.ctx, (control, reason)
+        ctx.wake()
+        seen = {Control.NONE: (False, False), Control.PAUSE: (True, False), Control.PAUSE_FREE: (True, True),
+                Control.CANCEL: (False, True)}[control]
+        wait_until(lambda: (ctx.should_pause(), ctx.should_stop()) == seen, f"the context to see {control.name}")
+
+
+class InThread:
+    """Runs ``fn`` on a thread; ``join()`` re-raises what it raised."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - JobStop is a BaseException; handed to the test
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self) -> BaseException | None:
+        self.thread.join(BACKSTOP_S)
+        assert not self.thread.is_alive(), "the pause point never returned"
+        return self.error
+
+
+def state_names(store: JobStore) -> list[str]:
+    return [e.data["state"] for e in store.events("job-unit") if e.kind == "state"]
 
 
 @pytest.fixture
@@ -95,6 +131,7 @@ def ctx_parts(runtime: Runtime) -> tuple[JobContext, JobStore, Switch]:
     switch = Switch()
     settings = runtime.settings.model_copy(update={"job_progress_interval": 0.0})
     ctx = JobContext(store, store.get("job-unit"), settings, watcher=ControlWatcher(switch, 0.01))
+    switch.ctx = ctx
     ctx.start()
     yield ctx, store, switch
     ctx.close()
@@ -104,23 +141,21 @@ def test_pause_point_blocks_in_place_until_resumed(ctx_parts) -> None:  # type: 
     ctx, store, switch = ctx_parts
     ctx.progress(1, 3, loss=0.5)
     ctx.pause_point()  # nothing requested: returns at once
-    switch.value = (Control.PAUSE, "test")
-    time.sleep(0.05)
+    switch.flip(Control.PAUSE, "test")
     assert ctx.should_pause() and not ctx.should_stop()
-    threading.Timer(0.3, lambda: setattr(switch, "value", (Control.NONE, None))).start()
-    began = time.monotonic()
-    ctx.pause_point(lambda: pytest.fail("an in-place pause writes no checkpoint"))
-    assert time.monotonic() - began >= 0.25
-    states = [e.data["state"] for e in store.events("job-unit") if e.kind == "state"]
-    assert states == ["queued", "running", "paused", "running"]
+    paused = InThread(lambda: ctx.pause_point(lambda: pytest.fail("an in-place pause writes no checkpoint")))
+    wait_until(lambda: ctx.paused, "the pause recorded")
+    assert paused.thread.is_alive() and state_names(store)[-1] == "paused"  # blocked in place until resumed
+    switch.flip(Control.NONE, None)
+    assert paused.join() is None
+    assert state_names(store) == ["queued", "running", "paused", "running"]
     assert store.get("job-unit").state == JobState.RUNNING
 
 
 def test_pause_point_checkpoints_and_exits_to_free_memory(ctx_parts, tmp_path: Path):  # type: ignore
     ctx, store, switch = ctx_parts
     ctx.progress(2, 3)
-    switch.value = (Control.PAUSE_FREE, "kernel")
-    time.sleep(0.05)
+    switch.flip(Control.PAUSE_FREE, "kernel")
     saved = tmp_path / "ckpt.json"
     with pytest.raises(JobStop) as stop:
         ctx.pause_point(lambda: saved.write_text("{}") and saved)
@@ -131,13 +166,13 @@ def test_pause_point_checkpoints_and_exits_to_free_memory(ctx_parts, tmp_path: P
 
 
 def test_pause_point_stops_for_cancel_even_while_paused(ctx_parts) -> None:  # type: ignore[no-untyped-def]
-    ctx, _, switch = ctx_parts
-    switch.value = (Control.PAUSE, None)
-    time.sleep(0.05)
-    threading.Timer(0.1, lambda: setattr(switch, "value", (Control.CANCEL, "user"))).start()
-    with pytest.raises(JobStop) as stop:
-        ctx.pause_point()
-    assert stop.value.state == JobState.CANCELLED
+    ctx, store, switch = ctx_parts
+    switch.flip(Control.PAUSE, None)
+    paused = InThread(ctx.pause_point)
+    wait_until(lambda: ctx.paused, "the pause recorded")
+    switch.flip(Control.CANCEL, "user")
+    stop = paused.join()
+    assert isinstance(stop, JobStop) and stop.state == JobState.CANCELLED
 
 
 def test_reserved_event_kinds_are_refused(ctx_parts) -> None:  # type: ignore[no-untyped-def]
@@ -157,7 +192,8 @@ def test_a_superseded_runner_stops_and_can_change_nothing(runtime: Runtime) -> N
     try:
         ctx.pause_point()
         store.set_control("job-old", attempts=2)  # recovery started a second runner for this job
-        time.sleep(3 * runtime.settings.job_poll_interval)
+        ctx.wake()  # what the daemon's nudge does; the watcher's own poll would see it too
+        wait_until(ctx.should_stop, "the runner to see it is superseded")
         with pytest.raises(JobStop) as stop:
             ctx.pause_point()
         assert stop.value.state is None

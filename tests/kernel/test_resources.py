@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from llmos.engines.base import Engine, FakeEngine
 from llmos.errors import Conflict, ModelNotFound, WontFit
 from llmos.kernel.resources import ResourceManager
+
+from tests.waiting import BACKSTOP_S, wait_until
 
 from .conftest import FakeClock
 
@@ -33,7 +34,7 @@ class Loader:
         self.calls.append(model)
         self.started.set()
         if self.gate is not None:
-            assert self.gate.wait(5), "test gate never opened"
+            assert self.gate.wait(BACKSTOP_S), "test gate never opened"
         if self.fail_with is not None:
             raise self.fail_with
         engine = FakeEngine(model, footprint_bytes=self.measured.get(model, SIZES[model]))
@@ -51,13 +52,6 @@ def make(clock: FakeClock, budget: int = 1000, loader: Loader | None = None,
          **kw: object) -> tuple[ResourceManager, Loader]:
     loader = loader or Loader()
     return ResourceManager(budget, loader=loader, estimate=estimate, clock=clock, **kw), loader
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.002)
 
 
 def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
@@ -154,11 +148,11 @@ def test_never_evicts_a_model_in_use_and_times_out_clearly(clock: FakeClock) -> 
 def test_second_model_waits_for_the_first_to_be_released(clock: FakeClock) -> None:
     rm, loader = make(clock, budget=500)
     engine_a = rm.acquire("a")
-    t, result = in_thread(lambda: rm.acquire("b", timeout=5))
-    wait_until(lambda: rm.waiting == 1)  # blocked on memory, nothing evicted
+    t, result = in_thread(lambda: rm.acquire("b", timeout=BACKSTOP_S))
+    wait_until(lambda: rm.waiting == 1, "b waiting")  # blocked on memory, nothing evicted
     assert loader.calls == ["a"] and not engine_a.closed
     rm.release("a")
-    t.join(5)
+    t.join(BACKSTOP_S)
     assert "error" not in result and result["value"] is loader.engines["b"][0]
     assert engine_a.closed and [r.model for r in rm.snapshot()] == ["b"]
 
@@ -230,11 +224,11 @@ def test_loader_failure_reaches_every_waiter_and_a_later_acquire_retries(clock: 
     loader.fail_with = RuntimeError("weights are corrupt")
     rm, _ = make(clock, loader=loader)
     threads = [in_thread(lambda: rm.acquire("a")) for _ in range(3)]
-    wait_until(lambda: loader.started.is_set() and rm.waiting == 2)
+    wait_until(lambda: loader.started.is_set() and rm.waiting == 2, "two waiters on the load")
     assert rm.used_bytes == 400  # the load in flight reserves its estimate
     loader.gate.set()
     for t, result in threads:
-        t.join(5)
+        t.join(BACKSTOP_S)
         assert isinstance(result.get("error"), RuntimeError)
     assert loader.calls == ["a"] and rm.snapshot() == [] and rm.used_bytes == 0
     loader.fail_with = None
@@ -247,11 +241,11 @@ def test_concurrent_acquires_load_once(clock: FakeClock) -> None:
     loader.gate = threading.Event()
     rm, _ = make(clock, loader=loader)
     threads = [in_thread(lambda: rm.acquire("a")) for _ in range(5)]
-    wait_until(lambda: loader.started.is_set() and rm.waiting == 4)
+    wait_until(lambda: loader.started.is_set() and rm.waiting == 4, "four waiters on the load")
     loader.gate.set()
     engines = set()
     for t, result in threads:
-        t.join(5)
+        t.join(BACKSTOP_S)
         engines.add(id(result["value"]))
     assert loader.calls == ["a"] and len(engines) == 1
     assert rm.snapshot()[0].refcount == 5
@@ -262,14 +256,14 @@ def test_loads_of_different_models_do_not_block_each_other(clock: FakeClock) -> 
     loader.gate = threading.Event()
     rm, _ = make(clock, loader=loader)
     t, result = in_thread(lambda: rm.acquire("a"))
-    wait_until(loader.started.is_set)
+    wait_until(loader.started.is_set, "the load started")
     # The slow load of a holds no lock: other models load and snapshots answer meanwhile.
     assert rm.snapshot() == [] and rm.used_bytes == 400
     gate, loader.gate = loader.gate, None  # the thread loading a already waits on its own gate
     rm.load("b")
     assert [r.model for r in rm.snapshot()] == ["b"] and rm.used_bytes == 800
     gate.set()
-    t.join(5)
+    t.join(BACKSTOP_S)
     assert result["value"] is loader.engines["a"][0]
 
 
@@ -322,7 +316,7 @@ def test_many_threads_never_see_a_closed_engine_or_an_overdrawn_budget(clock: Fa
         for i in range(30):
             model = "abc"[(seed + i) % 3]
             try:
-                engine = rm.acquire(model, timeout=5)
+                engine = rm.acquire(model, timeout=BACKSTOP_S)
             except WontFit as exc:  # pragma: no cover - would mean a lost wake-up
                 errors.append(exc.message)
                 continue
@@ -336,7 +330,7 @@ def test_many_threads_never_see_a_closed_engine_or_an_overdrawn_budget(clock: Fa
     for t in threads:
         t.start()
     for t in threads:
-        t.join(20)
+        t.join(BACKSTOP_S)
     assert errors == []
     assert all(r.refcount == 0 for r in rm.snapshot()) and rm.used_bytes <= 900
     assert len(loader.calls) > 3  # models really were evicted and reloaded under contention
@@ -351,14 +345,14 @@ def test_an_evicted_engine_counts_until_its_close_returns(clock: FakeClock) -> N
 
     def slow_close() -> None:
         closing.set()
-        assert may_close.wait(5)
+        assert may_close.wait(BACKSTOP_S)
         FakeEngine.close(engine_a)
 
     engine_a.close = slow_close  # type: ignore[method-assign]
     t, result = in_thread(lambda: rm.acquire("b"))
-    assert closing.wait(5)
+    assert closing.wait(BACKSTOP_S)
     # a's memory is not free yet, and b has not started loading: counted once, not twice.
     assert rm.used_bytes == 400 and loader.calls == ["a"] and not rm.is_loaded("a")
     may_close.set()
-    t.join(5)
+    t.join(BACKSTOP_S)
     assert result["value"] is loader.engines["b"][0] and rm.used_bytes == 400

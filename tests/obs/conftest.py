@@ -51,6 +51,7 @@ def make_app(builtin_runtime: Runtime) -> Iterator[Callable[..., TestClient]]:
     opened: list[tuple[TestClient, Kernel]] = []
 
     def build(engine_factory: Callable[[str], Engine] | None = None, **overrides: object) -> TestClient:
+        overrides.setdefault("engine", "hf")  # the fakes stand in for a step engine, keyed as the transformers one
         s = make_settings(builtin_runtime.settings.home, database_url=builtin_runtime.settings.database_url,
                           **overrides)
         rt = Runtime(s, builtin_runtime.db, builtin_runtime.store)

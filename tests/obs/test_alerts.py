@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ from llmos.obs.measure import quantile
 from llmos.obs.metrics import HttpEvent, Rolling
 from llmos.obs.rules import default_rules_text, parse_duration, parse_rules
 from tests.api.server import serving
+from tests.kernel.conftest import FakeClock
 from tests.obs.conftest import Receiver, scrape, value, write_rules
+from tests.waiting import wait_until
 
 SMOL = "smollm2-135m-instruct"
 CHAT = {"model": SMOL, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 3}
@@ -34,12 +35,12 @@ class FailingEngine(FakeEngine):
         raise RuntimeError("device lost")
 
 
-def wait_for(fn: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := fn()):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-    return result
+def on_test_clock(client: Any) -> FakeClock:
+    """The app's rolling windows and alert evaluation on a clock the test moves (from now on)."""
+    clock = FakeClock(time.monotonic())
+    obs = client.app.state.obs
+    obs.metrics.clock = obs.alerts.clock = clock
+    return clock
 
 
 def states(client: Any) -> dict[str, str]:
@@ -68,11 +69,12 @@ rules:
 def test_rules_fire_and_resolve_and_reach_the_webhook(make_app, tmp_path: Path, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
     client = make_app(engine_factory=lambda ref: FailingEngine(ref), alerts_file=write_rules(tmp_path / "a.yaml", RULES),
                       alert_interval=0.1, alert_webhook=receiver.url)
+    clock = on_test_clock(client)  # the evaluator's thread runs on, reading the windows at the test's time
     assert states(client) == {"api-errors": "ok", "slow-median": "ok"}
     for _ in range(3):
         r = client.post("/v1/chat/completions", json=CHAT)
         assert r.status_code == 500 and "device lost" in r.json()["error"]["message"]
-    wait_for(lambda: states(client) == {"api-errors": "firing", "slow-median": "firing"})
+    wait_until(lambda: states(client) == {"api-errors": "firing", "slow-median": "firing"}, "both rules firing")
     samples = scrape(client)
     assert value(samples, "llmos_alerts_firing", alert="api-errors", severity="critical") == 1
     view = client.get("/admin/alerts").json()
@@ -82,8 +84,9 @@ def test_rules_fire_and_resolve_and_reach_the_webhook(make_app, tmp_path: Path, 
     assert re.search(r"(\d) of \1 response\(s\) were 5xx", first["detail"]), first["detail"]
 
     # no traffic: the windows empty, both rules lack data and resolve
-    wait_for(lambda: states(client) == {"api-errors": "ok", "slow-median": "ok"}, timeout=20)
-    wait_for(lambda: len(receiver.bodies) == 4)
+    clock.advance(10.0)
+    wait_until(lambda: states(client) == {"api-errors": "ok", "slow-median": "ok"}, "both rules resolved")
+    wait_until(lambda: len(receiver.bodies) == 4, "four webhook calls")
     got = sorted((b["alert"], b["state"]) for b in receiver.bodies)
     assert got == [("api-errors", "firing"), ("api-errors", "resolved"),
                    ("slow-median", "firing"), ("slow-median", "resolved")]
@@ -91,7 +94,8 @@ def test_rules_fire_and_resolve_and_reach_the_webhook(make_app, tmp_path: Path, 
     assert hook["severity"] == "critical" and hook["summary"] == "most API calls fail" and hook["threshold"] == 0.5
     history = client.get("/admin/alerts").json()["history"]
     assert history[0]["state"] == "resolved"
-    assert wait_for(lambda: all(n["webhook"] == "delivered" for n in client.get("/admin/alerts").json()["history"]))
+    wait_until(lambda: all(n["webhook"] == "delivered" for n in client.get("/admin/alerts").json()["history"]),
+               "every notice delivered")
     assert value(scrape(client), "llmos_alerts_firing", alert="api-errors", severity="critical") == 0
 
 
@@ -100,16 +104,17 @@ def test_for_keeps_a_rule_pending_and_a_webhook_failure_is_recorded(make_app, tm
                         "for: 0.3s}\n")
     client = make_app(alerts_file=rules, alert_interval=3600, alert_webhook="http://127.0.0.1:9/nowhere")
     manager = client.app.state.obs.alerts
-    record_canary_outcome("support-bot", "v7", "rolled_back")
+    clock = on_test_clock(client)
+    record_canary_outcome("support-bot", "v7", "rolled_back")  # stamped now: not before the test's clock
     assert manager.evaluate() == [] and states(client) == {"rollback": "pending"}
-    time.sleep(0.35)
+    clock.advance(0.35)
     (fired,) = manager.evaluate()
     assert fired.state == "firing" and "support-bot:v7" in fired.detail
-    time.sleep(1.0)
+    clock.advance(1000.0)  # far past the 1 s window
     (resolved,) = manager.evaluate()
     assert resolved.state == "resolved"
-    history = wait_for(lambda: [n for n in client.get("/admin/alerts").json()["history"]
-                                if n["webhook"] not in ("pending", None)] or None)
+    history = wait_until(lambda: [n for n in client.get("/admin/alerts").json()["history"]
+                                  if n["webhook"] not in ("pending", None)], "the webhook's failure recorded")
     assert history[0]["webhook"].startswith("failed: ")
 
 

@@ -14,9 +14,8 @@ import pytest
 from llmos.daemon import create_app
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime, open_runtime
-from llmos.store.importer import ImportOptions
 from tests.api.server import serving
-from tests.conftest import make_settings
+from tests.conftest import copy_builtin, make_settings
 
 MINILM, SMOL = "minilm-l6", "smollm2-135m-instruct"
 
@@ -44,9 +43,7 @@ def store(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) ->
     """A store of this module's own, holding copies of both built-ins (the session's stay untouched)."""
     rt = open_runtime(make_settings(tmp_path_factory.mktemp("prompt") / "home", keep_alive=600), builtins=False)
     for name in (MINILM, SMOL):
-        info = builtin_runtime.store.registry.get(name)
-        rt.store.importer.import_path(builtin_runtime.store.registry.snapshot(info), name,
-                                      ImportOptions(license=info.manifest.license))
+        copy_builtin(rt, builtin_runtime, name)
     yield rt
     rt.close()
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from llmos.data import Datasets, ImportOptions
 from llmos.errors import ExitCode
 from llmos.feedback.gate import scores
 from llmos.prompt_tasks.evaluate import evaluate_stored_task as evaluate_stored
+from llmos.train.config import Hyperparameters
 from tests.prompt_tasks.conftest import MINILM, SMOL, Daemon, conll_sentences, sst2_dev
 
 SENTIMENT = "{text}\nIs the sentiment of this review positive or negative?"
@@ -62,13 +64,38 @@ def test_eval_reports_on_a_prompt_task(daemon: Daemon, datasets: Path, tmp_path:
     src.write_text("sentence\tlabel\n" + "".join(f"{t}\t{g}\n" for t, g in rows), encoding="utf-8")
     Datasets.of(daemon.rt).import_file(src, "sst2-slice", ImportOptions(split="validation"))
     report = evaluate_stored(daemon.rt.store.registry, Datasets.of(daemon.rt), "sst2-emb", "sst2-slice")
-    assert report["task"] == "classify" and report["rows"] == 40 and report["split"] == "validation"
-    assert report["metrics"]["accuracy"] == pytest.approx(served)  # the report scores what is served
-    assert sum(map(sum, report["confusion_matrix"]["matrix"])) == 40
+    assert report.task == "classify" and report.rows == 40 and report.split == "validation"
+    assert report.metrics["accuracy"] == pytest.approx(served)  # the report scores what is served
+    assert report.confusion_matrix is not None and sum(map(sum, report.confusion_matrix.matrix)) == 40
     # the feedback loop's gate can weigh a prompt task against a fine-tuned candidate the same way
     slice_rows = list(Datasets.of(daemon.rt).rows("sst2-slice", 1))
-    assert scores(daemon.rt.store.registry, "sst2-emb", {"validation": slice_rows}) == (
+    assert scores(daemon.rt.store.registry, "sst2-emb", {"validation": slice_rows}, "default") == (
         "accuracy", {"validation": pytest.approx(served)})
+
+
+def test_eval_on_a_daemon_is_an_evaluate_job_with_the_same_report(daemon: Daemon, datasets: Path,
+                                                                   tmp_path: Path) -> None:
+    if "sst2-emb" not in daemon.names():
+        daemon.ok("/v1/prompt_tasks", {"name": "sst2-emb", "base": MINILM, "labels": ["negative", "positive"],
+                                       "descriptions": DESCRIBED})
+    rows = sst2_dev(datasets, 30)
+    src = tmp_path / "dev.tsv"
+    src.write_text("sentence\tlabel\n" + "".join(f"{t}\t{g}\n" for t, g in rows), encoding="utf-8")
+    Datasets.of(daemon.rt).import_file(src, "sst2-eval", ImportOptions(split="validation"))
+    bad = daemon.post("/v1/evaluations", {"model": "sst2-emb", "dataset": "sst2-eval", "split": "test"})
+    assert bad.status_code == 400 and "has no rows in split 'test'" in bad.json()["error"]["message"]
+    job = daemon.ok("/v1/evaluations", {"model": "sst2-emb", "dataset": "sst2-eval", "max_rows": 25})
+    assert job["kind"] == "evaluate" and job["spec"]["base"] == f"{MINILM}:latest"  # reserved by admission
+    while job["state"] not in ("succeeded", "failed", "cancelled"):  # polled; pytest's timeout bounds it
+        time.sleep(0.1)
+        job = daemon.http.get(f"/v1/jobs/{job['id']}").json()
+    assert job["state"] == "succeeded", job["error"]
+    on_daemon = job["result"]["reports"]["sst2-emb:latest"]["validation"]
+    here = evaluate_stored(daemon.rt.store.registry, Datasets.of(daemon.rt), "sst2-emb", "sst2-eval",
+                           hyperparameters=Hyperparameters(max_eval_rows=25)).to_json()
+    assert on_daemon["rows"] == here["rows"] == 25 and on_daemon["split"] == here["split"] == "validation"
+    assert on_daemon["metrics"] == pytest.approx(here["metrics"])
+    assert on_daemon["confusion_matrix"] == here["confusion_matrix"]
 
 
 @pytest.mark.slow
@@ -91,7 +118,7 @@ def test_few_shot_extraction_spans_are_real_offsets(daemon: Daemon, datasets: Pa
     conll.write_text("\n\n".join("\n".join(f"{w} X X {t}" for w, t in zip(*s)) for s in sentences) + "\n")
     Datasets.of(daemon.rt).import_file(conll, "ner-slice", ImportOptions(split="validation"))
     report = evaluate_stored(daemon.rt.store.registry, Datasets.of(daemon.rt), "ner-shot", "ner-slice")
-    assert report["task"] == "tag" and report["rows"] == 3 and report["metrics"]["f1"] > 0
+    assert report.task == "tag" and report.rows == 3 and report.metrics["f1"] > 0
 
 
 def _mentions(tokens: list[str], tags: list[str]) -> list[str]:

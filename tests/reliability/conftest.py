@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from llmos.runtime import Runtime, open_runtime
-from llmos.store.importer import ImportOptions
 from tests.api.server import free_port, wait_healthy
-from tests.conftest import make_settings
+from tests.conftest import copy_builtin, make_settings
+from tests.waiting import BACKSTOP_S
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"LLMOS_COSCHED": "false", "LLMOS_LOOP_INTERVAL": "0", "LLMOS_JOB_PROGRESS_INTERVAL": "0", "LLMOS_JOB_POLL_INTERVAL": "0.05", "LLMOS_KEEP_ALIVE": "600",
@@ -42,48 +42,33 @@ class Daemon:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
-    def start(self) -> "Daemon":
+    def start(self, kinds: dict[str, str] | None = None) -> "Daemon":
+        """A fresh `llmos serve`; ``kinds`` replaces job kinds' entries in this one (``tests/heldjobs.py``)."""
         port = free_port()
-        cmd = [sys.executable, "-m", "tests.reliability.crashpoint", "-", "--", "serve", "--port", str(port)]
+        extra = [arg for name, entry in (kinds or {}).items() for arg in ("--kind", f"{name}={entry}")]
+        cmd = [sys.executable, "-m", "tests.reliability.crashpoint", *extra, "-", "--", "serve", "--port", str(port)]
         self.proc = subprocess.Popen(cmd, env=env_for(self.home), cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, text=True)
         self.url = f"http://127.0.0.1:{port}"
-        wait_healthy(self.url, timeout=120, alive=lambda: self.proc is not None and self.proc.poll() is None)
+        wait_healthy(self.url, alive=lambda: self.proc is not None and self.proc.poll() is None)
         return self
 
     def kill(self) -> None:
         """kill -9 the daemon; its job runners (own sessions) live on until the test kills them too."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        self.proc.wait(timeout=BACKSTOP_S)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=60)
+                self.proc.wait(timeout=BACKSTOP_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=300)
-
-
-def copy_builtin(rt: Runtime, builtin: Runtime, name: str) -> None:
-    """Register a built-in model in ``rt``'s store with its blobs hard-linked from the session store
-    (blobs are immutable and replaced only by rename, so neither store can change the other's)."""
-    info = builtin.store.registry.get(name)
-    try:
-        for f in info.manifest.files:
-            dst = rt.store.blobs.path(f.digest)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if not dst.exists():
-                os.link(builtin.store.blobs.path(f.digest), dst)
-    except OSError:  # another file system: copy through a real import
-        rt.store.importer.import_path(builtin.store.registry.snapshot(info), name,
-                                      ImportOptions(license=info.manifest.license))
-        return
-    rt.store.registry.add(name, info.manifest)
+        return httpx.Client(base_url=self.url, timeout=BACKSTOP_S)
 
 
 @pytest.fixture(scope="module")

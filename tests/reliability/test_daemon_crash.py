@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -18,12 +17,16 @@ import pytest
 
 from llmos.data import Datasets, ImportOptions
 from llmos.db.tables import Feedback, LoopPolicy, RequestLog
-from llmos.feedback.canary import CACHE_S, to_candidate
+from llmos.feedback.canary import to_candidate
 from llmos.feedback.policy import Policies
+from tests.obs.conftest import scrape, value
 from tests.reliability.conftest import Daemon, kill_runners, llmos, open_home
+from tests.heldjobs import held_marker
+from tests.waiting import BACKSTOP_S, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # two trainings and three daemon starts
 HP = {"epochs": 1, "batch_size": 8, "max_length": 32, "checkpoint_steps": 3}  # 8 steps: saves at 3, 6, 8
+HELD_TRAINING = {"train": "tests.heldjobs:train_held_in_checkpoint"}  # stops inside its second checkpoint
 
 
 def import_slice(root: Path, datasets: Path) -> None:
@@ -59,19 +62,23 @@ class OpenStream(threading.Thread):
         body = {"model": "smollm2-135m-instruct", "stream": True, "max_tokens": 2000, "temperature": 0,
                 "messages": [{"role": "user", "content": "Tell a very long story about a lighthouse."}]}
         try:
-            with httpx.stream("POST", self.url + "/v1/chat/completions", json=body, timeout=300) as r:
+            with httpx.stream("POST", self.url + "/v1/chat/completions", json=body, timeout=BACKSTOP_S) as r:
                 for line in r.iter_lines():
                     self.chunks += line.startswith("data: ")
         except httpx.HTTPError as exc:
             self.error = exc
 
 
-def wait_for(cond, timeout: float, what: str, step: float = 0.002):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
-        time.sleep(step)
-    return value
+def job_over_http(http: httpx.Client, job_id: str) -> dict:
+    return http.get(f"/v1/jobs/{job_id}").json()
+
+
+def ended_over_http(http: httpx.Client, job_id: str) -> str | None:
+    info = job_over_http(http, job_id)
+    return f"job {job_id} has {info['state']}: {info.get('error')}" if info["state"] in FINAL else None
+
+
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 def checkpoints(run_dir: Path) -> tuple[list[int], Path | None]:
@@ -87,26 +94,30 @@ def checkpoints(run_dir: Path) -> tuple[list[int], Path | None]:
 
 def test_kill_9_mid_stream_and_mid_checkpoint_loses_nothing_acknowledged(home: Path, datasets: Path) -> None:
     import_slice(home, datasets)
-    daemon = Daemon(home).start()
+    daemon = Daemon(home).start(kinds=HELD_TRAINING)
     try:
         with daemon.client() as http:
             acked = acknowledged_requests(http)
-            job = http.post("/v1/fine_tuning/jobs", json={"model": "minilm-l6", "dataset": "sst2-crash",
+            job = http.post("/v1/training/jobs", json={"model": "minilm-l6", "dataset": "sst2-crash",
                                                           "method": "full", "hyperparameters": HP,
                                                           "name": "crash-clf"}).json()
+            run_dir = home / "jobs" / job["id"]
+            # The runner stops with one checkpoint complete and the next half-written; a stream is under
+            # way; then the plug is pulled on both.
+            wait_until(held_marker(home / "jobs", job["id"]).exists, "the runner inside its second checkpoint",
+                       ended=lambda: ended_over_http(http, job["id"]))
+            done, half = checkpoints(run_dir)
+            assert done == [3] and half is not None and half.name.endswith("-6")
             stream = OpenStream(daemon.url)
             stream.start()
-            run_dir = home / "jobs" / job["id"]
-            # Wait until one checkpoint is complete and the next is being written, then pull the plug.
-            half = wait_for(lambda: checkpoints(run_dir)[0] and checkpoints(run_dir)[1], 300,
-                            "a checkpoint write after a complete one")
-            runner = psutil.Process(http.get(f"/v1/jobs/{job['id']}").json()["pid"])
+            wait_until(lambda: stream.chunks > 1, "the stream under way",
+                       ended=lambda: None if stream.is_alive() else f"the stream ended: {stream.error}")
+            runner = psutil.Process(job_over_http(http, job["id"])["pid"])
             runner.send_signal(signal.SIGKILL)
             daemon.kill()
-        assert half.exists(), "the runner finished its checkpoint write before it was killed"
+        assert half.exists()  # the kill left it half-written
         last_good = checkpoints(run_dir)[0][-1]
-        assert int(half.name.split("-")[-1]) > last_good
-        stream.join(timeout=30)
+        stream.join(BACKSTOP_S)
         assert stream.chunks > 1 and stream.error is not None  # it was cut mid-stream
 
         rt = open_home(home)
@@ -118,7 +129,7 @@ def test_kill_9_mid_stream_and_mid_checkpoint_loses_nothing_acknowledged(home: P
 
         daemon.start()  # the restart requeues the job from its last complete checkpoint
         with daemon.client() as http:
-            info = wait_for(lambda: _finished(http, job["id"]), 240, "the resumed job to finish", step=0.5)
+            info = wait_until(lambda: _finished(http, job["id"]), "the resumed job to finish", interval=0.5)
             assert info["state"] == "succeeded", http.get(f"/v1/jobs/{job['id']}/logs").text[-3000:]
             logs = http.get(f"/v1/jobs/{job['id']}/logs").text
             assert f"resuming training from checkpoint {run_dir}" in logs
@@ -126,6 +137,9 @@ def test_kill_9_mid_stream_and_mid_checkpoint_loses_nothing_acknowledged(home: P
             out = http.post("/v1/classify", json={"model": "crash-clf", "input": ["a gorgeous, witty film"]})
             assert out.status_code == 200 and out.json()["data"][0]["label"] in {"0", "1"}
             start_canary(home, info["result_model"])
+            # the daemon's router reads canaries from the database now and then; its metrics show when
+            wait_until(lambda: value(scrape(http), "llmos_canary_share", model="crash-clf", version="v2") == 0.5,
+                       "the daemon routing the canary")
             routed = classify_many(http, 8)
             fb = http.post("/v1/feedback", json={"request_id": out.json()["id"], "rating": -1, "correction": "0"})
             assert fb.status_code == 200, fb.text
@@ -151,8 +165,8 @@ def test_kill_9_mid_stream_and_mid_checkpoint_loses_nothing_acknowledged(home: P
 
 
 def _finished(http: httpx.Client, job_id: str) -> dict | None:
-    info = http.get(f"/v1/jobs/{job_id}").json()
-    return info if info["state"] in ("succeeded", "failed", "cancelled") else None
+    info = job_over_http(http, job_id)
+    return info if info["state"] in FINAL else None
 
 
 CANARY = {"candidate": "crash-clf:v2", "serving": "crash-clf:v1", "share": 0.5, "salt": "pinned-salt",
@@ -165,10 +179,9 @@ def start_canary(home: Path, result: str) -> None:
     rt.store.registry.tag(result, "crash-clf:v2")
     Policies(rt.db).set("crash-clf", "default", {"canary_share": 0.5})
     with rt.db.session() as s:
-        row = s.get(LoopPolicy, "crash-clf")
+        row = s.get(LoopPolicy, ("default", "crash-clf"))
         row.state, row.canary = "canary", dict(CANARY)
     rt.close()
-    time.sleep(CACHE_S + 0.2)  # the daemon's router reads canaries from the database this often
 
 
 def classify_many(http: httpx.Client, n: int) -> list[str]:
@@ -186,7 +199,7 @@ def check_canary_split(home: Path, ids: list[str]) -> None:
     rt = open_home(home)
     with rt.db.session() as s:
         routed = dict(s.query(RequestLog.id, RequestLog.model).filter(RequestLog.id.in_(ids)).all())
-        row = s.get(LoopPolicy, "crash-clf")
+        row = s.get(LoopPolicy, ("default", "crash-clf"))
         assert (row.state, row.canary) == ("canary", CANARY)
     rt.close()
     assert len(routed) == len(ids)

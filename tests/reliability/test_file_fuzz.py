@@ -19,13 +19,14 @@ import pytest
 from llmos.runtime import open_runtime
 from tests.conftest import make_settings
 from tests.reliability.conftest import ROOT, env_for
+from tests.waiting import BACKSTOP_S
 
 pytestmark = pytest.mark.slow
 MAX_GROWTH = 256 << 20  # peak RSS the imports may add over the worker's baseline (libraries loaded)
 CLEAR = {"ImportFailed", "UnsafeFormat", "InvalidInput", "InvalidName"}
 
 
-def run_worker(home: Path, kind: str, files: list[Path], timeout: float = 240) -> dict:
+def run_worker(home: Path, kind: str, files: list[Path], timeout: float = BACKSTOP_S) -> dict:
     open_runtime(make_settings(home), builtins=False).close()
     out = subprocess.run([sys.executable, "-m", "tests.reliability.fuzz_worker", str(home), kind, *map(str, files)],
                          env=env_for(home), cwd=ROOT, capture_output=True, text=True, timeout=timeout)

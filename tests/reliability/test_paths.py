@@ -15,6 +15,7 @@ from llmos.engines.base import FakeEngine
 from llmos.errors import ImportFailed, InvalidName
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
+from tests.waiting import BACKSTOP_S
 
 TRAVERSALS = ["../evil", "..", "a/../../b", "/etc/passwd", "a/b", ".hidden", "x:../y", "name\x00.txt", "..\\win"]
 
@@ -49,7 +50,7 @@ def test_directory_links_in_an_import_folder_are_not_followed(runtime: Runtime, 
     assert not [p for p in paths if p.startswith(("up/", "loop/"))], paths
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(BACKSTOP_S)  # a hang guard: a FIFO or /dev/zero read would never end
 @pytest.mark.parametrize("trick", ["dev-zero-weights", "fifo-config", "fifo-weights", "dangling-config"])
 def test_special_files_behind_links_are_refused_without_hanging(runtime: Runtime, minilm_dir: Path, tmp_path: Path,
                                                                 trick: str) -> None:

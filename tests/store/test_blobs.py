@@ -7,6 +7,7 @@ import pytest
 
 from llmos.errors import IntegrityError, NotFound
 from llmos.store.blobs import BlobStore, digest_of
+from tests.waiting import BACKSTOP_S
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ except StoreFull as e:
 
 def test_full_disk_leaves_nothing_behind(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=BACKSTOP_S)
     assert "STOREFULL" in out.stdout, out.stderr
     assert "nothing was kept" in out.stdout
     assert os.listdir(tmp_path / "tmp") == []

@@ -123,7 +123,7 @@ def test_pickle_weights_refused_unless_allowed(runtime: Runtime, minilm_dir: Pat
     info = runtime.store.importer.import_path(folder, "p", ImportOptions(allow_pickle=True))
     paths = {f.path for f in info.manifest.files}
     assert "model.safetensors" in paths and not any(p.endswith(".bin") for p in paths)
-    assert info.manifest.lineage["converted_from"] == "pickle"
+    assert info.manifest.lineage.converted_from == "pickle"
 
 
 @pytest.mark.parametrize("cut", [b"NOPE" + b"\0" * 100, None])

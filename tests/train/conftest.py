@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,11 +19,12 @@ from llmos.data.info import DatasetInfo
 from llmos.kernel.core import Kernel
 from llmos.jobs import JobInfo, JobRunner, JobState
 from llmos.runtime import Runtime, open_runtime
-from llmos.store.importer import ImportOptions as ModelImport
 from tests.api.server import serving
-from tests.conftest import make_settings
+from tests.conftest import copy_builtin, make_settings
+from tests.waiting import BACKSTOP_S, wait_for_job
 
-FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": 30.0, "keep_alive": 600}
+TRAINING_BACKSTOP_S = 6 * BACKSTOP_S
+FAST = {"job_progress_interval": 0.0, "job_poll_interval": 0.05, "job_stop_timeout": BACKSTOP_S, "keep_alive": 600}
 MINILM, SMOL = "minilm-l6", "smollm2-135m-instruct"
 
 
@@ -41,11 +41,8 @@ class Home:
         return open_runtime(make_settings(self.root, **FAST), builtins=False)
 
     def add_builtin(self, name: str) -> None:
-        """Copy a built-in model into this store (the session store's built-ins are never touched)."""
-        if not self.rt.store.registry.exists(name):
-            info = self.builtin.store.registry.get(name)
-            self.rt.store.importer.import_path(self.builtin.store.registry.snapshot(info), name,
-                                               ModelImport(license=info.manifest.license))
+        """Give this store a built-in model (hard links: the session store's built-ins are never touched)."""
+        copy_builtin(self.rt, self.builtin, name)
 
     def runner(self) -> JobRunner:
         rt = self.open()
@@ -83,17 +80,10 @@ def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> 
     h.close()
 
 
-def wait_until(cond: Callable[[], object], timeout: float = 600.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what} not met in {timeout} s"
-        time.sleep(0.05)
-
-
-def finished(jobs: JobRunner, job_id: str, timeout: float = 900.0) -> JobInfo:
-    info = jobs.wait(job_id, timeout=timeout)
-    assert info.state == JobState.SUCCEEDED, f"{info.state.api}: {info.error}\n{jobs.logs(job_id)[-3000:]}"
-    return info
+def finished(jobs: JobRunner, job_id: str) -> JobInfo:
+    """The job's info once it has succeeded; fails at once, with its error and log, if it ends otherwise.
+    A real fine-tune on a crowded machine can take many minutes: the test's own time limit is the guard."""
+    return wait_for_job(jobs, job_id, JobState.SUCCEEDED, timeout=TRAINING_BACKSTOP_S)
 
 
 # -- dataset slices -------------------------------------------------------------------------------
@@ -128,7 +118,7 @@ class Daemon:
         self.url = url
         self.kernel = kernel
         self.jobs = jobs
-        self.http = httpx.Client(base_url=url, timeout=300)
+        self.http = httpx.Client(base_url=url, timeout=BACKSTOP_S)
 
     def post(self, path: str, body: dict) -> httpx.Response:
         return self.http.post(path, json=body)

@@ -40,7 +40,7 @@ def setup(home: Home, datasets: Path) -> None:
 
 def refused(daemon: Daemon, status: int, match: str, **body: object) -> dict:
     request = {"model": MINILM, "dataset": "sst2", **body}
-    r = daemon.post("/v1/fine_tuning/jobs", request)
+    r = daemon.post("/v1/training/jobs", request)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert match in error["message"], error["message"]
@@ -97,7 +97,7 @@ def test_evaluation_reports_labels_the_model_never_learned(home: Home, tmp_path:
     home.rt.store.importer.import_path(tmp_path / "clf", "two-labels", ModelImport())
     (tmp_path / "three.csv").write_text("text,label\ngreat,pos\nawful,neg\nso-so,meh\nfine,pos\nmeh again,meh\n")
     home.datasets.import_file(tmp_path / "three.csv", "three")
-    report = evaluate_stored(home.rt.store.registry, home.datasets, "two-labels", "three")
+    report = evaluate_stored(home.rt.store.registry, home.datasets, "two-labels", "three").to_json()
     assert report["unseen_labels"] == {"meh": 2} and report["rows"] == 5
     assert report["per_class"]["meh"]["recall"] == 0.0 and report["per_class"]["meh"]["support"] == 2
     assert report["confusion_matrix"]["labels"] == ["neg", "pos", "meh"]

@@ -15,7 +15,10 @@ from llmos.jobs.procs import process_alive
 from llmos.train import TrainEnv, TrainSpec, plan_training
 from llmos.train.export import export_model
 from llmos.train.loading import evaluate_stored
-from tests.train.conftest import MINILM, Daemon, Home, crash, finished, import_sst2, report_of, wait_until
+from llmos.jobs import register_job_kind
+from tests.heldjobs import release
+from tests.train.conftest import MINILM, Daemon, Home, crash, finished, import_sst2, report_of
+from tests.waiting import wait_for_job, wait_until
 
 pytestmark = pytest.mark.slow
 SMALL = {"epochs": 2, "max_length": 64, "batch_size": 16}
@@ -30,7 +33,7 @@ def setup(home: Home, datasets: Path) -> None:
 
 def check_lineage(home: Home, ref: str, method: str, peft_type: str | None, job_id: str) -> dict:
     info = home.rt.store.registry.get(ref)
-    lin = info.manifest.lineage
+    lin = info.manifest.lineage.model_dump(mode="json")
     base = home.rt.store.registry.get(MINILM)
     dataset = home.datasets.get("sst2")
     assert lin["base"] == {"ref": base.ref, "digest": base.digest}
@@ -46,7 +49,7 @@ def check_lineage(home: Home, ref: str, method: str, peft_type: str | None, job_
 
 
 def test_lora_classifier_through_the_api_is_merged_and_served(daemon: Daemon, home: Home) -> None:
-    job = daemon.ok("/v1/fine_tuning/jobs", {"model": MINILM, "dataset": "sst2", "method": "lora",
+    job = daemon.ok("/v1/training/jobs", {"model": MINILM, "dataset": "sst2", "method": "lora",
                                              "hyperparameters": SMALL, "name": "sent-lora"})
     assert job["kind"] == "train" and job["plan"]["rows"] == {"train": 320, "validation": 120}
     info = finished(daemon.jobs, job["id"])
@@ -68,20 +71,25 @@ def test_full_classifier_survives_a_pause_and_a_crash_and_loses_no_step(daemon: 
     spec = TrainSpec.parse({"base": MINILM, "dataset": "sst2", "method": "full", "name": "sent-full",
                             "hyperparameters": {**SMALL, "checkpoint_steps": 5}})
     plan = plan_training(TrainEnv.of(home.rt), spec)
+    register_job_kind("train-held", "tests.heldjobs:train_held_at", replace=True)  # the real loop, held at 7 and 14
     first = home.runner()
-    job_id = first.submit("train", plan.spec.model_dump(mode="json"))
-    wait_until(lambda: first.get(job_id).progress.step >= 7, what="training reached step 7")
+    job_id = first.submit("train-held", {**plan.job_spec(), "hold_at": [7, 14]})  # the plan travels with the job
+    job, work = (first, job_id), home.rt.settings.jobs_dir / job_id / "work"
+    wait_until(lambda: first.get(job_id).progress.step == 7, "training held at step 7", job=job)
     first.pause(job_id, free_memory=True)  # checkpoint and exit the runner
-    wait_until(lambda: first.get(job_id).state == JobState.PAUSED and first.get(job_id).pid is None)
+    wait_for_job(first, job_id, JobState.PAUSED)
+    wait_until(lambda: first.get(job_id).pid is None, "the paused runner gone", job=job)
     paused = first.get(job_id)
-    assert paused.checkpoint and Path(paused.checkpoint).name == f"checkpoint-{paused.progress.step}"
+    assert paused.progress.step == 7 and paused.checkpoint and Path(paused.checkpoint).name == "checkpoint-7"
     assert (Path(paused.checkpoint) / "optimizer.pt").is_file() and (Path(paused.checkpoint) / "trainer_state.json").is_file()
+    release(work, 7)
     first.resume(job_id)
-    wait_until(lambda: first.get(job_id).progress.step >= paused.progress.step + 7, what="resumed training")
+    wait_until(lambda: first.get(job_id).progress.step == 14, "resumed training held at step 14", job=job)
     crash(first)  # the daemon dies, then its runner is killed mid-epoch
     pid = first.get(job_id).pid
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not process_alive(pid, None), what="the runner died")
+    wait_until(lambda: not process_alive(pid, None), "the runner dead")
+    release(work, 14)
     second = home.runner()  # a restarted daemon requeues the job from its last checkpoint
     info = finished(second, job_id)
     assert info.attempts == 3 and second.logs(job_id).count("resuming training from checkpoint") == 2
@@ -93,11 +101,11 @@ def test_full_classifier_survives_a_pause_and_a_crash_and_loses_no_step(daemon: 
     out = daemon.ok("/v1/classify", {"model": "sent-full", "input": ["an utterly charming and hilarious film"]})
     assert out["data"][0]["label"] in {"0", "1"}
     again = evaluate_stored(home.rt.store.registry, home.datasets, "sent-full", "sst2", "validation")
-    assert again["rows"] == 120 and abs(again["metrics"]["accuracy"] - lin["metrics"]["accuracy"]) < 1e-6
+    assert again.rows == 120 and abs(again.metrics["accuracy"] - lin["metrics"]["accuracy"]) < 1e-6
 
 
 def test_prompt_tuning_gives_an_adapter_with_an_engine_of_its_own(daemon: Daemon, home: Home, tmp_path: Path) -> None:
-    job = daemon.ok("/v1/fine_tuning/jobs", {"model": MINILM, "dataset": "sst2", "method": "prompt",
+    job = daemon.ok("/v1/training/jobs", {"model": MINILM, "dataset": "sst2", "method": "prompt",
                                              "hyperparameters": {**SMALL, "max_steps": 6, "num_virtual_tokens": 8},
                                              "suffix": "prompt"})
     info = finished(daemon.jobs, job["id"])

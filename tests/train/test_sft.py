@@ -27,7 +27,7 @@ def setup(home: Home, datasets: Path) -> None:
 
 
 def test_chat_sft_lowers_the_loss_and_the_adapter_is_served(daemon: Daemon, home: Home, tmp_path: Path) -> None:
-    job = daemon.ok("/v1/fine_tuning/jobs", {"model": SMOL, "dataset": "code", "hyperparameters": {
+    job = daemon.ok("/v1/training/jobs", {"model": SMOL, "dataset": "code", "hyperparameters": {
         "epochs": 3, "max_length": 96, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8,
         "report_rows": 2, "max_new_tokens": 12}})
     assert job["plan"]["method"] == "lora" and job["plan"]["rows"] == {"train": 14, "validation": 2}

@@ -17,6 +17,7 @@ from llmos.jobs.types import JobPaths, JobState
 from llmos.train.config import Hyperparameters
 from llmos.train.space import default_space, parse_dimension, resolve_space
 from tests.train.conftest import MINILM, Daemon, Home, finished, import_sst2
+from tests.waiting import wait_for_job
 
 FIXED = {"max_length": 32, "batch_size": 8, "max_steps": 4, "eval_steps": 2, "early_stopping_patience": 0}
 
@@ -87,9 +88,9 @@ def test_llmos_tune_prints_the_plan_and_refuses_a_bad_space(daemon: Daemon) -> N
     tune = daemon.jobs.get(job_id)
     assert tune.kind == "tune" and tune.spec["sampler"] == "random" and tune.spec["space"]["lora_r"]["choices"] == [4, 8]
     daemon.jobs.cancel(job_id)  # its runner (if it started) cancels the trial it queued
-    assert daemon.jobs.wait(job_id, timeout=300).state == JobState.CANCELLED
+    assert wait_for_job(daemon.jobs, job_id).state == JobState.CANCELLED
     for trial in [j for j in daemon.jobs.list() if (j.spec.get("trial") or {}).get("of") == job_id]:
-        assert daemon.jobs.wait(trial.id, timeout=300).state == JobState.CANCELLED
+        assert wait_for_job(daemon.jobs, trial.id).state == JobState.CANCELLED
 
 
 @pytest.mark.slow
@@ -101,7 +102,7 @@ def test_a_tiny_study_runs_trials_as_jobs_and_promotes_the_best(daemon: Daemon, 
     assert job["plan"]["space"] == {"learning_rate": "1e-06:0.003:log", "lora_r": "4,8", "warmup_ratio": "0:0.1",
                                     "lora_dropout": "0:0.2"}  # the user's two + the other defaults
     assert job["plan"]["output"] == "sent-tuned" and job["plan"]["rows"] == {"train": 64, "validation": 32}
-    info = finished(daemon.jobs, job["id"], timeout=600)  # max_jobs is 1: the trials still get their slot
+    info = finished(daemon.jobs, job["id"])  # max_jobs is 1: the trials still get their slot
 
     trials = daemon.http.get(f"/v1/tuning/jobs/{job['id']}/trials").json()["data"]
     assert [t["spec"]["trial"] for t in trials] == [{"of": job["id"], "number": n} for n in range(3)]
@@ -121,7 +122,7 @@ def test_a_tiny_study_runs_trials_as_jobs_and_promotes_the_best(daemon: Daemon, 
 
     reg = home.rt.store.registry
     assert info.result_model == "sent-tuned:v1" and reg.get("sent-tuned").digest == reg.get("sent-tuned:v1").digest
-    lin = reg.get("sent-tuned:v1").manifest.lineage
+    lin = reg.get("sent-tuned:v1").manifest.lineage.model_dump(mode="json")
     assert lin["job_id"] == job["id"] and lin["tuning"]["best"] == best
     assert lin["tuning"]["counts"] == study["counts"] and len(lin["tuning"]["trials"]) == 3
     assert lin["hyperparameters"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])

@@ -112,7 +112,8 @@ function overviewPage() {
   const tbody = document.querySelector("#ps-table tbody");
   poll(async () => {
     const ps = await getJSON("/console/api/ps");
-    document.getElementById("mem-used").textContent = fmtBytes(ps.used_bytes);
+    const used = document.getElementById("mem-used");  // admins only: the budget is the machine's
+    if (used && ps.used_bytes !== null) used.textContent = fmtBytes(ps.used_bytes);
     const rows = ps.models.map(m => row([m.model, m.loaded ? "yes" : "no", fmtBytes(m.footprint_bytes), m.in_use,
       m.queue ? m.queue.waiting : 0, m.queue ? m.queue.running : 0, m.queue ? m.queue.tokens_per_s.toFixed(1) : 0,
       m.queue ? m.queue.finished : 0, m.queue ? m.queue.rejected : 0,

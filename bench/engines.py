@@ -1,0 +1,144 @@
+"""llmos's two engines against llama.cpp's own server, from ONE run, each server alone, the same
+streaming chat load (code_alpaca instructions, greedy) at 1 client (3 requests one after another) and
+at N concurrent clients:
+
+- llmos on the llama.cpp engine (the built-in SmolLM2's Q4_1 GGUF, LLMOS_ENGINE=llamacpp),
+- llmos on the transformers engine (the same weights dequantised to fp32, LLMOS_ENGINE=hf),
+- llama.cpp's own server (the binding's server, on its HTTP port) on the same GGUF file.
+
+Prints tokens/s, time to first token p50 / p95, the ratios the targets are stated in, and the CPU
+flags. Loopback only.
+
+    .venv/bin/python bench/engines.py [--clients 16 64] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+logging.getLogger("alembic").setLevel(logging.WARNING)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from transformers import AutoTokenizer  # noqa: E402
+
+from common import Result, drive, free_port, instructions, start, stop, wait_healthy  # noqa: E402
+from llmos.config import load_settings  # noqa: E402
+from llmos.engines.llamacpp_server import default_threads, usable_cores  # noqa: E402
+from llmos.runtime import open_runtime  # noqa: E402
+
+BASE = "smollm2-135m-instruct"
+SERVER = """
+import sys, threading, xllamacpp
+p = xllamacpp.CommonParams()
+p.model.path, p.port, p.hostnames = sys.argv[1], int(sys.argv[2]), ["127.0.0.1"]
+p.n_parallel, p.n_ctx = int(sys.argv[3]), int(sys.argv[4])
+p.cpuparams.n_threads = p.cpuparams_batch.n_threads = int(sys.argv[5])
+p.verbosity = -1
+server = xllamacpp.Server(p)
+threading.Event().wait()
+"""
+
+
+def merge(results: list[Result]) -> Result:
+    out = Result()
+    for r in results:
+        out.tokens += r.tokens
+        out.wall_s += r.wall_s
+        out.ttft_s += r.ttft_s
+    return out
+
+
+def load(url: str, model: str, prompts: list[str], clients: list[int], max_tokens: int, count) -> dict[int, Result]:  # type: ignore[no-untyped-def]
+    drive(url, [model] * 2, prompts[:2], 4, count)  # warm-up: loads the model
+    out = {}
+    for n in clients:
+        if n == 1:  # one client: three requests, each alone
+            out[1] = merge([drive(url, [model], [p], max_tokens, count) for p in prompts[:3]])
+        else:
+            out[n] = drive(url, [model] * n, prompts[:n], max_tokens, count)
+    return out
+
+
+def llmos_server(home: Path, engine: str, slots: int, args, prompts, count) -> dict[int, Result]:  # type: ignore[no-untyped-def]
+    port = free_port()
+    proc = start([sys.executable, "-m", "llmos", "serve", "--port", str(port)],
+                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(slots), "LLMOS_ENGINE": engine,
+                  "LLMOS_MAX_QUEUE": str(max(64, slots))})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        return load(url, BASE, prompts, args.clients, args.max_tokens, count)
+    finally:
+        stop(proc)
+
+
+def llama_server(gguf: Path, slots: int, args, prompts, count) -> dict[int, Result]:  # type: ignore[no-untyped-def]
+    port = free_port()
+    kv = max(8192, slots * 1024)
+    proc = start([sys.executable, "-c", SERVER, str(gguf), str(port), str(slots), str(kv), str(default_threads())])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        return load(url, BASE, prompts, args.clients, args.max_tokens, count)
+    finally:
+        stop(proc)
+
+
+def line(name: str, r: Result) -> str:
+    return (f"{name:<34} {r.tok_s:7.1f} tok/s  ({r.tokens} tokens in {r.wall_s:5.1f} s)  "
+            f"TTFT p50 {r.p50:5.2f} s  p95 {r.pct(0.95):5.2f} s")
+
+
+def cpu_flags() -> str:
+    for text in Path("/proc/cpuinfo").read_text().splitlines():
+        if text.startswith("flags"):
+            return text.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--home", help="llmos home (default: a fresh temporary one)")
+    args = ap.parse_args()
+    args.clients = sorted(set(args.clients))
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="llmos-bench-"))
+    rt = open_runtime(load_settings(home=home))
+    info = rt.store.registry.get(BASE)
+    folder = rt.store.registry.snapshot(info)
+    tok = AutoTokenizer.from_pretrained(folder)
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False))
+
+    slots = max(args.clients)
+    prompts = instructions(slots)
+    print(f"clients {args.clients}, {args.max_tokens} max new tokens, greedy, {usable_cores()} cores, "
+          f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    runs = {}
+    for name, fn in (("llmos, llama.cpp engine", lambda: llmos_server(home, "llamacpp", slots, args, prompts, count)),
+                     ("llama.cpp server", lambda: llama_server(folder / "model.gguf", slots, args, prompts, count)),
+                     ("llmos, transformers engine", lambda: llmos_server(home, "hf", slots, args, prompts, count))):
+        print(f"{name}: starting, load average {os.getloadavg()[0]:.2f}, llama.cpp threads now {default_threads()}",
+              flush=True)
+        runs[name] = fn()
+        for n, r in runs[name].items():
+            print(line(f"{name}, {n} client{'s' if n > 1 else ''}", r), flush=True)
+    fast, server, hf = (runs[k] for k in runs)
+    for n in args.clients:
+        print(f"ratio {n:>3} clients: llmos(llama.cpp) / llama.cpp server tok/s {fast[n].tok_s / server[n].tok_s:.2f}x, "
+              f"TTFT p95 {fast[n].pct(0.95) / server[n].pct(0.95):.2f}x; "
+              f"llmos(llama.cpp) / llmos(transformers) tok/s {fast[n].tok_s / hf[n].tok_s:.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"cpu flags: {cpu_flags()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The llama.cpp engine: quantised GGUF models, generation only, streamed by llama.cpp's server loop.
+
+llama.cpp's server context decodes every live sequence in one batch per step (continuous batching
+over slots) in its own thread; this engine starts each sequence the kernel admits as one streamed
+completion of token ids and hands every token back through ``emit``. The kernel keeps deciding
+which sequences enter and when: it never admits more than the engine's slots, so llama.cpp's own
+queue stays empty, and ``release`` stops a sequence at its next token, which frees its slot.
+Tokenisation stays at the kernel's front door (the model's own tokenizer and stored chat template),
+so both engines see the same prompt ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from llmos.engines.base import ChatMessage, Emit, Engine, EngineInfo, Span
+from llmos.engines.llamacpp_server import (
+    GgufShape, LlamaServer, ServerConfig, check_architecture, default_threads, kv_bytes, read_shape,
+)
+from llmos.engines.prompts import chat_prompt_ids
+from llmos.errors import EngineFailed, InvalidInput, WrongTask
+from llmos.engines.types import RequestStatus, SamplingParams, SequenceSpec, StepOutput
+
+log = logging.getLogger("llmos.engines.llamacpp")
+
+SPARE_SLOTS = 2  # a released slot frees at its next token: room for the kernel's next admission meanwhile
+KV_TOKENS_PER_SLOT = 1024  # cache cells per slot when sizing the shared cache
+_FINISH = {"stop": RequestStatus.FINISHED_STOPPED, "length": RequestStatus.FINISHED_LENGTH}
+
+
+def find_gguf(folder: Path) -> Path:
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise InvalidInput(f"{folder.name}: no .gguf file, so the llama.cpp engine cannot run it; use the hf engine")
+    return found[0]
+
+
+def request_body(spec: SequenceSpec) -> dict[str, Any]:
+    """One llama.cpp completion for ``spec``: token ids in, llmos's sampling semantics (temperature,
+    top-k, top-p only: llama.cpp's extra samplers such as min-p are switched off)."""
+    p: SamplingParams = spec.params
+    body: dict[str, Any] = {
+        "prompt": list(spec.prompt_ids), "max_tokens": p.max_tokens, "stream": True,
+        "temperature": max(p.temperature, 0.0), "top_p": p.top_p, "top_k": p.top_k, "min_p": 0.0,
+        "typical_p": 1.0, "repeat_penalty": 1.0, "cache_prompt": True,
+    }
+    if p.stop:
+        body["stop"] = list(p.stop)
+    if p.seed is not None:
+        body["seed"] = p.seed
+    return body
+
+
+class _Stream:
+    """One sequence in flight: turns llama.cpp's chunks into StepOutputs, stops when released."""
+
+    def __init__(self, spec: SequenceSpec, emit: Emit) -> None:
+        self.spec = spec
+        self.emit = emit
+        self.released = threading.Event()
+        self.tokens = 0
+        self.done = False
+
+    def on_chunk(self, chunk: dict[str, Any]) -> bool:
+        """The binding's callback: True asks llama.cpp to stop this sequence (and free its slot)."""
+        if self.released.is_set() or self.done:
+            return True
+        if "error" in chunk or "choices" not in chunk:
+            self.fail(_error_message(chunk))
+            return True
+        choice = chunk["choices"][0]
+        text, reason = choice.get("text") or "", choice.get("finish_reason")
+        if reason is None:
+            self.tokens += 1
+            self.emit(StepOutput(self.spec.id, -1, text))
+            return False
+        used = int((chunk.get("usage") or {}).get("completion_tokens", self.tokens))
+        self.done = True
+        status = _FINISH.get(reason, RequestStatus.FINISHED_STOPPED)
+        self.emit(StepOutput(self.spec.id, -1, text, True, status, tokens=max(used - self.tokens, 0)))
+        return True
+
+    def fail(self, message: str) -> None:
+        if not self.done and not self.released.is_set():
+            self.done = True
+            self.emit(StepOutput(self.spec.id, -1, "", True, RequestStatus.FINISHED_ERROR, message, tokens=0))
+
+
+def _error_message(chunk: dict[str, Any]) -> str:
+    err = chunk.get("error", chunk)
+    message = err.get("message") if isinstance(err, dict) else str(err)
+    return f"llama.cpp: {message or chunk}"
+
+
+class LlamaCppEngine(Engine):
+    """One GGUF model in a llama.cpp server context (see the module docstring)."""
+
+    streams = True
+
+    def __init__(self, path: str | Path, *, name: str, tasks: list[str] | None = None,
+                 chat_template: str | None = None, max_batch_size: int = 16, threads: int = 0,
+                 kv_tokens: int = 0, context_length: int | None = None, **_: object) -> None:
+        folder = Path(path)
+        self.name = name
+        self.gguf = find_gguf(folder)
+        self.shape: GgufShape = read_shape(self.gguf)
+        check_architecture(self.gguf, self.shape.architecture)
+        self.tasks = [t for t in (tasks or ["generate"]) if t == "generate"]
+        self.context_length = min(context_length or self.shape.context_length, self.shape.context_length)
+        self.slots = max_batch_size + SPARE_SLOTS
+        kv = kv_tokens or max(self.context_length, self.slots * KV_TOKENS_PER_SLOT)
+        self._tokenizer, self._chat_template = _tokenizer(folder), chat_template
+        self._server: LlamaServer | None = LlamaServer(ServerConfig(self.gguf, self.slots, kv, threads or default_threads()))
+        self._kv_bytes = kv_bytes(self.shape, kv)
+        self._streams: dict[str, _Stream] = {}
+        self._lock = threading.Condition()
+        self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"llama-{name}")
+
+    # -- what it is ------------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, list(self.tasks), self.context_length, self.footprint(), [])
+
+    def footprint(self) -> int:
+        return 0 if self._server is None else self.gguf.stat().st_size + self._kv_bytes
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._require_tokenizer().encode(text))
+
+    def encode_chat(self, messages: list[ChatMessage]) -> list[int]:
+        return chat_prompt_ids(self._require_tokenizer(), self._chat_template, messages, self.name)
+
+    def _require_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise WrongTask(f"model {self.name} has no tokenizer files beside its GGUF")
+        return self._tokenizer
+
+    # -- generation ------------------------------------------------------------------------------
+    def start(self, seqs: list[SequenceSpec], emit: Emit) -> None:
+        server = self._require()
+        for spec in seqs:
+            if spec.adapter is not None:
+                raise WrongTask(f"the llama.cpp engine of {self.name} serves no adapters (asked for {spec.adapter})")
+        for spec in seqs:
+            stream = _Stream(spec, emit)
+            with self._lock:  # past the slots (released ones not yet freed), llama.cpp queues it briefly
+                self._streams[spec.id] = stream
+            self._pool.submit(self._run, server, stream)
+
+    def _run(self, server: LlamaServer, stream: _Stream) -> None:
+        try:
+            if not stream.released.is_set():
+                server.complete(request_body(stream.spec), stream.on_chunk)
+            if not stream.done:
+                stream.fail("llama.cpp ended the sequence without a final answer")
+        except Exception as exc:  # noqa: BLE001 - the failure belongs to this sequence only
+            log.exception("llama.cpp engine %s: sequence %s failed", self.name, stream.spec.id)
+            stream.fail(f"llama.cpp: {exc}")
+        finally:
+            with self._lock:
+                self._streams.pop(stream.spec.id, None)
+                self._lock.notify_all()
+
+    def release(self, ids: list[str]) -> None:
+        with self._lock:
+            for i in ids:
+                stream = self._streams.get(i)
+                if stream is not None:
+                    stream.released.set()
+
+    @property
+    def live(self) -> int:
+        """Sequences whose llama.cpp slot is still held (a released one until its next token)."""
+        with self._lock:
+            return len(self._streams)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no slot is held (every sequence ended or stopped after ``release``)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._streams, timeout)
+
+    def prefill(self, seqs: list[SequenceSpec]) -> list[StepOutput]:
+        raise WrongTask("the llama.cpp engine streams sequences itself; use start()")
+
+    def decode(self, ids: list[str]) -> list[StepOutput]:
+        raise WrongTask("the llama.cpp engine streams sequences itself; use start()")
+
+    # -- what it does not do ---------------------------------------------------------------------
+    def add_adapter(self, name: str, path: str) -> None:
+        raise WrongTask(f"the llama.cpp engine of {self.name} serves no adapters; they run on the hf engine")
+
+    def remove_adapter(self, name: str) -> None:
+        return None
+
+    def embed(self, texts: list[str], *, adapter: str | None = None) -> list[list[float]]:
+        raise WrongTask(f"the llama.cpp engine of {self.name} only generates")
+
+    def classify(self, texts: list[str], *, adapter: str | None = None) -> list[dict[str, float]]:
+        raise WrongTask(f"the llama.cpp engine of {self.name} only generates")
+
+    def tag(self, texts: list[str], *, adapter: str | None = None) -> list[list[Span]]:
+        raise WrongTask(f"the llama.cpp engine of {self.name} only generates")
+
+    def _require(self) -> LlamaServer:
+        if self._server is None:
+            raise EngineFailed(f"engine {self.name} is closed")
+        return self._server
+
+    def close(self) -> None:
+        if self._server is None:
+            return
+        with self._lock:
+            for stream in self._streams.values():
+                stream.released.set()
+        self._pool.shutdown(wait=True)
+        server, self._server = self._server, None
+        server.close()
+
+
+def _tokenizer(folder: Path) -> Any:
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)

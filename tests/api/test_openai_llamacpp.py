@@ -1,0 +1,112 @@
+"""The official openai client against the daemon with SmolLM2 on its default engine, llama.cpp:
+answers, streaming, usage, context overflow, cancellation freeing the slot, feedback on its answers,
+and the requests llama.cpp cannot serve routed to the transformers engine (shown in /admin/ps)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+from openai import OpenAI
+from transformers import AutoModelForCausalLM
+
+from llmos.daemon import create_app
+from llmos.engines.llamacpp import LlamaCppEngine
+from llmos.kernel.core import Kernel
+from llmos.runtime import Runtime
+from llmos.store.importer import ImportOptions
+from tests.api.server import serving
+
+pytestmark = pytest.mark.slow
+SMOL = "smollm2-135m-instruct"
+KEY = f"{SMOL}:latest@llamacpp"
+QUESTION = [{"role": "system", "content": "Answer in one short sentence."},
+            {"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def adapter(builtin_runtime: Runtime, smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    name = "llama-test-lora"
+    if not builtin_runtime.store.registry.exists(name):
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(7)
+        cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        out = tmp_path_factory.mktemp(name)
+        get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_dir), cfg).save_pretrained(out)
+        builtin_runtime.store.importer.import_path(out, name, ImportOptions(parent=SMOL))
+    return name
+
+
+@pytest.fixture(scope="module")
+def daemon(builtin_runtime: Runtime) -> Iterator[tuple[str, Kernel]]:
+    settings = builtin_runtime.settings.model_copy(update={"engine": "auto", "max_batch": 4})
+    kernel = Kernel(settings, builtin_runtime.store.registry)
+    with serving(create_app(builtin_runtime, kernel)) as url:
+        yield url, kernel
+
+
+@pytest.fixture(scope="module")
+def client(daemon: tuple[str, Kernel]) -> OpenAI:
+    return OpenAI(base_url=daemon[0] + "/v1", api_key="unused", max_retries=0)
+
+
+def _engine(kernel: Kernel) -> LlamaCppEngine:
+    engine = kernel.resources.acquire(KEY)
+    kernel.resources.release(KEY)
+    assert isinstance(engine, LlamaCppEngine)
+    return engine
+
+
+def test_chat_answers_streams_the_same_text_and_takes_feedback(client: OpenAI, daemon: tuple[str, Kernel]) -> None:
+    reply = client.chat.completions.create(model=SMOL, messages=QUESTION, max_tokens=24, temperature=0)
+    text = reply.choices[0].message.content
+    assert "Paris" in text and reply.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(model=SMOL, messages=QUESTION, max_tokens=24, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert len([p for p in pieces if p]) > 3 and "".join(pieces) == text
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens > 0
+    fb = httpx.post(daemon[0] + "/v1/feedback", json={"request_id": reply.id, "rating": 1})
+    assert fb.status_code == 200, fb.text
+    ps = httpx.get(daemon[0] + "/admin/ps").json()["models"]
+    assert [m["engine"] for m in ps if m["model"] == f"{SMOL}:latest"] == ["llamacpp"]
+
+
+def test_completion_counts_tokens_and_honours_max_tokens(client: OpenAI) -> None:
+    out = client.completions.create(model=SMOL, prompt="The capital of France is", max_tokens=6, temperature=0)
+    assert out.usage.prompt_tokens == 5 and out.usage.completion_tokens == 6
+    assert out.choices[0].finish_reason == "length" and out.choices[0].text.strip()
+
+
+def test_context_overflow_is_a_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=SMOL, prompt="x " * 15000, max_tokens=4)
+    assert "context" in str(err.value)
+
+
+def test_client_gone_mid_decode_frees_the_slot(daemon: tuple[str, Kernel]) -> None:
+    url, kernel = daemon
+    stats = kernel.worker(KEY).scheduler.stats
+    aborted = stats().aborted
+    body = {"model": SMOL, "prompt": "Once upon a time", "max_tokens": 4000, "stream": True}
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=300) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break  # one token arrived: hang up
+    assert _engine(kernel).wait_idle(timeout=120)
+    assert stats().aborted == aborted + 1 and stats().running == 0
+
+
+def test_adapter_requests_run_on_the_hf_engine_and_ps_says_why(client: OpenAI, daemon: tuple[str, Kernel],
+                                                              adapter: str) -> None:
+    reply = client.chat.completions.create(model=adapter, messages=QUESTION, max_tokens=4, temperature=0)
+    assert reply.usage.completion_tokens > 0
+    ps = {(m["model"], m["engine"]): m for m in httpx.get(daemon[0] + "/admin/ps").json()["models"]}
+    hf = ps[(f"{SMOL}:latest", "hf")]
+    assert hf["routed"] == ["adapters run on the hf engine"] and hf["queue"]["finished"] >= 1
