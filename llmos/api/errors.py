@@ -52,12 +52,25 @@ async def _llmos_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
+# Validation failures that mean "llmos does not do this" rather than "this value is malformed": 400.
+_UNSUPPORTED = {"extra_forbidden": "unsupported_parameter", "unsupported_parameter": "unsupported_parameter",
+                "unsupported_content": "unsupported_content"}
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
+    errors = exc.errors()
+    refused = next((e for e in errors if e.get("type") in _UNSUPPORTED), None)
+    first = refused or (errors[0] if errors else {})
     field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    if refused is not None:
+        code = _UNSUPPORTED[refused["type"]]
+        msg = f"{field}: unknown parameter; llmos does not support it" if refused["type"] == "extra_forbidden" \
+            else f"{field}: {refused.get('msg')}"
+        return JSONResponse(error_body(msg, "invalid_request_error", code=code, param=field), status_code=400)
     msg = f"{field}: {first.get('msg', 'invalid')}"
-    return JSONResponse(error_body(msg, "invalid_request_error", param=field), status_code=422)
+    return JSONResponse(error_body(msg, "invalid_request_error", code="invalid_value", param=field),
+                        status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -11,16 +11,16 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from llmos.api import tools
 from llmos.api.bounds import NAME_MAX
+from llmos.api.choices import Choice, Delta, chat_logprobs, completion_logprobs, tool_calls_json
 from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
-from llmos.api.generation import (
-    check_prompt_size, created, make_job, respond_once, respond_stream, usage,
-)
+from llmos.api.generation import Job, check_prompt_size, created, make_job, respond_once, respond_stream, usage
+from llmos.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingsIn
 from llmos.api.reqlog import LogEntry, record
-from llmos.api.schemas import ChatCompletionIn, CompletionIn, EmbeddingsIn
-from llmos.engines.base import ChatMessage
+from llmos.engines.types import TokenLogprobs
 from llmos.kernel.core import Kernel
-from llmos.kernel.request import Request, new_request_id
+from llmos.kernel.request import new_request_id
 from llmos.runtime import Runtime
 from llmos.store.manifest import ModelInfo
 
@@ -53,52 +53,86 @@ def retrieve_model(model_id: Annotated[str, Path(max_length=NAME_MAX)], runtime:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: RuntimeDep,
                            caller: CallerDep) -> Response:
-    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
-    messages = [ChatMessage(m.role, m.text()) for m in body.messages]
+    plan = tools.plan(body)
+    needs = _needs(plan.constraint is not None, body.logprobs_count())
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
+                                                              needs=needs))
+    messages = tools.chat_messages(body.messages)
     prompt_text = "\n".join(m.content for m in messages)
     check_prompt_size(kernel, prompt_text)
+    if plan.constraint is not None:  # a schema the engine cannot enforce is a 400 now, not a failed stream later
+        await kernel.check_constraint(resolved, plan.constraint)
     codec = await run_in_threadpool(kernel.codec, resolved)
-    ids = codec.encode_chat(messages)
-    job = make_job(kernel, body, resolved, ids, caller, "chat", prompt_text)
-    name = resolved.name
-
-    def chunk(req: Request, text: str, finish: str | None) -> dict[str, object]:
-        delta = {"content": text} if text else {}
-        return {"id": req.id, "object": "chat.completion.chunk", "created": created(), "model": name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    def whole(req: Request, text: str, finish: str | None) -> dict[str, object]:
-        return {"id": req.id, "object": "chat.completion", "created": created(), "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": finish}], "usage": usage(req)}
-
+    ids = codec.encode_chat(messages, plan.offered or None)
+    job = make_job(kernel, body, resolved, ids, caller, "chat", prompt_text, plan.constraint, plan)
     if body.stream:
-        first = {**chunk(job.req, "", None), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                         "finish_reason": None}]}
+        first = [_chat_chunk(job, c, Delta(), None, role=True) for c in job.choices]
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return await respond_stream(kernel, runtime, job, chunk, first, include)
-    return await respond_once(kernel, runtime, job, whole)
+        return await respond_stream(kernel, runtime, job, _chat_chunk, first, include)
+    return await respond_once(kernel, runtime, job, _chat_body)
+
+
+def _chat_chunk(job: Job, choice: Choice, delta: Delta, finish: str | None, *, role: bool = False) -> dict[str, object]:
+    out: dict[str, object] = {"role": "assistant", "content": ""} if role else {}
+    if delta.text:
+        out["content"] = delta.text
+    if delta.calls:
+        out["tool_calls"] = tool_calls_json(delta.calls, len(choice.calls) - len(delta.calls), stream=True)
+    lp = chat_logprobs(delta.logprobs) if delta.logprobs else None
+    return {"id": job.id, "object": "chat.completion.chunk", "created": created(), "model": job.resolved.name,
+            "choices": [{"index": choice.index, "delta": out, "logprobs": lp, "finish_reason": finish}]}
+
+
+def _chat_body(job: Job) -> dict[str, object]:
+    choices = []
+    for c in job.choices:
+        message: dict[str, object] = {"role": "assistant", "content": c.message_content()}
+        if c.calls:
+            message["tool_calls"] = tool_calls_json(c.calls)
+        lp = chat_logprobs(c.logprobs) if c.req.params.logprobs is not None else None
+        choices.append({"index": c.index, "message": message, "logprobs": lp, "finish_reason": c.finish_reason})
+    return {"id": job.id, "object": "chat.completion", "created": created(), "model": job.resolved.name,
+            "choices": choices, "usage": usage(job)}
+
+
+def _needs(constrained: bool, logprobs: int | None) -> str | None:
+    """What a request asks beyond plain generation, in the words ``Kernel.resolve`` places it by."""
+    if constrained:
+        return "constrained output"
+    return "log-probabilities" if logprobs is not None else None
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
+    needs = _needs(False, body.logprobs_count())
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
+                                                              needs=needs))
     check_prompt_size(kernel, body.text())
     codec = await run_in_threadpool(kernel.codec, resolved)
     job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text())
-    name = resolved.name
-
-    def chunk(req: Request, text: str, finish: str | None) -> dict[str, object]:
-        return {"id": req.id, "object": "text_completion", "created": created(), "model": name,
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
-
-    def whole(req: Request, text: str, finish: str | None) -> dict[str, object]:
-        return {**chunk(req, text, finish), "usage": usage(req)}
-
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return await respond_stream(kernel, runtime, job, chunk, None, include)
-    return await respond_once(kernel, runtime, job, whole)
+        return await respond_stream(kernel, runtime, job, _completion_chunk, [], include)
+    return await respond_once(kernel, runtime, job, _completion_body)
+
+
+def _completion_choice(job: Job, c: Choice, text: str, entries: list[TokenLogprobs], offset: int,
+                       finish: str | None) -> dict[str, object]:
+    lp = completion_logprobs(entries, offset) if c.req.params.logprobs is not None and (entries or finish) else None
+    return {"index": c.index, "text": text, "logprobs": lp, "finish_reason": finish}
+
+
+def _completion_chunk(job: Job, choice: Choice, delta: Delta, finish: str | None) -> dict[str, object]:
+    before = choice.logprobs[:len(choice.logprobs) - len(delta.logprobs)]
+    offset = sum(len(e.chosen.token) for e in before)
+    return {"id": job.id, "object": "text_completion", "created": created(), "model": job.resolved.name,
+            "choices": [_completion_choice(job, choice, delta.text, delta.logprobs, offset, finish)]}
+
+
+def _completion_body(job: Job) -> dict[str, object]:
+    choices = [_completion_choice(job, c, c.text, c.logprobs, 0, c.finish_reason) for c in job.choices]
+    return {"id": job.id, "object": "text_completion", "created": created(), "model": job.resolved.name,
+            "choices": choices, "usage": usage(job)}
 
 
 @router.post("/embeddings")

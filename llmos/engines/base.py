@@ -11,8 +11,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmos.errors import WrongTask
-from llmos.engines.types import RequestStatus, SequenceSpec, StepOutput
+from llmos.errors import InvalidInput, WrongTask
+from llmos.engines.chat import ToolCall
+from llmos.engines.types import OutputConstraint, RequestStatus, SequenceSpec, StepOutput
 
 Emit = Callable[[StepOutput], None]
 """Where a streaming engine hands each output (see ``Engine.start``)."""
@@ -31,8 +32,13 @@ class Span:
 
 @dataclass
 class ChatMessage:
+    """One turn. An assistant turn may carry the tool calls it made; a ``tool`` turn answers one
+    of them (``tool_call_id``)."""
+
     role: str
     content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
 
 
 @dataclass
@@ -137,6 +143,15 @@ class Engine(ABC):
         """
         raise WrongTask(f"engine {type(self).__name__} cannot score continuations")
 
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """Prepare ``constraint`` for sequences that will carry it (compile and cache its grammar);
+        raise InvalidInput with the grammar library's message when it cannot be enforced.
+
+        The default says the engine cannot constrain its output at all.
+        """
+        raise InvalidInput(f"engine {type(self).__name__} cannot constrain its output (response_format, "
+                           "tool_choice required or a named function)")
+
     def close(self) -> None:
         """Free everything; the engine is unusable afterwards."""
 
@@ -225,6 +240,10 @@ class FakeEngine(Engine):
 
     def tag(self, texts: list[str], *, adapter: str | None = None) -> list[list[Span]]:
         return [[] for _ in texts]
+
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """Accepts any constraint and enforces none: API tests of tools and formats see the fake's tokens."""
+        self.calls.append(("check_constraint", [constraint.json_schema]))
 
     def close(self) -> None:
         self.closed = True

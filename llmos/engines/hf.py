@@ -20,6 +20,7 @@ from llmos.engines.base import ChatMessage, Engine, EngineInfo, Span
 from llmos.engines.encoder_tasks import class_probs, mean_pool, tag_spans
 from llmos.engines.hf_loading import load_model
 from llmos.engines.livebatch import LiveBatch
+from llmos.engines.logprobs import TokenTexts, step_logprobs
 from llmos.engines.prompts import chat_prompt_ids
 from llmos.engines.sampling import (
     IncrementalDetokenizer,
@@ -30,8 +31,9 @@ from llmos.engines.sampling import (
     make_generator,
     pick_tokens,
 )
+from llmos.engines.structured import GrammarBackend
 from llmos.errors import Conflict, EngineFailed, InvalidInput, LlmosError, Unavailable, WrongTask
-from llmos.engines.types import RequestStatus, SequenceSpec, StepOutput
+from llmos.engines.types import OutputConstraint, RequestStatus, SequenceSpec, StepOutput
 
 
 class HFEngine(Engine):
@@ -64,6 +66,8 @@ class HFEngine(Engine):
         pad = self._m.tokenizer.pad_token_id
         self._batch = LiveBatch(self._new_cache, self._device, pad_id=pad if pad is not None else 0)
         self._seqs: dict[str, SeqState] = {}
+        self._grammar = GrammarBackend(self._m.tokenizer, self._vocab, self._m.eos_ids)
+        self._texts: TokenTexts | None = None
         self._closed = False
 
     # -- description --------------------------------------------------------------------------
@@ -145,17 +149,41 @@ class HFEngine(Engine):
         )
         return out.logits[:, -1, :]
 
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        self._require("generate")
+        self._grammar.compile(constraint)
+
     def _emit(self, states: list[SeqState], logits: torch.Tensor) -> list[StepOutput]:
+        matchers = [s.matcher for s in states]
+        wanted = [s.spec.params.logprobs for s in states]
+        constrained = any(m is not None for m in matchers)
+        # Log-probabilities are the model's own: taken before the grammar masks anything.
+        raw = logits.clone() if constrained and any(k is not None for k in wanted) else logits
         try:
+            if constrained:
+                self._grammar.mask(logits, matchers)
             tokens = pick_tokens(logits, [s.spec.params for s in states], [s.generator for s in states])
         except RuntimeError as exc:  # e.g. NaN probabilities: these sequences cannot go on
             return self._fail(states, f"sampling failed: {exc}")
+        # A sound mask never lets a matcher refuse; if one does, that sequence ends rather than run free.
+        refused = {s.spec.id for s, t in zip(states, tokens) if s.matcher is not None and not s.matcher.accept_token(t)}
+        logprobs = step_logprobs(raw, tokens, wanted, self._token_texts()) if any(
+            k is not None for k in wanted) else [None] * len(states)
         self._batch.set_next([s.spec.id for s in states], tokens)
-        outputs = [advance(s, t, self._m.eos_ids, self._m.context_length) for s, t in zip(states, tokens)]
+        outputs = [self._fail([s], "the constrained output could not continue")[0] if s.spec.id in refused
+                   else advance(s, t, self._m.eos_ids, self._m.context_length) for s, t in zip(states, tokens)]
+        for out, lp in zip(outputs, logprobs):
+            if lp is not None and not out.error and out.token_id not in self._m.eos_ids:
+                out.logprobs = lp
         # Finished rows leave the cache now, so the next decode over the unfinished ones is again a
         # step over every row (the fast path) even before the kernel calls release().
         self._batch.remove([o.id for o in outputs if o.finished])
         return outputs
+
+    def _token_texts(self) -> TokenTexts:
+        if self._texts is None:
+            self._texts = TokenTexts(self._grammar.token_bytes())
+        return self._texts
 
     def _fail(self, states: list[SeqState], error: str) -> list[StepOutput]:
         self._batch.remove([s.spec.id for s in states])
@@ -197,6 +225,7 @@ class HFEngine(Engine):
             generator=make_generator(spec.params, self._device),
             detok=IncrementalDetokenizer(self._m.tokenizer, spec.prompt_ids),
             stops=StopMatcher(spec.params.stop),
+            matcher=self._grammar.matcher(spec.params.constraint) if spec.params.constraint else None,
         )
 
     def _live_states(self, ids: list[str]) -> list[SeqState]:

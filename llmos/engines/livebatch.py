@@ -5,7 +5,8 @@ Layout: row ``r`` of every cache tensor ([batch, heads, columns, head_dim]) belo
 so all of them end at the last column, and position ids come from how many real tokens a row has,
 never from column numbers. That is what lets sequences join and leave between steps:
 
-- a new group is prefilled as its own padded batch, then merged by left-padding both caches to a
+- a new group is prefilled as its own padded batch (rows with equal prompt and adapter, such as one
+  request's choices, computed once and copied), then merged by left-padding both caches to a
   common width and stacking rows (a copy, once per prefill);
 - released rows are index-selected away, and columns that no remaining row uses are trimmed;
 - a decode step over every row appends one column in place (the common case: no copies beyond the
@@ -73,11 +74,20 @@ class LiveBatch:
 
         The live batch is untouched if the forward pass raises.
         """
-        input_ids, mask = self._left_pad(prompts)
+        # Equal (prompt, adapter) rows, such as a request's n choices, are computed once and copied.
+        keys = [(tuple(p), a) for p, a in zip(prompts, adapters)]
+        unique = list(dict.fromkeys(keys))
+        input_ids, mask = self._left_pad([list(k[0]) for k in unique])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache()
-        logits = run(input_ids, mask, positions, cache, adapters)
+        logits = run(input_ids, mask, positions, cache, [k[1] for k in unique])
         _check_layers(cache)
+        if len(unique) < len(keys):
+            where = {k: i for i, k in enumerate(unique)}
+            rows = torch.tensor([where[k] for k in keys], device=self._device)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+            mask, logits = mask[rows], logits[rows]
         lengths = mask.sum(-1)
         self._merge(cache, mask, lengths)
         self.ids.extend(ids)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from llmos.engines.logprobs import MAX_TOP_LOGPROBS
 from llmos.errors import InvalidInput
 from llmos.engines.types import RequestStatus, SamplingParams, SequenceSpec, StepOutput
 
@@ -31,6 +33,8 @@ def check_params(params: SamplingParams) -> None:
         raise InvalidInput(f"top_p must be in (0, 1], got {params.top_p}")
     if params.top_k < 0:
         raise InvalidInput(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
+    if params.logprobs is not None and not 0 <= params.logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidInput(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {params.logprobs}")
 
 
 def make_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
@@ -164,6 +168,7 @@ class SeqState:
     generator: torch.Generator | None
     detok: IncrementalDetokenizer
     stops: StopMatcher
+    matcher: Any = None  # the grammar matcher of a constrained sequence
     output_ids: list[int] = field(default_factory=list)
     finished: bool = False
 

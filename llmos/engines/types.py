@@ -36,8 +36,36 @@ FINISH_REASONS: dict[RequestStatus, str] = {
 
 
 @dataclass
+class OutputConstraint:
+    """The output must be ``prefix``, then one JSON value valid against ``json_schema``, then ``suffix``.
+
+    With a ``trigger`` (a start of ``prefix``) the output is free text instead, but wherever it writes
+    the trigger, the rest of ``prefix``, a valid JSON value and ``suffix`` must follow: a tool call
+    inside a free reply (llama.cpp calls this a lazy grammar).
+
+    ``json_schema`` is the schema as canonical JSON text (``llmos.engines.constrain`` builds these), so
+    equal constraints compare and hash equal and an engine can cache what it compiles from one. Each
+    engine turns it into its own grammar (xgrammar for transformers; a GBNF grammar for llama.cpp).
+    """
+
+    json_schema: str
+    prefix: str = ""
+    suffix: str = ""
+    trigger: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.prefix, self.json_schema, self.suffix, self.trigger)
+
+
+@dataclass
 class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` means greedy decoding."""
+    """How to pick tokens. ``temperature == 0`` means greedy decoding.
+
+    ``constraint``: a grammar every output must follow (masks the logits before any sampling).
+    ``logprobs``: None for none; ``k >= 0`` returns each token's log-probability plus the ``k`` likeliest
+    alternatives (log-softmax of the model's own logits, before temperature and constraints).
+    """
 
     max_tokens: int = 128
     temperature: float = 0.0
@@ -45,6 +73,8 @@ class SamplingParams:
     top_k: int = 0  # 0: no top-k cut
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    constraint: OutputConstraint | None = None
+    logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -59,6 +89,24 @@ class SequenceSpec:
     prompt_ids: list[int]
     params: SamplingParams
     adapter: str | None = None
+
+
+@dataclass
+class TokenLogprob:
+    """One token and its log-probability. ``bytes`` are its raw UTF-8 bytes; ``token`` is their text, or
+    ``\\xNN`` escapes where the token holds part of a multi-byte character."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+
+
+@dataclass
+class TokenLogprobs:
+    """The chosen token's log-probability and the likeliest alternatives at its position."""
+
+    chosen: TokenLogprob
+    top: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -80,3 +128,4 @@ class StepOutput:
     status: RequestStatus = RequestStatus.RUNNING
     error: str | None = None
     tokens: int = 1
+    logprobs: TokenLogprobs | None = None  # when the sequence asked for them; never for end-of-sequence

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from llmos.engines.base import ChatMessage
+from llmos.engines.chat import ToolDef
 from llmos.engines.prompts import chat_prompt_ids
 from llmos.store.manifest import ModelInfo
 from llmos.store.registry import Registry
@@ -22,8 +23,8 @@ class PromptCodec:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
 
-    def encode_chat(self, messages: list[ChatMessage]) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, self.chat_template, messages, self.info.ref)
+    def encode_chat(self, messages: list[ChatMessage], tools: list[ToolDef] | None = None) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, self.chat_template, messages, self.info.ref, tools)
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

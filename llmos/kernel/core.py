@@ -19,7 +19,7 @@ from llmos.engines.base import Engine
 from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
-from llmos.engines.types import StepOutput
+from llmos.engines.types import OutputConstraint, StepOutput
 from llmos.kernel.placement import HF, engine_key, place, preferred, split_key
 from llmos.kernel.request import Request
 from llmos.kernel.resources import ResourceManager
@@ -93,6 +93,8 @@ class Kernel:
         self._workers: dict[str, ModelWorker] = {}
         self._routed: dict[str, set[str]] = {}  # engine key -> why requests were routed to it
         self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
+        self._good_constraints: set[tuple[str, tuple[str, str, str, str]]] = set()
+        self._checking: dict[tuple[str, tuple[str, str, str, str]], asyncio.Future[None]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="keep-alive", daemon=True)
@@ -100,7 +102,7 @@ class Kernel:
 
     # -- models ----------------------------------------------------------------------------------
     def resolve(self, name: str, task: str, *, key: str | None = None,
-                tenant: str | None = DEFAULT_TENANT) -> Resolved:
+                tenant: str | None = DEFAULT_TENANT, needs: str | None = None) -> Resolved:
         """What runs for ``name``; WrongTask (400) naming the models that can do ``task``.
 
         ``name`` is read in ``tenant``'s namespace (``None``: public models alone); other tenants'
@@ -108,6 +110,7 @@ class Kernel:
 
         With a ``key`` (the request id) and a ``router`` set, the router may send the request to another
         version of the name first: the feedback loop's canary split (``llmos.feedback.canary``).
+        ``needs`` names what the request asks beyond plain generation (``placement.place``).
         """
         if key is not None and self.router is not None:
             name = self.router(name, key, tenant)
@@ -120,7 +123,7 @@ class Kernel:
         base = base_of(self.registry, target)
         adapter = target.key if base is not target else None
         where = place(base.manifest, self.settings.engine, task=task, adapter=adapter is not None,
-                      scores=info.manifest.kind == "prompt_task")
+                      scores=info.manifest.kind == "prompt_task", needs=needs)
         if where.note is not None:
             self._routed.setdefault(engine_key(base.key, where.engine), set()).add(where.note)
         return Resolved(info, base, adapter, where.engine, where.note)
@@ -189,6 +192,47 @@ class Kernel:
             raise
         self._notify()
         return self._drain(req, queue)
+
+    async def generate_all(self, reqs: list[Request]) -> list[AsyncIterator[StepOutput]]:
+        """``generate`` for several requests (a request's choices): all are queued, or none is.
+
+        Requests queued before one is refused are cancelled and forgotten before the error is raised.
+        """
+        streams: list[AsyncIterator[StepOutput]] = []
+        try:
+            for req in reqs:
+                streams.append(await self.generate(req))
+        except Exception:
+            self.forget(reqs[:len(streams)])
+            raise
+        return streams
+
+    def forget(self, reqs: list[Request]) -> None:
+        """Stop listening to ``reqs`` and cancel those still running; safe on finished ones. For streams
+        that may never have been iterated (their own cleanup runs only once they start)."""
+        for req in reqs:
+            self._listeners.pop(req.id, None)
+            if not req.status.finished:
+                self.cancel(req)
+
+    async def check_constraint(self, r: Resolved, constraint: OutputConstraint) -> None:
+        """Have the model's engine compile ``constraint`` (InvalidInput when it cannot be enforced).
+
+        A constraint once accepted for a model is known good: compiling is deterministic, so later
+        requests with it skip the engine round trip (the engine compiles again from its own cache).
+        """
+        key = (r.key, constraint.key)  # per engine: each kind compiles its own way
+        if key in self._good_constraints:
+            return
+        pending = self._checking.get(key)  # many requests with a new schema at once: one check
+        if pending is None:
+            pending = self._checking[key] = asyncio.ensure_future(
+                self.call(r, lambda engine: engine.check_constraint(constraint)))
+            pending.add_done_callback(lambda _: self._checking.pop(key, None))
+        await asyncio.shield(pending)
+        if len(self._good_constraints) >= 4096:
+            self._good_constraints.clear()
+        self._good_constraints.add(key)
 
     async def _drain(self, req: Request, queue: asyncio.Queue[Any]) -> AsyncIterator[StepOutput]:
         try:

@@ -4,7 +4,8 @@ what it needs, the ``engine`` setting says which kind is preferred.
 A model stored with a GGUF file lists ``llamacpp`` (and ``hf`` when it also has safetensors weights);
 generation goes to the first kind the manifest lists unless the setting names another it can run.
 What llama.cpp cannot do falls back to the transformers engine, and says why: LoRA adapters, label
-scoring for prompt-defined classifiers, embeddings, classification and tagging.
+scoring for prompt-defined classifiers, embeddings, classification and tagging, constrained output
+(tools, JSON schemas) and log-probabilities.
 
 Workers and the resource manager key engines by ``engine_key``: the model's ref for the transformers
 engine (as before there were two kinds), ``ref@kind`` for any other, so one model may be loaded in
@@ -52,10 +53,13 @@ def preferred(manifest: ManifestData, setting: str) -> str:
     return setting if setting in kinds else kinds[0]
 
 
-def place(manifest: ManifestData, setting: str, *, task: str, adapter: bool, scores: bool) -> Placement:
+def place(manifest: ManifestData, setting: str, *, task: str, adapter: bool, scores: bool,
+          needs: str | None = None) -> Placement:
     """The engine for one request on a model with ``manifest``.
 
     ``scores``: the request needs label scoring (a prompt-defined classifier over a generator).
+    ``needs``: what else the request asks of the engine that llama.cpp does not do here (constrained
+    output, log-probabilities), in words.
     """
     kinds = runnable_by(manifest)
     first = preferred(manifest, setting)
@@ -68,6 +72,8 @@ def place(manifest: ManifestData, setting: str, *, task: str, adapter: bool, sco
         reason = "label scoring runs on the hf engine"
     elif task != "generate":
         reason = f"{task} runs on the hf engine"
+    elif needs is not None:
+        reason = f"{needs} runs on the hf engine"
     if reason is None:
         return Placement(LLAMACPP)
     if HF not in kinds:

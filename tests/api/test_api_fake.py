@@ -63,7 +63,8 @@ def test_completion_route(fake_client: TestClient) -> None:
     ({**CHAT, "messages": []}, 422, "messages"),
     ({**CHAT, "temperature": "hot"}, 422, "temperature"),
     ({**CHAT, "max_tokens": 10_000}, 400, "context"),
-    ({**CHAT, "n": 3}, 422, "n"),
+    ({**CHAT, "n": 17}, 422, "n"),
+    ({**CHAT, "n": 16, "max_tokens": 300}, 400, "n 16 x max_tokens 300"),
     ({**CHAT, "model": "minilm-l6"}, 400, "cannot generate"),
     ({**CHAT, "messages": [{"role": "user", "content": "x" * 40_000}]}, 413, "characters"),
 ])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmos.engines.base import Engine
-from llmos.engines.types import RequestStatus, SamplingParams, SequenceSpec, StepOutput
+from llmos.engines.types import RequestStatus, SamplingParams, SequenceSpec, StepOutput, TokenLogprobs
 
 
 @dataclass
@@ -13,6 +13,7 @@ class Result:
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     status: RequestStatus = RequestStatus.RUNNING
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
 
 
 def spec(seq_id: str, prompt: list[int], adapter: str | None = None, **params: object) -> SequenceSpec:
@@ -28,6 +29,8 @@ def record(results: dict[str, Result], outputs: list[StepOutput]) -> list[str]:
         res.tokens.append(out.token_id)
         res.text += out.text
         res.status = out.status
+        if out.logprobs is not None:
+            res.logprobs.append(out.logprobs)
         if out.finished:
             done.append(out.id)
     return done
