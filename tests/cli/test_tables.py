@@ -15,7 +15,8 @@ from typer.testing import CliRunner, Result
 
 from llmos.cli import app
 from llmos.cli.tables import ago, count, new_table, size
-from llmos.runtime import Runtime
+from llmos.runtime import Runtime, open_runtime
+from tests.conftest import copy_builtin, make_settings
 from tests.cli.proc import assert_fits
 
 
@@ -33,15 +34,26 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[type-arg]
     yield invoke
 
 
-def test_models_list_shows_the_builtins_whole(cli, builtin_runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
-    out = cli(builtin_runtime.settings.home, "models", "list", builtins=True).output
+@pytest.fixture
+def builtins_only(builtin_runtime: Runtime, tmp_path: Path) -> Iterator[Runtime]:
+    """A store with the two built-in models alone (the session store holds what other tests added)."""
+    rt = open_runtime(make_settings(tmp_path / "home"), builtins=False)
+    for name in ("smollm2-135m-instruct", "minilm-l6"):
+        copy_builtin(rt, builtin_runtime, name)
+    yield rt
+    rt.close()
+
+
+def test_models_list_shows_the_builtins_whole(cli, builtins_only: Runtime) -> None:  # type: ignore[no-untyped-def]
+    home = builtins_only.settings.home
+    out = cli(home, "models", "list").output
     lines = assert_fits(out, "NAME", "TASKS", "PARAMS", "SIZE", "ID", "CREATED")
     assert "…" not in out
     smol = next((line for line in lines if line.startswith("smollm2-135m-instruct:latest ")), None)
     assert smol is not None, out
-    info = builtin_runtime.store.registry.get("smollm2-135m-instruct")
+    info = builtins_only.store.registry.get("smollm2-135m-instruct")
     assert "generate" in smol and "MiB" in smol and info.digest[7:19] in smol and "ago" in smol
-    history = cli(builtin_runtime.settings.home, "models", "history", "smollm2-135m-instruct", builtins=True).output
+    history = cli(home, "models", "history", "smollm2-135m-instruct").output
     assert_fits(history, "VERSION", "SERVING", "DATASET", "METRICS", "CREATED")
 
 

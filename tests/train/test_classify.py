@@ -117,7 +117,8 @@ def test_prompt_tuning_gives_an_adapter_with_an_engine_of_its_own(daemon: Daemon
     out = daemon.ok("/v1/classify", {"model": f"{MINILM}-prompt", "input": ["great fun", "a waste of time"]})
     assert all(set(d["scores"]) == {"0", "1"} for d in out["data"])
     running = {m.model for m in daemon.kernel.ps() if m.loaded}
-    assert f"{MINILM}-prompt:v1" in running and f"{MINILM}:latest" not in running  # its own engine (latest runs pinned to v1)
+    base = home.rt.store.registry.get(MINILM)
+    assert stored.key in running and base.key not in running  # its own engine (latest runs pinned to v1)
     with pytest.raises(InvalidInput, match="cannot be merged"):
         export_model(home.rt.store.registry, info.result_model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
