@@ -54,7 +54,7 @@ def retrieve_model(model_id: Annotated[str, Path(max_length=NAME_MAX)], runtime:
 async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: RuntimeDep,
                            caller: CallerDep) -> Response:
     plan = tools.plan(body)
-    needs = _needs(plan.constraint is not None, body.logprobs_count())
+    needs = "a tool call inside a free reply" if plan.constraint is not None and plan.constraint.trigger else None
     resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
                                                               needs=needs))
     messages = tools.chat_messages(body.messages)
@@ -95,18 +95,9 @@ def _chat_body(job: Job) -> dict[str, object]:
             "choices": choices, "usage": usage(job)}
 
 
-def _needs(constrained: bool, logprobs: int | None) -> str | None:
-    """What a request asks beyond plain generation, in the words ``Kernel.resolve`` places it by."""
-    if constrained:
-        return "constrained output"
-    return "log-probabilities" if logprobs is not None else None
-
-
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    needs = _needs(False, body.logprobs_count())
-    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
-                                                              needs=needs))
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
     check_prompt_size(kernel, body.text())
     codec = await run_in_threadpool(kernel.codec, resolved)
     job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text())

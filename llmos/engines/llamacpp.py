@@ -1,5 +1,8 @@
 """The llama.cpp engine: quantised GGUF models, generation only, streamed by llama.cpp's server loop.
 
+Constrained output (tools, JSON schemas) and log-probabilities run here too, as llama.cpp grammars and
+token probabilities (``llamacpp_grammar``); adapters and the encoder tasks run on the transformers engine.
+
 llama.cpp's server context decodes every live sequence in one batch per step (continuous batching
 over slots) in its own thread; this engine starts each sequence the kernel admits as one streamed
 completion of token ids and hands every token back through ``emit``. The kernel keeps deciding
@@ -18,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from llmos.engines.base import ChatMessage, Emit, Engine, EngineInfo, Span
+from llmos.engines.llamacpp_grammar import grammar_fields, logprob_fields, token_logprobs
 from llmos.engines.llamacpp_server import (
     GgufShape, LlamaServer, ServerConfig, check_architecture, default_threads, kv_bytes, read_shape,
 )
 from llmos.engines.prompts import chat_prompt_ids
 from llmos.errors import EngineFailed, InvalidInput, WrongTask
-from llmos.engines.types import RequestStatus, SamplingParams, SequenceSpec, StepOutput
+from llmos.engines.types import OutputConstraint, RequestStatus, SamplingParams, SequenceSpec, StepOutput
 
 log = logging.getLogger("llmos.engines.llamacpp")
 
@@ -52,7 +56,9 @@ def request_body(spec: SequenceSpec) -> dict[str, Any]:
         body["stop"] = list(p.stop)
     if p.seed is not None:
         body["seed"] = p.seed
-    return body
+    if p.constraint is not None:
+        body.update(grammar_fields(p.constraint))
+    return body | logprob_fields(p.logprobs)
 
 
 class _Stream:
@@ -74,9 +80,13 @@ class _Stream:
             return True
         choice = chunk["choices"][0]
         text, reason = choice.get("text") or "", choice.get("finish_reason")
+        entries = token_logprobs(choice, self.spec.params.logprobs)
+        if reason is None or entries:  # tokens, each with its log-probabilities when asked for
+            for i, lp in enumerate(entries or [None]):
+                self.tokens += 1
+                self.emit(StepOutput(self.spec.id, -1, text if i == 0 else "", logprobs=lp))
+            text = ""
         if reason is None:
-            self.tokens += 1
-            self.emit(StepOutput(self.spec.id, -1, text))
             return False
         used = int((chunk.get("usage") or {}).get("completion_tokens", self.tokens))
         self.done = True
@@ -117,6 +127,7 @@ class LlamaCppEngine(Engine):
         self._server: LlamaServer | None = LlamaServer(ServerConfig(self.gguf, self.slots, kv, threads or default_threads()))
         self._kv_bytes = kv_bytes(self.shape, kv)
         self._streams: dict[str, _Stream] = {}
+        self._checked: set[tuple[str, str, str, str]] = set()  # constraints llama.cpp has parsed
         self._lock = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"llama-{name}")
 
@@ -163,6 +174,26 @@ class LlamaCppEngine(Engine):
             with self._lock:
                 self._streams.pop(stream.spec.id, None)
                 self._lock.notify_all()
+
+    def check_constraint(self, constraint: OutputConstraint) -> None:
+        """The schema is read by xgrammar, then llama.cpp parses the grammar in a one-token completion,
+        so a constraint it would refuse is an InvalidInput now, never a failed sequence later."""
+        fields = grammar_fields(constraint)
+        if constraint.key in self._checked:
+            return
+        refused: list[str] = []
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if "error" in chunk or "choices" not in chunk:
+                refused.append(_error_message(chunk))
+            return True
+
+        self._require().complete({"prompt": " ", "max_tokens": 1, "stream": True, **fields}, on_chunk)
+        if refused:
+            raise InvalidInput(f"the JSON schema cannot be enforced: {refused[0]}", param="response_format")
+        if len(self._checked) >= 4096:
+            self._checked.clear()
+        self._checked.add(constraint.key)
 
     def release(self, ids: list[str]) -> None:
         with self._lock:

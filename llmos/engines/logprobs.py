@@ -17,12 +17,7 @@ class TokenTexts:
         self._bytes = token_bytes
 
     def entry(self, token_id: int, logprob: float) -> TokenLogprob:
-        raw = self._bytes[token_id] if 0 <= token_id < len(self._bytes) else b""
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = "".join(f"\\x{b:02x}" for b in raw)
-        return TokenLogprob(text, list(raw), logprob)
+        return TokenLogprob.of(self._bytes[token_id] if 0 <= token_id < len(self._bytes) else b"", logprob)
 
 
 def step_logprobs(logits: torch.Tensor, tokens: list[int], wanted: list[int | None],

@@ -21,6 +21,22 @@ CACHE_SIZE = 128  # compiled grammars kept per model
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")  # xgrammar's "[time] file.cc:line: " in front
 
 
+def _unenforceable(exc: Exception) -> InvalidInput:
+    reason = _LOG_PREFIX.sub("", str(exc)).strip()
+    return InvalidInput(f"the JSON schema cannot be enforced: {reason}", param="response_format")
+
+
+def check_schema(schema_text: str) -> None:
+    """xgrammar's reading of a JSON schema alone, no vocabulary needed: InvalidInput with its reason
+    when it cannot be enforced (the llama.cpp engine checks schemas this way too)."""
+    import xgrammar as xgr
+
+    try:
+        xgr.Grammar.from_json_schema(schema_text)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise _unenforceable(exc) from exc
+
+
 class GrammarBackend:
     """xgrammar over one tokenizer. Called from the engine's thread only."""
 
@@ -67,8 +83,7 @@ class GrammarBackend:
                 return self._compiler.compile_structural_tag(json.dumps(_triggered(constraint)))
             return self._compiler.compile_grammar(_whole(constraint))
         except (RuntimeError, ValueError, TypeError) as exc:
-            reason = _LOG_PREFIX.sub("", str(exc)).strip()
-            raise InvalidInput(f"the JSON schema cannot be enforced: {reason}", param="response_format") from exc
+            raise _unenforceable(exc) from exc
 
     def matcher(self, constraint: OutputConstraint) -> Any:
         import xgrammar as xgr

@@ -100,6 +100,14 @@ class TokenLogprob:
     bytes: list[int]
     logprob: float
 
+    @classmethod
+    def of(cls, raw: bytes, logprob: float) -> TokenLogprob:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = "".join(f"\\x{b:02x}" for b in raw)
+        return cls(text, list(raw), logprob)
+
 
 @dataclass
 class TokenLogprobs:

@@ -110,7 +110,7 @@ class Kernel:
 
         With a ``key`` (the request id) and a ``router`` set, the router may send the request to another
         version of the name first: the feedback loop's canary split (``llmos.feedback.canary``).
-        ``needs`` names what the request asks beyond plain generation (``placement.place``).
+        ``needs`` names what the request asks that not every engine does (``placement.place``).
         """
         if key is not None and self.router is not None:
             name = self.router(name, key, tenant)

@@ -4,8 +4,9 @@ what it needs, the ``engine`` setting says which kind is preferred.
 A model stored with a GGUF file lists ``llamacpp`` (and ``hf`` when it also has safetensors weights);
 generation goes to the first kind the manifest lists unless the setting names another it can run.
 What llama.cpp cannot do falls back to the transformers engine, and says why: LoRA adapters, label
-scoring for prompt-defined classifiers, embeddings, classification and tagging, constrained output
-(tools, JSON schemas) and log-probabilities.
+scoring for prompt-defined classifiers, embeddings, classification and tagging, and tool calls that
+a free reply may open (llama.cpp's sampler runs llguidance grammars, which it cannot apply lazily).
+Forced tool calls, JSON schemas and log-probabilities run on either.
 
 Workers and the resource manager key engines by ``engine_key``: the model's ref for the transformers
 engine (as before there were two kinds), ``ref@kind`` for any other, so one model may be loaded in
@@ -58,8 +59,7 @@ def place(manifest: ManifestData, setting: str, *, task: str, adapter: bool, sco
     """The engine for one request on a model with ``manifest``.
 
     ``scores``: the request needs label scoring (a prompt-defined classifier over a generator).
-    ``needs``: what else the request asks of the engine that llama.cpp does not do here (constrained
-    output, log-probabilities), in words.
+    ``needs``: what else the request asks that only the transformers engine does, in words.
     """
     kinds = runnable_by(manifest)
     first = preferred(manifest, setting)

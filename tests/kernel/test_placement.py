@@ -28,6 +28,8 @@ def test_generation_goes_to_the_manifests_first_kind_unless_the_setting_names_an
     ({"task": "generate", "adapter": True, "scores": False}, "adapters run on the hf engine"),
     ({"task": "classify", "adapter": False, "scores": True}, "label scoring runs on the hf engine"),
     ({"task": "embed", "adapter": False, "scores": False}, "embed runs on the hf engine"),
+    ({"task": "generate", "adapter": False, "scores": False, "needs": "a tool call inside a free reply"},
+     "a tool call inside a free reply runs on the hf engine"),
 ])
 def test_what_llamacpp_cannot_do_falls_back_to_hf_and_says_why(kwargs: dict, why: str) -> None:
     where = place(BOTH, "auto", **kwargs)
