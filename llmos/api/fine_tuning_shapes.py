@@ -96,7 +96,8 @@ def _describe(event: JobEventInfo) -> tuple[str, str, str, dict[str, Any]]:
     if event.kind == "state":
         state, why = d.get("state"), d.get("reason") or d.get("error")
         level = "error" if state == "failed" else "info"
-        return f"Job {state}" + (f": {why}" if why else ""), level, "message", d
+        why = "at the user's request" if why == USER_REASON else why and f"({why})"
+        return f"Job {state}" + (f" {why}" if why else ""), level, "message", d
     if event.kind == "checkpoint":
         return f"Checkpoint written at step {d.get('step')}", "info", "message", d
     if event.kind == "control":
