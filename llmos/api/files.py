@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from llmos.api.deps import Caller, get_caller, get_runtime
-from llmos.errors import PayloadTooLarge
+from llmos.errors import InvalidInput, PayloadTooLarge
 from llmos.runtime import Runtime
 from llmos.store.files import FileInfo, Files
 
@@ -36,11 +36,11 @@ class FileObject(BaseModel):
     filename: str
     purpose: str
     status: Literal["processed"] = "processed"  # a file is checked whole before it is stored
-    status_details: Optional[str] = None
-    expires_at: Optional[int] = None
+    status_details: str | None = None
+    expires_at: int | None = None
 
     @classmethod
-    def of(cls, info: FileInfo) -> "FileObject":
+    def of(cls, info: FileInfo) -> FileObject:
         return cls(id=info.id, bytes=info.bytes, created_at=int(info.created_at.timestamp()),
                    filename=info.filename, purpose=info.purpose)
 
@@ -49,8 +49,8 @@ class FileList(BaseModel):
     object: Literal["list"] = "list"
     data: list[FileObject]
     has_more: bool
-    first_id: Optional[str] = None
-    last_id: Optional[str] = None
+    first_id: str | None = None
+    last_id: str | None = None
 
 
 class FileDeleted(BaseModel):
@@ -64,9 +64,13 @@ def files_of(runtime: Runtime, tenant: str) -> Files:
 
 
 @router.post("", response_model=FileObject)
-async def upload_file(runtime: RuntimeDep, caller: CallerDep,
+async def upload_file(request: Request, runtime: RuntimeDep, caller: CallerDep,
                       file: Annotated[UploadFile, File(description="a JSONL file: one JSON object per line")],
                       purpose: Annotated[str, Form(description="fine-tune or batch")]) -> FileObject:
+    unknown = sorted(set((await request.form()).keys()) - {"file", "purpose"})  # e.g. expires_after[anchor]
+    if unknown:
+        raise InvalidInput(f"{unknown[0]}: unknown parameter; llmos does not support it", param=unknown[0],
+                           code="unsupported_parameter")
     filename = Path(file.filename or "upload.jsonl").name[:260]
     limit = runtime.settings.max_file_bytes
     path = await _save_upload(file, runtime.settings.tmp_dir, limit)
@@ -99,8 +103,8 @@ async def _save_upload(upload: UploadFile, tmp_dir: Path, limit: int) -> Path:
 
 @router.get("")
 def list_files(runtime: RuntimeDep, caller: CallerDep,
-               purpose: Annotated[Optional[Literal["fine-tune", "batch"]], Query()] = None,
-               after: Annotated[Optional[str], Query(max_length=64)] = None,
+               purpose: Annotated[Literal["fine-tune", "batch"] | None, Query()] = None,
+               after: Annotated[str | None, Query(max_length=64)] = None,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
                order: Annotated[Literal["asc", "desc"], Query()] = "desc") -> FileList:
     page = files_of(runtime, caller.tenant).list(purpose=purpose, after=after, limit=limit, order=order)

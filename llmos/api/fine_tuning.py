@@ -9,15 +9,21 @@ The shapes of the answers are in ``fine_tuning_shapes``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.files import files_of
-from llmos.api.fine_tuning_shapes import CHECKPOINT_PREFIX, EVENT_PREFIX, checkpoint_objects, cursor, event_object, \
-    job_object
+from llmos.api.fine_tuning_shapes import (
+    CHECKPOINT_PREFIX,
+    EVENT_PREFIX,
+    checkpoint_objects,
+    cursor,
+    event_object,
+    job_object,
+)
 from llmos.api.jobs import JobsDep
 from llmos.errors import InvalidInput
 from llmos.jobs import JobRunner
@@ -62,13 +68,13 @@ class FineTuningJobIn(BaseModel):
 
     model: str = Field(min_length=1, max_length=260, description="base model: name or name:tag")
     training_file: str = Field(min_length=1, max_length=64)
-    validation_file: Optional[str] = Field(None, min_length=1, max_length=64)
+    validation_file: str | None = Field(None, min_length=1, max_length=64)
     hyperparameters: HyperparametersIn | None = None
     method: MethodIn | None = None
-    suffix: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1)
-    metadata: Optional[dict[str, Annotated[str, Field(max_length=512)]]] = None
-    integrations: Optional[list[Any]] = None
+    suffix: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
+    integrations: list[Any] | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -118,7 +124,7 @@ def create_job(body: FineTuningJobIn, runtime: RuntimeDep, jobs: JobsDep, caller
 
 @router.get("/jobs")
 def list_jobs(runtime: RuntimeDep, jobs: JobsDep, caller: CallerDep,
-              after: Annotated[Optional[str], Query(max_length=64)] = None,
+              after: Annotated[str | None, Query(max_length=64)] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
     page, more = fine_tunes(runtime, jobs, caller).list(after=after, limit=limit)
     return {"object": "list", "data": [job_object(r, jobs.get(r.job_id, caller.tenant)) for r in page],
@@ -155,7 +161,7 @@ def resume_job(job_id: str, runtime: RuntimeDep, jobs: JobsDep, caller: CallerDe
 
 @router.get("/jobs/{job_id}/events")
 def job_events(job_id: str, runtime: RuntimeDep, jobs: JobsDep, caller: CallerDep,
-               after: Annotated[Optional[str], Query(max_length=64)] = None,
+               after: Annotated[str | None, Query(max_length=64)] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
     """Newest first, like OpenAI's: ``after`` is the last event id of the previous page."""
     _job(runtime, jobs, caller, job_id)
@@ -167,7 +173,7 @@ def job_events(job_id: str, runtime: RuntimeDep, jobs: JobsDep, caller: CallerDe
 
 @router.get("/jobs/{job_id}/checkpoints")
 def job_checkpoints(job_id: str, runtime: RuntimeDep, jobs: JobsDep, caller: CallerDep,
-                    after: Annotated[Optional[str], Query(max_length=64)] = None,
+                    after: Annotated[str | None, Query(max_length=64)] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 10) -> dict[str, Any]:
     """Resumable training checkpoints, newest first (records of progress, not servable models)."""
     record = _job(runtime, jobs, caller, job_id)

@@ -27,7 +27,6 @@ from llmos.errors import InvalidInput, NotFound, PayloadTooLarge
 from llmos.store.blobs import BlobStore
 from llmos.store.locks import FileLock
 
-Purpose = Literal["fine-tune", "batch"]
 PURPOSES: tuple[str, ...] = ("fine-tune", "batch")
 
 

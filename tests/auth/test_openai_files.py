@@ -99,6 +99,10 @@ def test_purpose_and_size_are_checked(app_client: TestClient, make_key: MakeKey)
     with pytest.raises(openai.APIStatusError) as too_big:
         client.files.create(file=("big.jsonl", big), purpose="batch")
     assert too_big.value.status_code == 413 and "LLMOS_MAX_FILE_BYTES" in too_big.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.files.create(file=("a.jsonl", b'{"a": 1}\n'), purpose="batch",
+                            expires_after={"anchor": "created_at", "seconds": 3600})
+    assert err.value.body["param"].startswith("expires_after")  # type: ignore[index]
     assert client.files.create(file=("a.jsonl", b'{"a": 1}\n'), purpose="batch").purpose == "batch"
 
 
