@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     api_key: SecretStr = Field(default=SecretStr(""), description="the API key the CLI and Python client send")
     max_body_bytes: int = Field(default=64 * 1024**2, description="largest request body accepted (413 above)")
     max_tokens: int = Field(default=4096, ge=1, description="most tokens one request may ask to generate")
+    max_file_bytes: int = Field(default=64 * 1024**2, description="largest file accepted by POST /v1/files "
+                                "(413 above; the request body limit applies too)")
 
     loop_interval: float = Field(default=30.0, ge=0,
                                  description="seconds between feedback-loop steps in the daemon; 0: off")
@@ -134,7 +136,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return v
 
-    @field_validator("max_body_bytes", mode="before")
+    @field_validator("max_body_bytes", "max_file_bytes", mode="before")
     @classmethod
     def _body_size(cls, v: object) -> int:
         size = parse_size(v)  # type: ignore[arg-type]

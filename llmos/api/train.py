@@ -1,8 +1,8 @@
 """Fine-tuning routes: ``POST /v1/training/jobs`` checks a request and queues a ``train`` job.
 
 llmos's shape (``model`` + ``dataset`` by name) is not OpenAI's fine-tuning API (``training_file``,
-job objects with ``status``, ``/cancel``, ``/events``), so it lives under its own path; OpenAI's path
-``/v1/fine_tuning/...`` answers a clear 404 that points here, so the official client is not misled.
+job objects with ``status``, ``/cancel``, ``/events``), so it lives under its own path; OpenAI's
+shape is served by ``fine_tuning.py`` under ``/v1/fine_tuning``, over the same ``train`` jobs.
 
 Everything a user can get wrong (unknown model or dataset, a task the model cannot learn, a bad
 hyperparameter, too few rows) is answered here, before anything is queued; the plan made here is
@@ -20,12 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmos.api.records import job_record
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.jobs import JobsDep
-from llmos.errors import NotFound
 from llmos.runtime import Runtime
 from llmos.train import TrainEnv, TrainSpec, plan_training
 
 router = APIRouter(prefix="/v1/training", tags=["fine-tuning"])
-openai_path = APIRouter(prefix="/v1/fine_tuning", include_in_schema=False)
 CallerDep = Annotated[Caller, Depends(get_caller)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 JOB_KIND = "train"
@@ -67,11 +65,3 @@ def list_jobs(jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
     return job_record(jobs.get(job_id, caller.tenant))
-
-
-
-@openai_path.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-def openai_fine_tuning(rest: str) -> None:
-    raise NotFound("llmos does not implement OpenAI's fine-tuning API (training_file, job objects); "
-                   "fine-tune with llmos's own route POST /v1/training/jobs {model, dataset, ...} "
-                   "(the CLI: llmos train; the Python client: Client.fine_tune)", param="url")

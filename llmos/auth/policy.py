@@ -62,7 +62,10 @@ RULES: tuple[Rule, ...] = (
     _r("/v1/jobs", "POST", TRAIN),
     _r("/v1/training", "GET", READ, TRAIN),
     _r("/v1/training", "POST", TRAIN),
-    _r("/v1/fine_tuning", "*", OPEN),  # OpenAI's path: a 404 that points to /v1/training, to anyone
+    _r("/v1/fine_tuning", "GET", READ, TRAIN),
+    _r("/v1/fine_tuning", "POST", TRAIN),
+    _r("/v1/files", "GET", READ, TRAIN, INFER),  # files feed fine-tunes (train) and batches (infer)
+    _r("/v1/files", "POST|DELETE", TRAIN, INFER),
     _r("/v1/tuning", "GET", READ, TRAIN),
     _r("/v1/tuning", "POST", TRAIN),
     _r("/v1/evaluations", "GET", READ, TRAIN),

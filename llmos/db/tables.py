@@ -182,3 +182,34 @@ class LoopPolicy(Base):
     round_cutoff: Mapped[int] = mapped_column(Integer, default=0)  # the last feedback id in the running round
     canary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class StoredFile(Base):
+    """An uploaded file (OpenAI's files API): its bytes are a blob (``digest``), this row says whose it is.
+
+    Two uploads of the same bytes share one blob; each is its own row with its own id and tenant.
+    """
+
+    __tablename__ = "files"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "file-<hex>"
+    tenant: Mapped[str] = mapped_column(String(128), default="default", index=True)
+    filename: Mapped[str] = mapped_column(String(260))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(Integer)
+    lines: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(71))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class FineTuneRequest(Base):
+    """What a fine-tuning job was asked in OpenAI's shape (files, suffix, metadata...), beside its ``train`` job."""
+
+    __tablename__ = "fine_tuning_jobs"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), default="default", index=True)
+    model: Mapped[str] = mapped_column(String(260))
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result_name: Mapped[str] = mapped_column(String(260))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # suffix, seed, metadata, hyperparameters
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

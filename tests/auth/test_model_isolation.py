@@ -32,6 +32,9 @@ from tests.console.conftest import sign_in
 
 CSV = ("rows.csv", "".join(f"text {i},{i % 2}\n" for i in range(24)).encode(), "text/csv")
 Body = Callable[[str], Any]  # model name -> JSON body (None: no body)
+JSONL = ("rows.jsonl", "".join(f'{{"text": "text {i}", "label": {i % 2}}}\n' for i in range(24)).encode(),
+         "application/jsonl")
+B_FILES: dict[str, str] = {}  # B's uploaded files by name (the world fixture uploads them)
 
 # (method, path template) -> the requests that name a model, each a (path, body) pair built from the name
 MODEL_ROUTES: dict[tuple[str, str], list[tuple[str, Body]]] = {
@@ -50,6 +53,7 @@ MODEL_ROUTES: dict[tuple[str, str], list[tuple[str, Body]]] = {
     ("POST", "/v1/tuning/jobs"): [("", lambda m: {"model": m, "dataset": "rows", "trials": 2}),
                                   ("", lambda m: {"model": SMOL, "dataset": "rows", "name": m, "trials": 2})],
     ("POST", "/v1/evaluations"): [("", lambda m: {"model": m, "dataset": "rows"})],
+    ("POST", "/v1/fine_tuning/jobs"): [("", lambda m: {"model": m, "training_file": B_FILES["rows"]})],
     ("GET", "/v1/feedback"): [("/v1/feedback?model={m}", lambda m: None)],
     ("PUT", "/v1/loop/{name}"): [("/v1/loop/{m}", lambda m: {"min_feedback": 3})],
     ("GET", "/v1/loop/{name}/history"): [("/v1/loop/{m}/history", lambda m: None)],
@@ -79,9 +83,12 @@ NO_MODEL = {  # routes that take no model name (ids, datasets, listings of the c
     ("POST", "/v1/jobs/{job_id}/cancel"), ("GET", "/v1/training/jobs"), ("GET", "/v1/training/jobs/{job_id}"),
     ("GET", "/v1/tuning/jobs"), ("GET", "/v1/evaluations"), ("GET", "/v1/tuning/jobs/{job_id}"), ("GET", "/v1/tuning/jobs/{job_id}/trials"),
     ("POST", "/v1/feedback"), ("GET", "/v1/loop"), ("POST", "/v1/loop/tick"),
-    ("GET", "/v1/fine_tuning/{rest:path}"), ("POST", "/v1/fine_tuning/{rest:path}"),
-    ("PUT", "/v1/fine_tuning/{rest:path}"), ("PATCH", "/v1/fine_tuning/{rest:path}"),
-    ("DELETE", "/v1/fine_tuning/{rest:path}"),
+    ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs/{job_id}"),
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"), ("POST", "/v1/fine_tuning/jobs/{job_id}/pause"),
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/resume"), ("GET", "/v1/fine_tuning/jobs/{job_id}/events"),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"),
+    ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"),
+    ("GET", "/v1/files/{file_id}/content"), ("DELETE", "/v1/files/{file_id}"),
     ("GET", "/"), ("GET", "/console/login"), ("POST", "/console/login"), ("POST", "/console/logout"),
     ("GET", "/console/"), ("GET", "/console/models"), ("GET", "/console/jobs"), ("GET", "/console/jobs/{job_id}"),
     ("GET", "/console/metrics"), ("GET", "/console/playground"), ("GET", "/console/datasets"),
@@ -146,6 +153,9 @@ def world(builtin_runtime: Runtime) -> Iterator[World]:
     r = w.client.post("/v1/datasets", headers=w.b_headers, files={"file": CSV},
                       data={"name": "rows", "task": "classify"})
     assert r.status_code == 201, r.text
+    r = w.client.post("/v1/files", headers=w.b_headers, files={"file": JSONL}, data={"purpose": "fine-tune"})
+    assert r.status_code == 200, r.text
+    B_FILES["rows"] = r.json()["id"]
     sign_in(w.console, b_key)
     yield w
     for c in (w.client, w.console):

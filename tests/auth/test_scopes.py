@@ -12,6 +12,7 @@ from llmos.runtime import Runtime
 from tests.auth.conftest import CHAT, SMOL, MakeKey
 
 CSV = ("rows.csv", b"text,label\ngreat film,1\nawful plot,0\nlovely cast,1\nboring,0\n", "text/csv")
+JSONL = ("rows.jsonl", b'{"text": "great film", "label": 1}\n{"text": "awful plot", "label": 0}\n', "application/jsonl")
 
 # (route, method, path, json body, status when the scope allows it, scopes that allow it besides admin)
 ROUTES = [
@@ -33,6 +34,14 @@ ROUTES = [
     ("fine-tune list", "GET", "/v1/training/jobs", None, 200, {"read", "train"}),
     ("fine-tune", "POST", "/v1/training/jobs", {"model": "nope", "dataset": "nope"}, 404, {"train"}),
     ("tuning list", "GET", "/v1/tuning/jobs", None, 200, {"read", "train"}),
+    ("openai fine-tune list", "GET", "/v1/fine_tuning/jobs", None, 200, {"read", "train"}),
+    ("openai fine-tune events", "GET", "/v1/fine_tuning/jobs/job-nope/events", None, 404, {"read", "train"}),
+    ("openai fine-tune", "POST", "/v1/fine_tuning/jobs", {"model": SMOL, "training_file": "file-nope"}, 404,
+     {"train"}),
+    ("openai fine-tune cancel", "POST", "/v1/fine_tuning/jobs/job-nope/cancel", None, 404, {"train"}),
+    ("files", "GET", "/v1/files", None, 200, {"read", "train", "infer"}),
+    ("file upload", "POST", "/v1/files", "file", 200, {"train", "infer"}),
+    ("file delete", "DELETE", "/v1/files/file-nope", None, 404, {"train", "infer"}),
     ("loop list", "GET", "/v1/loop", None, 200, {"read", "train"}),
     ("ps", "GET", "/admin/ps", None, 200, set()),
     ("load", "POST", "/admin/load", {"model": "nope"}, 404, set()),
@@ -45,6 +54,8 @@ SCOPES = ["admin", "infer", "read", "train"]
 def _send(client: TestClient, method: str, path: str, body: object, headers: dict[str, str]):  # type: ignore[no-untyped-def]
     if body == "upload":
         return client.post(path, headers=headers, files={"file": CSV}, data={"name": "tiny", "task": "classify"})
+    if body == "file":
+        return client.post(path, headers=headers, files={"file": JSONL}, data={"purpose": "fine-tune"})
     return client.request(method, path, json=body, headers=headers)
 
 
@@ -126,10 +137,3 @@ def test_unknown_routes_and_methods_answer_alike_for_everyone(secure_client: Tes
     assert set(r.json()["error"]) >= {"message", "type", "code", "param"}
     assert "scope" not in r.text
 
-
-@pytest.mark.parametrize("method,path", [("GET", "/v1/fine_tuning/jobs"), ("POST", "/v1/fine_tuning/jobs"),
-                                         ("GET", "/v1/fine_tuning/jobs/ftjob-1/events")])
-def test_openai_fine_tuning_path_points_to_llmos_route(secure_client: TestClient, make_key: MakeKey,
-                                                       method: str, path: str) -> None:
-    r = secure_client.request(method, path, headers=make_key("train").headers, json={"training_file": "f"})
-    assert r.status_code == 404 and "/v1/training/jobs" in r.json()["error"]["message"]
