@@ -100,6 +100,7 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
                       adapter=resolved.adapter, tenant=_queue_tenant(body, caller), priority=body.priority)
         choices.append(Choice(i, req, tools))
     log = LogEntry(choices[0].req.id, route, resolved.info.ref, caller, adapter=resolved.adapter,
+                   owner=resolved.info.tenant,
                    prompt_tokens=len(ids), prompt=prompt_text)
     return Job(choices, resolved, log)
 

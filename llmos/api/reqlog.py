@@ -30,6 +30,13 @@ class LogEntry:
     prompt: str | None = None
     output: Any = None
     keep: bool = False  # keep prompt and output even when log_prompts is off (the feedback loop learns from them)
+    owner: str | None = None  # the tenant whose private model served it (None: a public model)
+
+    @property
+    def metric_model(self) -> str:
+        """The model as metrics label it: a private model with its tenant, so two tenants' models of
+        one name never share a series."""
+        return f"{self.owner}/{self.model}" if self.owner else self.model
 
 
 def _write(runtime: Runtime, e: LogEntry) -> None:
@@ -46,7 +53,7 @@ def _observe(e: LogEntry) -> None:
     m = obs_metrics.current()
     if m is not None:
         ttft = e.ttft_ms / 1000 if e.ttft_ms is not None else None
-        m.observe_request(e.route, e.model, e.status, time.monotonic() - e.started, ttft,
+        m.observe_request(e.route, e.metric_model, e.status, time.monotonic() - e.started, ttft,
                           e.prompt_tokens, e.completion_tokens)
 
 

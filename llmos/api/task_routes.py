@@ -49,7 +49,8 @@ async def classify(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller
         label = max(scores, key=scores.__getitem__)
         data.append({"index": i, "label": label, "score": scores[label], "scores": scores})
     await record(runtime, LogEntry(rid, "classify", resolved.info.ref, caller, adapter=resolved.adapter,
-                                   prompt=json.dumps(texts, ensure_ascii=False), output=[d["label"] for d in data],
+                                   owner=resolved.info.tenant, prompt=json.dumps(texts, ensure_ascii=False),
+                                   output=[d["label"] for d in data],
                                    keep=_learns(request, resolved.info.name, caller.tenant)))
     return JSONResponse({"id": rid, "object": "classification", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})
@@ -61,7 +62,8 @@ async def tag(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: Cal
     rid, resolved, texts, results = await _run("tag", body, kernel, runtime, caller)
     data = [{"index": i, "entities": [asdict(s) for s in spans]} for i, spans in enumerate(results)]
     await record(runtime, LogEntry(rid, "tag", resolved.info.ref, caller, adapter=resolved.adapter,
-                                   prompt=json.dumps(texts, ensure_ascii=False), output=[d["entities"] for d in data],
+                                   owner=resolved.info.tenant, prompt=json.dumps(texts, ensure_ascii=False),
+                                   output=[d["entities"] for d in data],
                                    keep=_learns(request, resolved.info.name, caller.tenant)))
     return JSONResponse({"id": rid, "object": "tagging", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})

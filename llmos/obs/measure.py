@@ -56,7 +56,8 @@ def measure(rule: Rule, src: Sources, now: float) -> Measurement:
 
 def _latency(rule: LatencyRule, events: list[InferenceEvent]) -> Measurement:
     def keep(e: InferenceEvent) -> bool:
-        return ((rule.model is None or e.model == rule.model or e.model == f"{rule.model}:latest")
+        names = {e.model, e.model.split("/", 1)[-1]}  # a rule names a model with or without its tenant
+        return ((rule.model is None or rule.model in names or f"{rule.model}:latest" in names)
                 and (rule.route is None or e.route == rule.route))
 
     if rule.kind == "ttft":

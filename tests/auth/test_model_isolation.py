@@ -228,3 +228,23 @@ def test_nothing_b_lists_names_a(world: World) -> None:
     for path in ("/console/models", "/console/api/ps", "/console/", "/console/api/stats"):
         r = world.console.get(path)
         assert r.status_code == 200 and world.hidden not in r.text and world.a_tenant not in r.text, (path, r.text)
+
+
+def test_two_tenants_models_of_one_name_never_share_a_metrics_series(world: World) -> None:
+    registry, name = world.runtime.store.registry, f"same-{uuid.uuid4().hex[:8]}"
+    b_tenant = "iso-b-" + world.a_tenant.removeprefix("iso-a-")
+    smol = registry.get(SMOL, tenant=None).manifest
+    for tenant in (world.a_tenant, b_tenant):
+        registry.add(f"{name}:latest", smol.model_copy(update={"source": tenant}), tenant=tenant)
+    calls = {world.a_tenant: 2, b_tenant: 1}
+    for tenant, headers in ((world.a_tenant, world.a_headers), (b_tenant, world.b_headers)):
+        for _ in range(calls[tenant]):
+            r = world.client.post("/v1/chat/completions", headers=headers,
+                                  json={"model": name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text
+    admin = create_key(world.runtime.db, tenant="iso-admin", name="iso-admin", scopes=["admin"])[1]
+    text = world.client.get("/metrics", headers={"Authorization": f"Bearer {admin}"}).text
+    for tenant, n in calls.items():
+        line = f'llmos_requests_total{{model="{tenant}/{name}:latest",route="chat",status="200"}} {float(n)}'
+        assert line in text, text
+    assert f'model="{name}:latest"' not in text
