@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from llmos import __version__
-from llmos.api import admin, datasets, evaluations, files, fine_tuning, openai, task_routes
+from llmos.api import admin, batches, datasets, evaluations, files, fine_tuning, openai, rerank, task_routes
 from llmos.api import feedback as feedback_routes
 from llmos.api import jobs as job_routes
 from llmos.api import prompt_tasks as prompt_task_routes
@@ -39,6 +39,7 @@ from llmos.obs.cosched import CoschedCollector
 from llmos.runtime import Runtime
 from llmos.web import install_console
 
+import llmos.batches  # noqa: F401,E402  - registers the batch job kind
 import llmos.train  # noqa: F401,E402  - registers the train and tune job kinds the runner launches
 
 
@@ -78,7 +79,7 @@ def build_daemon(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner
 
 
 ROUTERS = (admin, datasets, openai, task_routes, job_routes, train_routes, tuning_routes, evaluations, obs_routes,
-           feedback_routes, prompt_task_routes, files, fine_tuning)
+           feedback_routes, prompt_task_routes, files, fine_tuning, batches, rerank)
 
 
 def create_app(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner | None = None) -> FastAPI:

@@ -27,7 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmos.api.deps import Caller
 from llmos.api.errors import send_error
 from llmos.auth import ADMIN, Principal, allows, audit, authenticate
+from llmos.auth.keys import principal_of
 from llmos.auth.limits import Limiter
+from llmos.auth.runner_key import ACTING_HEADER, is_runner_key, runner_key
 from llmos.auth.policy import CONSOLE, OPEN, required_scopes
 from llmos.config import Settings
 from llmos.db.engine import Database
@@ -45,6 +47,13 @@ def bearer_token(scope: Scope) -> str | None:
         if name == b"authorization":
             kind, _, token = value.decode("latin-1").strip().partition(" ")
             return token.strip() if kind.lower() == "bearer" and token.strip() else ""
+    return None
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            return value.decode("latin-1").strip()
     return None
 
 
@@ -82,6 +91,7 @@ async def _routed(scope: Scope, send: Send) -> bool:
 class AuthMiddleware:
     def __init__(self, app: ASGIApp, *, settings: Settings, db: Database, limiter: Limiter) -> None:
         self.app, self.settings, self.db, self.limiter = app, settings, db, limiter
+        self.runner_key = runner_key(settings.home)  # a batch job's runner acting for its owner's key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +116,9 @@ class AuthMiddleware:
             scope.setdefault("state", {})["caller"] = caller
         else:  # one local user: tenant "default", every scope (get_caller's default)
             caller = scope.get("state", {}).get("caller") or Caller()
+            if is_runner_key(bearer_token(scope), self.runner_key):
+                caller = Caller(background=True)
+                scope.setdefault("state", {})["caller"] = caller
         admin_action = ADMIN in needed and scope["method"] not in ("GET", "HEAD")
         status = await self._call(scope, receive, send)
         if admin_action:
@@ -147,7 +160,12 @@ class AuthMiddleware:
 
     async def _admit(self, scope: Scope, send: Send, needed: tuple[str, ...]) -> Caller | None:
         token = bearer_token(scope)
-        principal = await anyio.to_thread.run_sync(authenticate, self.db, token) if token else None
+        background = is_runner_key(token, self.runner_key)
+        if background:  # a job runner acting for the key that made its batch: that key's rights, no more
+            acting = _header(scope, ACTING_HEADER.encode())
+            principal = await anyio.to_thread.run_sync(principal_of, self.db, acting) if acting else None
+        else:
+            principal = await anyio.to_thread.run_sync(authenticate, self.db, token) if token else None
         if principal is None:
             reason = {None: "missing key", "": "malformed Authorization header"}.get(token, "unknown or revoked key")
             await self._audit("anonymous", "-", "denied", scope, status=401, reason=reason)
@@ -160,7 +178,10 @@ class AuthMiddleware:
                              f"this key's scopes ({', '.join(sorted(principal.scopes))}) do not allow "
                              f"{scope['method']} {scope['path']}; it needs one of: {', '.join(needed)}")
             return None
-        return await self._limits(principal, scope, send)
+        caller = await self._limits(principal, scope, send)
+        if caller is not None and background:
+            caller.background = True
+        return caller
 
     async def _limits(self, p: Principal, scope: Scope, send: Send) -> Caller | None:
         wait = self.limiter.admit(p.key_id, p.rate_limit)

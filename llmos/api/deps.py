@@ -12,10 +12,14 @@ from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 
 
+BACKGROUND_PRIORITY = -1000  # below anything a request may ask for (-100): batch work goes last
+
+
 @dataclass
 class Caller:
     """Who sent a request: the tenant it acts for, the API key used and its scopes.
 
+    ``background`` marks a batch job's runner acting for the key (or, with auth off, the local user).
     With auth off there is no key: ``key_id`` is None and the caller holds every scope. ``quota`` is the
     key's daily token quota (None: unlimited); generation charges it as tokens are produced.
     """
@@ -24,6 +28,12 @@ class Caller:
     key_id: str | None = None
     scopes: frozenset[str] = field(default_factory=lambda: ALL_SCOPES)
     quota: Quota | None = None
+    background: bool = False  # sent by a batch job's runner: low priority, not interactive load
+
+    @property
+    def priority(self) -> int | None:
+        """The queue priority every request of this caller gets (None: the request's own)."""
+        return BACKGROUND_PRIORITY if self.background else None
 
     @property
     def admin(self) -> bool:

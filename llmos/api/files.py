@@ -103,7 +103,7 @@ async def _save_upload(upload: UploadFile, tmp_dir: Path, limit: int) -> Path:
 
 @router.get("")
 def list_files(runtime: RuntimeDep, caller: CallerDep,
-               purpose: Annotated[Literal["fine-tune", "batch"] | None, Query()] = None,
+               purpose: Annotated[Literal["fine-tune", "batch", "batch_output"] | None, Query()] = None,
                after: Annotated[str | None, Query(max_length=64)] = None,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
                order: Annotated[Literal["asc", "desc"], Query()] = "desc") -> FileList:

@@ -97,7 +97,9 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
     choices = []
     for i in range(body.n):
         req = Request(model=resolved.key, prompt_ids=ids, params=replace(params, seed=choice_seed(params.seed, i)),
-                      adapter=resolved.adapter, tenant=_queue_tenant(body, caller), priority=body.priority)
+                      adapter=resolved.adapter, tenant=_queue_tenant(body, caller),
+                      priority=body.priority if caller.priority is None else caller.priority,
+                      background=caller.background)
         choices.append(Choice(i, req, tools))
     log = LogEntry(choices[0].req.id, route, resolved.info.ref, caller, adapter=resolved.adapter,
                    owner=resolved.info.tenant,

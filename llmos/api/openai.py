@@ -133,7 +133,8 @@ async def embeddings(body: EmbeddingsIn, kernel: KernelDep, runtime: RuntimeDep,
     check_prompt_size(kernel, "".join(texts))
     codec = await run_in_threadpool(kernel.codec, resolved)
     n_tokens = sum(codec.count(t) for t in texts)
-    vectors = await kernel.call(resolved, lambda e: e.embed(texts, adapter=resolved.adapter))
+    vectors = await kernel.call(resolved, lambda e: e.embed(texts, adapter=resolved.adapter),
+                                background=caller.background)
     rid = new_request_id()
     await record(runtime, LogEntry(rid, "embeddings", resolved.info.ref, caller, adapter=resolved.adapter,
                                    owner=resolved.info.tenant, prompt_tokens=n_tokens, prompt="\n".join(texts)))

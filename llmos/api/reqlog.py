@@ -51,7 +51,9 @@ def _write(runtime: Runtime, e: LogEntry) -> None:
 
 def _observe(e: LogEntry) -> None:
     m = obs_metrics.current()
-    if m is not None:
+    if m is not None and e.caller.background:  # batch work: counted, but kept out of interactive latency
+        m.observe_batch_request(e.route, e.status)
+    elif m is not None:
         ttft = e.ttft_ms / 1000 if e.ttft_ms is not None else None
         m.observe_request(e.route, e.metric_model, e.status, time.monotonic() - e.started, ttft,
                           e.prompt_tokens, e.completion_tokens)

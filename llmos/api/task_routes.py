@@ -36,7 +36,7 @@ async def _run(task: str, body: TextsIn, kernel: Kernel, runtime: Runtime, calle
         return rid, resolved, texts, results
     fn = {"classify": lambda e: e.classify(texts, adapter=resolved.adapter),
           "tag": lambda e: e.tag(texts, adapter=resolved.adapter)}[task]
-    results = await kernel.call(resolved, fn)
+    results = await kernel.call(resolved, fn, background=caller.background)
     return rid, resolved, texts, results
 
 

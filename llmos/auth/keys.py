@@ -118,6 +118,16 @@ def authenticate(db: Database, raw_key: str) -> Principal | None:
                          row.token_quota)
 
 
+def principal_of(db: Database, key_id: str) -> Principal | None:
+    """The principal of the live key ``key_id`` (a job runner acting for it); None when unknown or revoked."""
+    with db.session() as s:
+        row = s.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        return Principal(row.id, row.tenant, frozenset(row.scopes or []), row.name, row.rate_limit,
+                         row.token_quota)
+
+
 def get_key(db: Database, key_id: str, *, tenant: str | None = None) -> KeyInfo:
     """One key; NotFound also when it belongs to another tenant than ``tenant`` (when given)."""
     with db.session() as s:

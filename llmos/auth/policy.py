@@ -54,6 +54,9 @@ RULES: tuple[Rule, ...] = (
     _r("/v1/embeddings", "POST", INFER, exact=True),
     _r("/v1/classify", "POST", INFER, exact=True),
     _r("/v1/tag", "POST", INFER, exact=True),
+    _r("/v1/rerank", "POST", INFER, exact=True),
+    _r("/v1/batches", "GET", READ, INFER),
+    _r("/v1/batches", "POST", INFER),  # create and cancel: a batch's requests are inference
     _r("/v1/feedback", "POST", INFER),
     _r("/v1/feedback", "GET", READ, INFER),
     _r("/v1/datasets", "GET", READ, TRAIN),

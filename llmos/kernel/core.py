@@ -179,6 +179,8 @@ class Kernel:
     async def generate(self, req: Request) -> AsyncIterator[StepOutput]:
         """Queue ``req`` (QueueFull -> 503 before anything streams) and yield its tokens.
 
+        A ``req.background`` request (batch work) runs like any other but is not interactive load.
+
         When the consumer stops early (client gone), the request is cancelled and its slot freed.
         Afterwards ``req.status`` / ``req.finish_reason`` / ``req.error`` tell how it ended.
         """
@@ -190,7 +192,8 @@ class Kernel:
         except Exception:
             self._listeners.pop(req.id, None)
             raise
-        self._notify()
+        if not req.background:
+            self._notify()
         return self._drain(req, queue)
 
     async def generate_all(self, reqs: list[Request]) -> list[AsyncIterator[StepOutput]]:
@@ -257,11 +260,13 @@ class Kernel:
             loop, queue = target
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-    async def call(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
-        """Run one engine call (embed, classify, tag) on the model's worker thread."""
+    async def call(self, r: Resolved, fn: Callable[[Engine], Any], *, background: bool = False) -> Any:
+        """Run one engine call (embed, classify, tag) on the model's worker thread; a ``background``
+        call (batch work) is not interactive load (``activity``)."""
         self.resources.check_fits(r.key)
-        future = self.worker(r.key).call(fn)
-        self._notify()
+        future = self.worker(r.key).call(fn, background=background)
+        if not background:
+            self._notify()
         return await asyncio.wrap_future(future)
 
     def _notify(self) -> None:
@@ -299,15 +304,16 @@ class Kernel:
         return out
 
     def activity(self, ttft_window_s: float = 10.0) -> Activity:
-        """What interactive work is in the kernel now (cheap: counters only, no store reads)."""
+        """What interactive work is in the kernel now (cheap: counters only, no store reads). Background
+        requests and calls (batch work) are left out: they are what yields, not what is yielded to."""
         with self._lock:
             workers = list(self._workers.values())
         waiting = running = calls = 0
         ttfts: list[float] = []
         for w in workers:
-            waiting += len(w.scheduler.waiting)
-            running += len(w.scheduler.running)
-            calls += w.pending_calls
+            waiting += sum(1 for r in w.scheduler.waiting if not r.background)
+            running += sum(1 for r in w.scheduler.running if not r.background)
+            calls += w.interactive_calls
             ttfts += w.scheduler.recent_ttfts(ttft_window_s)
         return Activity(waiting, running, calls, self.resources.waiting, ttfts)
 

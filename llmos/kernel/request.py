@@ -27,6 +27,7 @@ class Request:
     adapter: str | None = None
     tenant: str = "default"
     priority: int = 0  # higher runs first under the priority policy
+    background: bool = False  # batch work: not interactive load for the co-scheduler, not in TTFT samples
     id: str = field(default_factory=new_request_id)
     status: RequestStatus = RequestStatus.WAITING
     output_ids: list[int] = field(default_factory=list)

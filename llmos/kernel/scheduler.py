@@ -207,7 +207,8 @@ class Scheduler:
         req.output_text += out.text
         if req.first_token_at is None and out.tokens:
             req.first_token_at = now
-            self._ttfts.append((now, now - req.arrived))
+            if not req.background:
+                self._ttfts.append((now, now - req.arrived))
         if out.finished or out.status.finished:
             status = out.status if out.status.finished else RequestStatus.FINISHED_STOPPED
             self._finish(req, status, out.error, now)

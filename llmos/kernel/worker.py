@@ -37,6 +37,7 @@ class ModelWorker:
         self.deliver = deliver
         self.adapter_path = adapter_path
         self._calls: deque[tuple[Callable[[Engine], Any], Future[Any]]] = deque()
+        self._background: set[int] = set()  # ids of the futures of queued or running background calls
         self._wake = threading.Condition()
         self._stopped = False
         self._engine: Engine | None = None
@@ -50,10 +51,14 @@ class ModelWorker:
         self.scheduler.add(req)  # raises QueueFull
         self._notify()
 
-    def call(self, fn: Callable[[Engine], Any]) -> Future[Any]:
+    def call(self, fn: Callable[[Engine], Any], *, background: bool = False) -> Future[Any]:
         """Queue one engine call; like generation, at most ``max_queue`` may wait (QueueFull -> 503),
-        so a flood of embed / classify / tag calls cannot grow memory and latency without bound."""
+        so a flood of embed / classify / tag calls cannot grow memory and latency without bound.
+        A ``background`` call (batch work) is not counted as interactive load."""
         fut: Future[Any] = Future()
+        if background:
+            self._background.add(id(fut))
+            fut.add_done_callback(lambda f: self._background.discard(id(f)))
         with self._wake:
             limit = self.scheduler.max_queue
             if len(self._calls) >= limit:
@@ -81,6 +86,11 @@ class ModelWorker:
     def pending_calls(self) -> int:
         """One-off engine calls queued or running."""
         return len(self._calls) + self._in_call
+
+    @property
+    def interactive_calls(self) -> int:
+        """``pending_calls`` less background ones."""
+        return max(0, self.pending_calls - len(self._background))
 
     def _notify(self) -> None:
         with self._wake:

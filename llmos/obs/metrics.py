@@ -91,10 +91,16 @@ class Metrics:
         self.generated = Counter("llmos_generated_tokens", "Tokens generated (rate() gives tokens/s)",
                                  ["model"], registry=r)
         self.prompt = Counter("llmos_prompt_tokens", "Prompt tokens of generation requests", ["model"], registry=r)
+        self.batch_requests = Counter("llmos_batch_requests", "Requests of batch jobs the daemon answered, by route "
+                                      "and status (kept out of the latency and TTFT histograms)",
+                                      ["route", "status"], registry=r)
 
     def observe_http(self, method: str, route: str, status: int) -> None:
         self.http_requests.labels(method, route, str(status)).inc()
         self.http.add(HttpEvent(self.clock(), method, route, status))
+
+    def observe_batch_request(self, route: str, status: int) -> None:
+        self.batch_requests.labels(route, str(status)).inc()
 
     def observe_request(self, route: str, model: str, status: int, latency_s: float, ttft_s: float | None,
                         prompt_tokens: int = 0, completion_tokens: int = 0) -> None:

@@ -27,7 +27,8 @@ from llmos.errors import InvalidInput, NotFound, PayloadTooLarge
 from llmos.store.blobs import BlobStore
 from llmos.store.locks import FileLock
 
-PURPOSES: tuple[str, ...] = ("fine-tune", "batch")
+PURPOSES: tuple[str, ...] = ("fine-tune", "batch")  # what a person may upload
+OUTPUT_PURPOSE = "batch_output"  # a batch's output and error files: written by llmos, read like any file
 
 
 class FileInfo(BaseModel):
@@ -66,12 +67,22 @@ class Files:
         if purpose not in PURPOSES:
             raise InvalidInput(f"purpose {purpose!r} is not supported; use one of: {', '.join(PURPOSES)}",
                                param="purpose")
+        return self._create(path, filename, purpose, max_bytes=max_bytes, file_id=new_file_id())
+
+    def create_output(self, path: Path, filename: str, file_id: str) -> FileInfo:
+        """Store a JSONL file llmos wrote (purpose ``batch_output``) under ``file_id``; the file already
+        stored under that id when there is one (a batch finalized again after a crash makes no second file)."""
+        try:
+            return self.get(file_id)
+        except NotFound:
+            return self._create(path, filename, OUTPUT_PURPOSE, max_bytes=path.stat().st_size, file_id=file_id)
+
+    def _create(self, path: Path, filename: str, purpose: str, *, max_bytes: int, file_id: str) -> FileInfo:
         size = path.stat().st_size
         if size > max_bytes:
             raise PayloadTooLarge(f"{filename} is {size:,} bytes; files may hold at most {max_bytes:,} bytes "
                                   "(LLMOS_MAX_FILE_BYTES)", param="file")
         lines = check_jsonl(path, filename)
-        file_id = new_file_id()
         with FileLock(self.locks / "store.lock", exclusive=False):  # gc cannot collect the blob mid-write
             digest, _ = self.blobs.put_file(path)
             with self.db.session() as s:

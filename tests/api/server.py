@@ -33,8 +33,10 @@ def wait_healthy(url: str, alive: Callable[[], bool] = lambda: True) -> None:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    port = free_port()
+def serving(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """``app`` on ``port`` (default: a free one); a batch job's runner reaches its daemon at the port
+    in the daemon's settings, so a test that runs batches passes that port."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
