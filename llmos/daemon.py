@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from llmos import __version__
-from llmos.api import admin, datasets, evaluations, files, fine_tuning, openai, task_routes
+from llmos.api import admin, datasets, evaluations, files, fine_tuning, kb, openai, task_routes
 from llmos.api import feedback as feedback_routes
 from llmos.api import jobs as job_routes
 from llmos.api import prompt_tasks as prompt_task_routes
@@ -78,7 +78,7 @@ def build_daemon(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner
 
 
 ROUTERS = (admin, datasets, openai, task_routes, job_routes, train_routes, tuning_routes, evaluations, obs_routes,
-           feedback_routes, prompt_task_routes, files, fine_tuning)
+           feedback_routes, prompt_task_routes, files, fine_tuning, kb)
 
 
 def create_app(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner | None = None) -> FastAPI:

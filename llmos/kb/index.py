@@ -44,7 +44,9 @@ def tokenize(texts: list[str]) -> list[list[str]]:
 
 @functools.cache
 def _stop_words() -> frozenset[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # 318 words; bm25s's own list has 33
+    from sklearn.feature_extraction.text import (
+        ENGLISH_STOP_WORDS,  # 318 words; bm25s's own list has 33
+    )
 
     return frozenset(ENGLISH_STOP_WORDS)
 
