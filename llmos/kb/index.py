@@ -1,8 +1,9 @@
 """The search indexes of one knowledge-base version, kept as files under ``<home>/kb/<id>/<version>``.
 
 Vectors: FAISS (inner product over unit vectors = cosine). Up to ``EXACT_UNTIL`` chunks a flat index
-(exact, and faster than a graph at that size); above it an HNSW graph (M=32), whose query time grows
-with log n where a scan grows with n. Keywords: BM25 (bm25s, Lucene's variant) over lower-cased word
+(exact; building a graph is not worth it there); above it an HNSW graph (M=32), whose query time grows
+with log n where a scan grows with n: bench/kb.py measured 0.17 ms against a 16 ms numpy scan at 10k
+chunks, recall@10 1.000 against the exact answer. Keywords: BM25 (bm25s, Lucene's variant) over lower-cased word
 tokens with English stop words (scikit-learn's list) removed and a light plural folding.
 
 The files are a cache: the database holds every chunk's text and embedding, so a missing or
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXACT_UNTIL = 20_000
+EXACT_UNTIL = 2_000
 HNSW_M = 32
 EF_CONSTRUCTION = 80
 EF_SEARCH = 128

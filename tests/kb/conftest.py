@@ -10,6 +10,7 @@ import pytest
 from llmos.kb import KernelEmbedder, KnowledgeBases
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
+from tests.auth.conftest import make_key, secure_runtime  # noqa: F401 - the two-tenant auth-on fixtures
 from tests.conftest import copy_builtin
 
 EMBED = "minilm-l6"

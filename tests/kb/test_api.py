@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from llmos.daemon import create_app
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
-from tests.auth.conftest import SMOL, Key, MakeKey, make_key, secure_runtime  # noqa: F401 - fixtures
+from tests.auth.conftest import SMOL, Key, MakeKey
 
 pytestmark = pytest.mark.slow
 QUESTION = "How long does a refund take to reach my account?"
