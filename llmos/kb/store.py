@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,11 +109,11 @@ class KnowledgeBases:
     def remove(self, name: str) -> None:
         with self.db.session() as s:
             row = self._row(s, name)
-            kb_id = row.id
+            kb_id, folder = row.id, _folder(row.id, row.created_at)
             for table in (KbChunk, KbDocument, KbVersion):  # explicit: SQLite may run without cascades
                 s.execute(delete(table).where(table.kb_id == kb_id))
             s.delete(row)
-        shutil.rmtree(self.root / str(kb_id), ignore_errors=True)
+        shutil.rmtree(self.root / folder, ignore_errors=True)
 
     def text(self, name: str, document: str) -> str:
         """A document's extracted text, read back from its verified blob."""
@@ -241,7 +242,9 @@ class KnowledgeBases:
             return {cid: (doc, ordinal, text) for cid, doc, ordinal, text in s.execute(q)}
 
     def index_folder(self, info: KbInfo) -> Path:
-        return self.root / str(self.kb_id(info)) / f"v{info.version}"
+        """``<id>-<created>/v<version>``: a database may give a deleted base's row id to a new one, so the
+        creation time keeps a new base from ever reading a deleted one's cached index."""
+        return self.root / _folder(self.kb_id(info), info.created_at) / f"v{info.version}"
 
     def kb_id(self, info: KbInfo) -> int:
         """The base's row id: names its lock and index folder (tenant names never reach a path)."""
@@ -275,6 +278,11 @@ class KnowledgeBases:
         return KbInfo(name=row.name, embed_model=row.embed_model, embed_digest=row.embed_digest,
                       chunk_size=row.chunk_size, overlap=row.overlap, version=row.version, documents=docs,
                       chunks=chunks, created_at=row.created_at, updated_at=row.updated_at)
+
+
+def _folder(kb_id: int, created: datetime) -> str:
+    stamp = created if created.tzinfo is not None else created.replace(tzinfo=timezone.utc)
+    return f"{kb_id}-{int(stamp.timestamp() * 1e6)}"
 
 
 def _unique(docs: list[Document]) -> list[Document]:

@@ -48,6 +48,10 @@ def test_lifecycle_with_real_files(kbs: KnowledgeBases, embedder_for, docs: list
     kbs.remove("help")
     with pytest.raises(NotFound):
         kbs.get("help")
+    # a new base may get the deleted one's row id: it must never be served the old cached index
+    kbs.create("help2", embedder_for(EMBED))
+    kbs.add("help2", _files(docs[2:3]), embedder_for)
+    assert {p.document for p in search(kbs, "help2", "refund card", embedder_for(EMBED), k=5).data} == {"topup.txt"}
 
 
 def test_long_documents_chunk_with_overlap(kbs: KnowledgeBases, embedder_for) -> None:  # type: ignore[no-untyped-def]
