@@ -121,6 +121,28 @@ class Client:
     def model_history(self, name: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/loop/{name}/history")
 
+    # -- knowledge bases ---------------------------------------------------------------------------
+    def kb_create(self, name: str, *, embed_model: str = "minilm-l6", chunk_size: int | None = None,
+                  overlap: int | None = None) -> dict[str, Any]:
+        body = {"name": name, "embed_model": embed_model, "chunk_size": chunk_size, "overlap": overlap}
+        return self._request("POST", "/v1/kb", json={k: v for k, v in body.items() if v is not None})
+
+    def kb_list(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/kb")["data"]
+
+    def kb_show(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/kb/{name}")
+
+    def kb_delete(self, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/kb/{name}")
+
+    def kb_add(self, name: str, files: list[tuple[str, bytes]]) -> dict[str, Any]:
+        parts = [("files", (fname, data, "application/octet-stream")) for fname, data in files]
+        return self._request("POST", f"/v1/kb/{name}/documents", files=parts)
+
+    def kb_search(self, name: str, query: str, *, k: int = 5, mode: str = "hybrid") -> dict[str, Any]:
+        return self._request("POST", f"/v1/kb/{name}/search", json={"query": query, "k": k, "mode": mode})
+
     # -- admin -------------------------------------------------------------------------------------
     def health(self, timeout: float | None = None) -> dict[str, Any]:
         """The daemon's status; ``timeout`` (seconds) overrides the client's for this call."""

@@ -40,6 +40,7 @@ class Job:
     choices: list[Choice]
     resolved: Resolved
     log: LogEntry
+    citations: list[dict[str, object]] | None = None  # a grounded chat's passages (body and final chunks)
 
     @property
     def id(self) -> str:

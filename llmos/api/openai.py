@@ -15,6 +15,7 @@ from llmos.api import tools
 from llmos.api.bounds import NAME_MAX
 from llmos.api.choices import Choice, Delta, chat_logprobs, completion_logprobs, tool_calls_json
 from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
+from llmos.api.grounded import ground_chat
 from llmos.api.generation import Job, check_prompt_size, created, make_job, respond_once, respond_stream, usage
 from llmos.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingsIn
 from llmos.api.reqlog import LogEntry, record
@@ -58,6 +59,9 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
     resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
                                                               needs=needs))
     messages = tools.chat_messages(body.messages)
+    citations = None
+    if body.knowledge is not None:
+        messages, citations = await ground_chat(kernel, runtime, caller, body.knowledge, messages)
     prompt_text = "\n".join(m.content for m in messages)
     check_prompt_size(kernel, prompt_text)
     if plan.constraint is not None:  # a schema the engine cannot enforce is a 400 now, not a failed stream later
@@ -65,6 +69,8 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
     codec = await run_in_threadpool(kernel.codec, resolved)
     ids = codec.encode_chat(messages, plan.offered or None)
     job = make_job(kernel, body, resolved, ids, caller, "chat", prompt_text, plan.constraint, plan)
+    if citations is not None:
+        job.citations = job.log.citations = [c.to_json() for c in citations]
     if body.stream:
         first = [_chat_chunk(job, c, Delta(), None, role=True) for c in job.choices]
         include = bool(body.stream_options and body.stream_options.include_usage)
@@ -79,8 +85,12 @@ def _chat_chunk(job: Job, choice: Choice, delta: Delta, finish: str | None, *, r
     if delta.calls:
         out["tool_calls"] = tool_calls_json(delta.calls, len(choice.calls) - len(delta.calls), stream=True)
     lp = chat_logprobs(delta.logprobs) if delta.logprobs else None
-    return {"id": job.id, "object": "chat.completion.chunk", "created": created(), "model": job.resolved.name,
-            "choices": [{"index": choice.index, "delta": out, "logprobs": lp, "finish_reason": finish}]}
+    chunk: dict[str, object] = {"id": job.id, "object": "chat.completion.chunk", "created": created(),
+                                "model": job.resolved.name,
+                                "choices": [{"index": choice.index, "delta": out, "logprobs": lp, "finish_reason": finish}]}
+    if finish is not None and job.citations is not None:  # the passages ride on each choice's last chunk
+        chunk["citations"] = job.citations
+    return chunk
 
 
 def _chat_body(job: Job) -> dict[str, object]:
@@ -91,8 +101,11 @@ def _chat_body(job: Job) -> dict[str, object]:
             message["tool_calls"] = tool_calls_json(c.calls)
         lp = chat_logprobs(c.logprobs) if c.req.params.logprobs is not None else None
         choices.append({"index": c.index, "message": message, "logprobs": lp, "finish_reason": c.finish_reason})
-    return {"id": job.id, "object": "chat.completion", "created": created(), "model": job.resolved.name,
-            "choices": choices, "usage": usage(job)}
+    out: dict[str, object] = {"id": job.id, "object": "chat.completion", "created": created(),
+                              "model": job.resolved.name, "choices": choices, "usage": usage(job)}
+    if job.citations is not None:
+        out["citations"] = job.citations
+    return out
 
 
 @router.post("/completions", response_model=None)

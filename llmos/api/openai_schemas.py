@@ -190,6 +190,9 @@ class ChatCompletionIn(SamplingIn):
     response_format: ResponseFormatIn | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    knowledge: str | None = Field(default=None, min_length=1, max_length=128,
+                                  description="llmos extension: a knowledge base to ground the answer in; the "
+                                              "response carries the passages it was given as `citations`")
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionIn:

@@ -29,6 +29,7 @@ class LogEntry:
     ttft_ms: float | None = None
     prompt: str | None = None
     output: Any = None
+    citations: list[dict[str, object]] | None = None  # a grounded answer's passages (kept for feedback)
     keep: bool = False  # keep prompt and output even when log_prompts is off (the feedback loop learns from them)
     owner: str | None = None  # the tenant whose private model served it (None: a public model)
 
@@ -46,7 +47,8 @@ def _write(runtime: Runtime, e: LogEntry) -> None:
                          adapter=e.adapter, status=e.status, prompt_tokens=e.prompt_tokens,
                          completion_tokens=e.completion_tokens,
                          latency_ms=(time.monotonic() - e.started) * 1000, ttft_ms=e.ttft_ms,
-                         prompt=e.prompt if keep else None, output=e.output if keep else None))
+                         prompt=e.prompt if keep else None, output=e.output if keep else None,
+                         citations=e.citations))
 
 
 def _observe(e: LogEntry) -> None:

@@ -21,7 +21,7 @@ _ANY = frozenset({"*"})
 
 @dataclass(frozen=True)
 class Rule:
-    prefix: str  # "/v1/jobs" matches "/v1/jobs" and "/v1/jobs/..."
+    prefix: str  # "/v1/jobs" matches "/v1/jobs" and "/v1/jobs/..."; a "*" segment matches one segment, whole path
     methods: frozenset[str]  # {"*"} for any method
     scopes: tuple[str, ...]  # any one of them suffices; or (OPEN,) / (CONSOLE,)
     exact: bool = False
@@ -29,6 +29,9 @@ class Rule:
     def matches(self, method: str, path: str) -> bool:
         if "*" not in self.methods and method not in self.methods:
             return False
+        if "*" in self.prefix:  # one whole segment per "*": /v1/kb/*/search
+            want, have = self.prefix.split("/"), path.split("/")
+            return len(have) == len(want) and all(w == h or (w == "*" and h) for w, h in zip(want, have))
         if self.exact:
             return path == self.prefix
         return path == self.prefix or path.startswith(self.prefix.rstrip("/") + "/")
@@ -74,6 +77,9 @@ RULES: tuple[Rule, ...] = (
     _r("/v1/evaluations", "GET", READ, TRAIN),
     _r("/v1/evaluations", "POST", TRAIN),
     _r("/v1/prompt_tasks", "POST", TRAIN),  # a prompt-defined task is a new model version
+    _r("/v1/kb/*/search", "POST", READ, INFER),  # a search reads; grounded chat needs it with infer
+    _r("/v1/kb", "GET", READ, TRAIN, INFER),
+    _r("/v1/kb", "POST|DELETE", TRAIN),  # creating, adding documents, deleting change what answers say
     _r("/v1/loop/tick", "POST", ADMIN, exact=True),  # runs every tenant's loop now
     _r("/v1/loop", "GET", READ, TRAIN),
     _r("/v1/loop", "PUT|POST", TRAIN),

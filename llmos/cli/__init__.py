@@ -10,6 +10,7 @@ import typer
 from llmos.cli import daemon, models, run, system
 from llmos.cli import data
 from llmos.cli import jobs
+from llmos.cli import kb as kb_cli
 from llmos.cli import feedback as feedback_cli
 from llmos.cli import keys as keys_cli
 from llmos.cli import alerts as alerts_cli
@@ -24,6 +25,7 @@ app = typer.Typer(help="llmos: an operating system for language models.", no_arg
 app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(kb_cli.app, name="kb")
 app.add_typer(tasks_cli.app, name="tasks")
 app.add_typer(feedback_cli.feedback_app, name="feedback")
 app.add_typer(feedback_cli.loop_app, name="loop")

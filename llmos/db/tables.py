@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+                        text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -122,6 +123,8 @@ class RequestLog(Base):
     ttft_ms: Mapped[float | None] = mapped_column(nullable=True)
     prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    # a grounded answer's passages: [{"document", "chunk", "chunk_id", "score"}] (always kept: feedback names them)
+    citations: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
@@ -213,3 +216,72 @@ class FineTuneRequest(Base):
     result_name: Mapped[str] = mapped_column(String(260))
     request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # suffix, seed, metadata, hyperparameters
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class KnowledgeBase(Base):
+    """A tenant's knowledge base: its embedding model, chunking settings and newest version.
+
+    ``embed_digest`` is the manifest digest of the embedding model the stored vectors came from; when
+    the model's name now resolves to another manifest, the chunks are embedded again (a new version).
+    """
+
+    __tablename__ = "knowledge_bases"
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_knowledge_bases_tenant_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(128), default="default", index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    embed_model: Mapped[str] = mapped_column(String(260))
+    embed_digest: Mapped[str | None] = mapped_column(String(71), nullable=True)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    overlap: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class KbVersion(Base):
+    """One version of a knowledge base: what made it (create, add, reembed) and its report."""
+
+    __tablename__ = "kb_versions"
+    __table_args__ = (UniqueConstraint("kb_id", "version", name="uq_kb_versions_kb_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    operation: Mapped[str] = mapped_column(String(16))
+    embed_digest: Mapped[str | None] = mapped_column(String(71), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # documents added, failures, counts
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KbDocument(Base):
+    """A document of a knowledge base: its extracted text is a blob (``digest``); ``source_digest`` is
+    the sha256 of the bytes it came from (the same bytes added again are skipped)."""
+
+    __tablename__ = "kb_documents"
+    __table_args__ = (UniqueConstraint("kb_id", "name", name="uq_kb_documents_kb_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(260))
+    kind: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(71))
+    source_digest: Mapped[str] = mapped_column(String(71))
+    chars: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)  # the knowledge-base version that added it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KbChunk(Base):
+    """A chunk of a document: its text (``digest`` = its sha256), where it sits, and its embedding
+    (float32 bytes, unit length) under the model ``embed_digest`` names."""
+
+    __tablename__ = "kb_chunks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("kb_documents.id", ondelete="CASCADE"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(71))
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embed_digest: Mapped[str | None] = mapped_column(String(71), nullable=True)

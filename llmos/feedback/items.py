@@ -45,6 +45,7 @@ class FeedbackOut(BaseModel):
     correction: Any
     comment: str | None
     created_at: datetime
+    citations: list[dict[str, Any]] | None = None  # the passages a grounded answer was given, from its request
     changed: bool = True  # False when the same feedback was already stored
 
 
@@ -123,4 +124,5 @@ def _examples(f: Feedback, r: RequestLog) -> list[Example]:
 
 def _out(f: Feedback, r: RequestLog, changed: bool = True) -> FeedbackOut:
     return FeedbackOut(id=f.id, request_id=f.request_id, model=r.model, route=r.route, rating=f.rating,
-                       correction=f.correction, comment=f.comment, created_at=f.created_at, changed=changed)
+                       correction=f.correction, comment=f.comment, created_at=f.created_at,
+                       citations=r.citations, changed=changed)

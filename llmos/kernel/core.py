@@ -269,6 +269,14 @@ class Kernel:
             self._notify()
         return await asyncio.wrap_future(future)
 
+    def call_blocking(self, r: Resolved, fn: Callable[[Engine], Any]) -> Any:
+        """``call`` for a thread that is not the event loop's (a knowledge base embedding its chunks
+        inside a request's thread pool): the same worker, queue limit and memory budget."""
+        self.resources.check_fits(r.key)
+        future = self.worker(r.key).call(fn)
+        self._notify()
+        return future.result()
+
     def _notify(self) -> None:
         if self.on_work is not None:
             self.on_work()

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, or_, select
 
 from llmos.db.engine import Database
-from llmos.db.tables import Dataset, Manifest, ModelTag, StoredFile
+from llmos.db.tables import Dataset, KbDocument, Manifest, ModelTag, StoredFile
 from llmos.errors import Conflict, IntegrityError, InvalidInput, ModelNotFound, PublicModel
 from llmos.store.blobs import BlobStore
 from llmos.store.locks import FileLock
@@ -204,11 +204,13 @@ class Registry:
         return final
 
     def referenced_digests(self) -> set[str]:
-        """Blobs in use: every manifest's files, every dataset version's rows and every uploaded file."""
+        """Blobs in use: every manifest's files, every dataset version's rows, every uploaded file and
+        every knowledge-base document's text."""
         with self.db.session() as s:
             manifests = s.scalars(select(Manifest)).all()
             files = {f["digest"] for m in manifests for f in m.data["files"]}
-            return files | set(s.scalars(select(Dataset.digest))) | set(s.scalars(select(StoredFile.digest)))
+            return (files | set(s.scalars(select(Dataset.digest))) | set(s.scalars(select(StoredFile.digest)))
+                    | set(s.scalars(select(KbDocument.digest))))
 
     def gc(self) -> GcReport:
         with self.store_lock(exclusive=True):
