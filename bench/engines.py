@@ -9,7 +9,12 @@ at N concurrent clients:
 Prints tokens/s, time to first token p50 / p95, the ratios the targets are stated in, and the CPU
 flags. Loopback only.
 
-    .venv/bin/python bench/engines.py [--clients 16 64] [--max-tokens 64]
+With ``--adapters N`` (default 4) it also runs the adapter load on the llama.cpp engine: N random
+LoRA adapters of SmolLM2, the largest client count spread over them round-robin, against the same
+clients on the base alone, in one llmos server (base first, then the adapters, each warmed up so
+conversion and context start are not timed). ``--adapters-only`` runs just that.
+
+    .venv/bin/python bench/engines.py [--clients 16 64] [--max-tokens 64] [--adapters 4] [--adapters-only]
 """
 
 from __future__ import annotations
@@ -90,6 +95,45 @@ def llama_server(gguf: Path, slots: int, args, prompts, count) -> dict[int, Resu
         stop(proc)
 
 
+def make_adapters(rt, folder: Path, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """``n`` random LoRA adapters (q / v, rank 8) of the base, imported once into the bench's home."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmos.store.importer import ImportOptions
+
+    names = [f"bench-lora-{i}" for i in range(n)]
+    for i, name in enumerate(names):
+        if rt.store.registry.exists(name):
+            continue
+        torch.manual_seed(i)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
+                               LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        out = Path(tempfile.mkdtemp(prefix="bench-lora-")) / name
+        model.save_pretrained(out)
+        rt.store.importer.import_path(out, name, ImportOptions(parent=BASE))
+    return names
+
+
+def adapter_run(home: Path, adapters: list[str], n: int, args, prompts, count) -> tuple[Result, Result]:  # type: ignore[no-untyped-def]
+    """(base alone, adapters round-robin) at ``n`` clients, in one llmos server on the llama.cpp engine."""
+    port = free_port()
+    proc = start([sys.executable, "-m", "llmos", "serve", "--port", str(port)],
+                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(n), "LLMOS_ENGINE": "llamacpp",
+                  "LLMOS_MAX_QUEUE": str(max(64, n))})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        drive(url, [BASE] * 2, prompts[:2], 4, count)
+        base = drive(url, [BASE] * n, prompts[:n], args.max_tokens, count)
+        drive(url, adapters, prompts[:len(adapters)], 4, count)  # converts and loads every adapter
+        mixed = drive(url, [adapters[i % len(adapters)] for i in range(n)], prompts[:n], args.max_tokens, count)
+        return base, mixed
+    finally:
+        stop(proc)
+
+
 def line(name: str, r: Result) -> str:
     return (f"{name:<34} {r.tok_s:7.1f} tok/s  ({r.tokens} tokens in {r.wall_s:5.1f} s)  "
             f"TTFT p50 {r.p50:5.2f} s  p95 {r.pct(0.95):5.2f} s")
@@ -107,6 +151,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--home", help="llmos home (default: a fresh temporary one)")
+    ap.add_argument("--adapters", type=int, default=4, help="LoRA adapters in the adapter run (0: no such run)")
+    ap.add_argument("--adapters-only", action="store_true", help="run only the adapter comparison")
     args = ap.parse_args()
     args.clients = sorted(set(args.clients))
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="llmos-bench-"))
@@ -122,6 +168,16 @@ def main() -> None:
     prompts = instructions(slots)
     print(f"clients {args.clients}, {args.max_tokens} max new tokens, greedy, {usable_cores()} cores, "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    if args.adapters:
+        n = max(args.clients)
+        base, mixed = adapter_run(home, make_adapters(rt, folder, args.adapters), n, args, prompts, count)
+        print(line(f"llama.cpp engine, base alone, {n} clients", base), flush=True)
+        print(line(f"llama.cpp engine, {args.adapters} adapters, {n} clients", mixed), flush=True)
+        print(f"ratio {args.adapters} adapters / base alone tok/s {mixed.tok_s / base.tok_s:.2f}x, "
+              f"TTFT p95 {mixed.pct(0.95) / base.pct(0.95):.2f}x (target >= 0.7x tok/s)")
+    if args.adapters_only:
+        print(f"cpu flags: {cpu_flags()}")
+        return
     runs = {}
     for name, fn in (("llmos, llama.cpp engine", lambda: llmos_server(home, "llamacpp", slots, args, prompts, count)),
                      ("llama.cpp server", lambda: llama_server(folder / "model.gguf", slots, args, prompts, count)),

@@ -186,6 +186,11 @@ class Settings(BaseSettings):
         return self.home / "jobs"
 
     @property
+    def lora_gguf_dir(self) -> Path:
+        """LoRA adapters converted for llama.cpp, named by what they were made from (safe to delete)."""
+        return self.home / "derived" / "lora-gguf"
+
+    @property
     def alerts_path(self) -> Path:
         return (self.alerts_file or self.home / "alerts.yaml").expanduser()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from llmos.cli.common import err, runtime
 from llmos.client import Client, DaemonNotRunning
 from llmos.engines.base import ChatMessage, Engine
+from llmos.engines.llamacpp_lora import read_config, unsupported as unsupported_lora
 from llmos.engines.loader import base_of, load_engine
 from llmos.errors import EngineFailed, WrongTask
 from llmos.kernel.local import stream
@@ -103,8 +104,12 @@ def _local(name: str, sampling: Sampling, url: str) -> LocalGenerator:
         raise WrongTask(f"{info.ref} cannot generate text (it serves: {', '.join(info.manifest.tasks)}); "
                         f"models that can: {', '.join(gens) or 'none'}")
     base = base_of(rt.store.registry, info)
-    kind = place(base.manifest, rt.settings.engine, task="generate", adapter=base is not info, scores=False).engine
+    unsupported = None if info.manifest.kind != "adapter" else unsupported_lora(read_config(rt.store.registry.snapshot(info)),
+                                                             base.manifest.model_type or "")
+    kind = place(base.manifest, rt.settings.engine, task="generate", adapter=base is not info, scores=False,
+                 adapter_unsupported=unsupported).engine
     with err.status(f"loading {info.ref} in this process on its {kind} engine (no daemon at {url})", spinner="dots"):
-        engine = load_engine(rt.store.registry, info.key, backend=kind)
+        extra = {"lora_cache": rt.settings.lora_gguf_dir} if kind == "llamacpp" else {}
+        engine = load_engine(rt.store.registry, info.key, backend=kind, **extra)
     adapter = info.key if info.key in engine.info().adapters else None
     return LocalGenerator(engine, adapter, sampling)

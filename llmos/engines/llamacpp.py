@@ -1,7 +1,14 @@
 """The llama.cpp engine: quantised GGUF models, generation only, streamed by llama.cpp's server loop.
 
 Constrained output (tools, JSON schemas) and log-probabilities run here too, as llama.cpp grammars and
-token probabilities (``llamacpp_grammar``); adapters and the encoder tasks run on the transformers engine.
+token probabilities (``llamacpp_grammar``); the encoder tasks run on the transformers engine.
+
+LoRA adapters are converted to llama.cpp's LoRA GGUF once (``llamacpp_lora``) and loaded with the
+model; each sequence names its own adapter (llama.cpp applies it per request, scale 0 for the rest).
+llama.cpp takes its adapter list only when a server context starts, so adding or removing one starts
+a new context with the new list: new sequences go to it at once, sequences in flight finish on the
+old one, which is closed when its last one ends. The weights are memory-mapped from the same file,
+so the two share their pages; only the KV cache is held twice meanwhile.
 
 llama.cpp's server context decodes every live sequence in one batch per step (continuous batching
 over slots) in its own thread; this engine starts each sequence the kernel admits as one streamed
@@ -17,16 +24,18 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llmos.engines.base import ChatMessage, Emit, Engine, EngineInfo, Span
 from llmos.engines.llamacpp_grammar import grammar_fields, logprob_fields, token_logprobs
+from llmos.engines.llamacpp_lora import cached_gguf
 from llmos.engines.llamacpp_server import (
     GgufShape, LlamaServer, ServerConfig, check_architecture, default_threads, kv_bytes, read_shape,
 )
 from llmos.engines.prompts import chat_prompt_ids
-from llmos.errors import EngineFailed, InvalidInput, WrongTask
+from llmos.errors import Conflict, EngineFailed, InvalidInput, WrongTask
 from llmos.engines.types import OutputConstraint, RequestStatus, SamplingParams, SequenceSpec, StepOutput
 
 log = logging.getLogger("llmos.engines.llamacpp")
@@ -43,9 +52,14 @@ def find_gguf(folder: Path) -> Path:
     return found[0]
 
 
-def request_body(spec: SequenceSpec) -> dict[str, Any]:
+def request_body(spec: SequenceSpec, lora: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One llama.cpp completion for ``spec``: token ids in, llmos's sampling semantics (temperature,
-    top-k, top-p only: llama.cpp's extra samplers such as min-p are switched off)."""
+    top-k, top-p only: llama.cpp's extra samplers such as min-p are switched off). ``lora``: the
+    adapters applied to it, by their index in the server's list (``[]``: the bare base).
+
+    llama.cpp reuses a slot's cached prompt without comparing the adapters it was computed with
+    (measured: a base sequence after an adapter's on the same prompt decoded from the adapter's
+    cache), so a context holding adapters never reuses prompt caches."""
     p: SamplingParams = spec.params
     body: dict[str, Any] = {
         "prompt": list(spec.prompt_ids), "max_tokens": p.max_tokens, "stream": True,
@@ -58,15 +72,19 @@ def request_body(spec: SequenceSpec) -> dict[str, Any]:
         body["seed"] = p.seed
     if p.constraint is not None:
         body.update(grammar_fields(p.constraint))
+    if lora is not None:
+        body["lora"], body["cache_prompt"] = lora, False
     return body | logprob_fields(p.logprobs)
 
 
 class _Stream:
     """One sequence in flight: turns llama.cpp's chunks into StepOutputs, stops when released."""
 
-    def __init__(self, spec: SequenceSpec, emit: Emit) -> None:
+    def __init__(self, spec: SequenceSpec, emit: Emit, server: LlamaServer, lora: list[dict[str, Any]] | None) -> None:
         self.spec = spec
         self.emit = emit
+        self.server = server  # the context it runs in (an older one while that one drains)
+        self.lora = lora
         self.released = threading.Event()
         self.tokens = 0
         self.done = False
@@ -113,7 +131,8 @@ class LlamaCppEngine(Engine):
 
     def __init__(self, path: str | Path, *, name: str, tasks: list[str] | None = None,
                  chat_template: str | None = None, max_batch_size: int = 16, threads: int = 0,
-                 kv_tokens: int = 0, context_length: int | None = None, **_: object) -> None:
+                 kv_tokens: int = 0, context_length: int | None = None, lora_cache: str | Path | None = None,
+                 **_: object) -> None:
         folder = Path(path)
         self.name = name
         self.gguf = find_gguf(folder)
@@ -124,7 +143,11 @@ class LlamaCppEngine(Engine):
         self.slots = max_batch_size + SPARE_SLOTS
         kv = kv_tokens or max(self.context_length, self.slots * KV_TOKENS_PER_SLOT)
         self._tokenizer, self._chat_template = _tokenizer(folder), chat_template
-        self._server: LlamaServer | None = LlamaServer(ServerConfig(self.gguf, self.slots, kv, threads or default_threads()))
+        self._config = ServerConfig(self.gguf, self.slots, kv, threads or default_threads())
+        self._server: LlamaServer | None = LlamaServer(self._config)
+        self._lora_cache = Path(lora_cache) if lora_cache is not None else None
+        self._adapters: dict[str, tuple[str, Path]] = {}  # name -> (its folder, its LoRA GGUF), in server order
+        self._draining: list[LlamaServer] = []  # older contexts still finishing their sequences
         self._kv_bytes = kv_bytes(self.shape, kv)
         self._streams: dict[str, _Stream] = {}
         self._checked: set[tuple[str, str, str, str]] = set()  # constraints llama.cpp has parsed
@@ -133,10 +156,13 @@ class LlamaCppEngine(Engine):
 
     # -- what it is ------------------------------------------------------------------------------
     def info(self) -> EngineInfo:
-        return EngineInfo(self.name, list(self.tasks), self.context_length, self.footprint(), [])
+        return EngineInfo(self.name, list(self.tasks), self.context_length, self.footprint(), sorted(self._adapters))
 
     def footprint(self) -> int:
-        return 0 if self._server is None else self.gguf.stat().st_size + self._kv_bytes
+        if self._server is None:
+            return 0
+        loras = sum(path.stat().st_size for _, path in self._adapters.values())
+        return self.gguf.stat().st_size + self._kv_bytes * (1 + len(self._draining)) + loras
 
     def encode(self, text: str) -> list[int]:
         return list(self._require_tokenizer().encode(text))
@@ -151,20 +177,22 @@ class LlamaCppEngine(Engine):
 
     # -- generation ------------------------------------------------------------------------------
     def start(self, seqs: list[SequenceSpec], emit: Emit) -> None:
-        server = self._require()
+        with self._lock:
+            server, order = self._require(), list(self._adapters)
         for spec in seqs:
-            if spec.adapter is not None:
-                raise WrongTask(f"the llama.cpp engine of {self.name} serves no adapters (asked for {spec.adapter})")
+            if spec.adapter is not None and spec.adapter not in order:
+                raise InvalidInput(f"unknown adapter {spec.adapter!r}; loaded adapters: {', '.join(order) or 'none'}")
         for spec in seqs:
-            stream = _Stream(spec, emit)
+            lora = None if not order else [] if spec.adapter is None else [{"id": order.index(spec.adapter), "scale": 1.0}]
+            stream = _Stream(spec, emit, server, lora)
             with self._lock:  # past the slots (released ones not yet freed), llama.cpp queues it briefly
                 self._streams[spec.id] = stream
-            self._pool.submit(self._run, server, stream)
+            self._pool.submit(self._run, stream)
 
-    def _run(self, server: LlamaServer, stream: _Stream) -> None:
+    def _run(self, stream: _Stream) -> None:
         try:
             if not stream.released.is_set():
-                server.complete(request_body(stream.spec), stream.on_chunk)
+                stream.server.complete(request_body(stream.spec, stream.lora), stream.on_chunk)
             if not stream.done:
                 stream.fail("llama.cpp ended the sequence without a final answer")
         except Exception as exc:  # noqa: BLE001 - the failure belongs to this sequence only
@@ -173,7 +201,17 @@ class LlamaCppEngine(Engine):
         finally:
             with self._lock:
                 self._streams.pop(stream.spec.id, None)
+                done = self._drained(stream.server)
                 self._lock.notify_all()
+            if done is not None:
+                done.close()
+
+    def _drained(self, server: LlamaServer) -> LlamaServer | None:
+        """``server`` when it is an older context and no sequence runs on it any more (lock held)."""
+        if server in self._draining and not any(s.server is server for s in self._streams.values()):
+            self._draining.remove(server)
+            return server
+        return None
 
     def check_constraint(self, constraint: OutputConstraint) -> None:
         """The schema is read by xgrammar, then llama.cpp parses the grammar in a one-token completion,
@@ -219,13 +257,35 @@ class LlamaCppEngine(Engine):
     def decode(self, ids: list[str]) -> list[StepOutput]:
         raise WrongTask("the llama.cpp engine streams sequences itself; use start()")
 
-    # -- what it does not do ---------------------------------------------------------------------
+    # -- adapters ------------------------------------------------------------------------------
     def add_adapter(self, name: str, path: str) -> None:
-        raise WrongTask(f"the llama.cpp engine of {self.name} serves no adapters; they run on the hf engine")
+        """Convert the PEFT LoRA folder at ``path`` (once; cached) and start a context that has it.
+        InvalidInput when llama.cpp cannot serve it or it does not fit this model."""
+        if name in self._adapters:
+            if self._adapters[name][0] == str(path):
+                return
+            raise Conflict(f"adapter {name!r} is already loaded from {self._adapters[name][0]}; remove it first")
+        if self._lora_cache is None:
+            raise WrongTask(f"the llama.cpp engine of {self.name} has no folder for converted adapters")
+        gguf = cached_gguf(Path(path), self.gguf, self._lora_cache, adapter=name)
+        self._restart({**self._adapters, name: (str(path), gguf)})
 
     def remove_adapter(self, name: str) -> None:
-        return None
+        if name in self._adapters:
+            self._restart({k: v for k, v in self._adapters.items() if k != name})
 
+    def _restart(self, adapters: dict[str, tuple[str, Path]]) -> None:
+        """A new context with ``adapters``; the current one drains (see the module docstring)."""
+        self._require()
+        fresh = LlamaServer(replace(self._config, loras=tuple(gguf for _, gguf in adapters.values())))
+        with self._lock:
+            old, self._server, self._adapters = self._server, fresh, adapters
+            self._draining.append(old)
+            idle = self._drained(old)
+        if idle is not None:
+            idle.close()
+
+    # -- what it does not do ---------------------------------------------------------------------
     def embed(self, texts: list[str], *, adapter: str | None = None) -> list[list[float]]:
         raise WrongTask(f"the llama.cpp engine of {self.name} only generates")
 
@@ -248,7 +308,9 @@ class LlamaCppEngine(Engine):
                 stream.released.set()
         self._pool.shutdown(wait=True)
         server, self._server = self._server, None
-        server.close()
+        for older in [*self._draining, server]:
+            older.close()
+        self._draining = []
 
 
 def _tokenizer(folder: Path) -> Any:

@@ -79,10 +79,19 @@ class ServerConfig:
     slots: int  # sequences llama.cpp decodes together
     kv_tokens: int  # cache cells shared by all slots (unified KV cache)
     threads: int
+    loras: tuple[Path, ...] = ()  # LoRA GGUFs loaded unapplied; a request picks its own by index
 
 
 def kv_bytes(shape: GgufShape, tokens: int) -> int:
     return shape.layers * shape.kv_width * tokens * KV_BYTES
+
+
+def _lora_info(path: Path) -> Any:
+    import xllamacpp
+
+    info = xllamacpp.CommonAdapterLoraInfo()
+    info.path, info.scale = str(path), 0.0
+    return info
 
 
 def _libc() -> Any:
@@ -124,6 +133,9 @@ class LlamaServer:
         params.api_keys = [secrets.token_hex(32)]
         params.verbosity = -1
         params.warmup = False
+        if config.loras:
+            params.lora_adapters = [_lora_info(path) for path in config.loras]
+            params.lora_init_without_apply = True  # scale 0 unless a request names it
         libc = _libc()
         with _START_LOCK:
             saved = _save_handlers(libc)

@@ -16,6 +16,8 @@ from typing import Any
 
 from llmos.config import Settings
 from llmos.engines.base import Engine
+from llmos.engines.llamacpp_lora import read_config as read_adapter_config
+from llmos.engines.llamacpp_lora import unsupported as unsupported_lora
 from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
@@ -92,6 +94,7 @@ class Kernel:
                                          keep_alive_s=settings.keep_alive)
         self._workers: dict[str, ModelWorker] = {}
         self._routed: dict[str, set[str]] = {}  # engine key -> why requests were routed to it
+        self._lora_checks: dict[tuple[str, str], str | None] = {}  # (adapter, base digest) -> unsupported
         self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
         self._good_constraints: set[tuple[str, tuple[str, str, str, str]]] = set()
         self._checking: dict[tuple[str, tuple[str, str, str, str]], asyncio.Future[None]] = {}
@@ -123,7 +126,8 @@ class Kernel:
         base = base_of(self.registry, target)
         adapter = target.key if base is not target else None
         where = place(base.manifest, self.settings.engine, task=task, adapter=adapter is not None,
-                      scores=info.manifest.kind == "prompt_task", needs=needs)
+                      scores=info.manifest.kind == "prompt_task", needs=needs,
+                      adapter_unsupported=None if adapter is None else self._lora_unsupported(target, base))
         if where.note is not None:
             self._routed.setdefault(engine_key(base.key, where.engine), set()).add(where.note)
         return Resolved(info, base, adapter, where.engine, where.note)
@@ -138,6 +142,16 @@ class Kernel:
                 if i.name == info.name and i.tenant == info.tenant and i.tag != "latest" and i.digest == info.digest]
         return same[-1] if same else info
 
+    def _lora_unsupported(self, adapter: ModelInfo, base: ModelInfo) -> str | None:
+        """What llama.cpp cannot serve about ``adapter`` (its PEFT config, read once per digest)."""
+        if preferred(base.manifest, self.settings.engine) == HF:
+            return None
+        key = (adapter.digest, base.digest)
+        if key not in self._lora_checks:
+            config = read_adapter_config(self.registry.snapshot(adapter))
+            self._lora_checks[key] = unsupported_lora(config, base.manifest.model_type or "")
+        return self._lora_checks[key]
+
     def codec(self, r: Resolved) -> PromptCodec:
         return self.codecs.get(r.info, r.base)
 
@@ -150,6 +164,7 @@ class Kernel:
                                dtype=self.settings.dtype)
         return load_engine(self.registry, model_key, backend=engine, max_batch_size=self.settings.max_batch,
                            threads=self.settings.llamacpp_threads, kv_tokens=self.settings.llamacpp_kv_tokens,
+                           lora_cache=self.settings.lora_gguf_dir,
                            context_length=self.registry.get_key(model_key).manifest.context_length)
 
     def _estimate(self, key: str) -> int:

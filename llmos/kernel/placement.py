@@ -3,7 +3,8 @@ what it needs, the ``engine`` setting says which kind is preferred.
 
 A model stored with a GGUF file lists ``llamacpp`` (and ``hf`` when it also has safetensors weights);
 generation goes to the first kind the manifest lists unless the setting names another it can run.
-What llama.cpp cannot do falls back to the transformers engine, and says why: LoRA adapters, label
+What llama.cpp cannot do falls back to the transformers engine, and says why: adapters llama.cpp
+cannot express (other PEFT methods, DoRA, trained whole modules: ``engines.llamacpp_lora``), label
 scoring for prompt-defined classifiers, embeddings, classification and tagging, and tool calls that
 a free reply may open (llama.cpp's sampler runs llguidance grammars, which it cannot apply lazily).
 Forced tool calls, JSON schemas and log-probabilities run on either.
@@ -55,9 +56,11 @@ def preferred(manifest: ManifestData, setting: str) -> str:
 
 
 def place(manifest: ManifestData, setting: str, *, task: str, adapter: bool, scores: bool,
-          needs: str | None = None) -> Placement:
+          needs: str | None = None, adapter_unsupported: str | None = None) -> Placement:
     """The engine for one request on a model with ``manifest``.
 
+    ``adapter``: the request runs a LoRA adapter over this model; ``adapter_unsupported``: what about it
+    llama.cpp cannot serve, in words (None: llama.cpp serves it).
     ``scores``: the request needs label scoring (a prompt-defined classifier over a generator).
     ``needs``: what else the request asks that only the transformers engine does, in words.
     """
@@ -66,8 +69,8 @@ def place(manifest: ManifestData, setting: str, *, task: str, adapter: bool, sco
     if first != LLAMACPP:
         return Placement(first)
     reason = None
-    if adapter:
-        reason = "adapters run on the hf engine"
+    if adapter and adapter_unsupported is not None:
+        reason = f"{adapter_unsupported} run on the hf engine"
     elif scores:
         reason = "label scoring runs on the hf engine"
     elif task != "generate":

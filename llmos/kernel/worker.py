@@ -204,11 +204,14 @@ class ModelWorker:
         batch = self.scheduler.step()
         if batch is None or not batch.prefill:
             return
+        admitted = self._with_adapters(engine, batch.prefill)
+        if not admitted:
+            return
         try:
-            engine.start([r.spec() for r in batch.prefill], self._on_output)
+            engine.start([r.spec() for r in admitted], self._on_output)
         except Exception as exc:  # noqa: BLE001 - the engine refused these requests only
             log.exception("worker %s: engine start failed", self.model)
-            self._fail(engine, [r.id for r in batch.prefill], f"engine error: {exc}")
+            self._fail(engine, [r.id for r in admitted], f"engine error: {exc}")
 
     def _on_output(self, out: StepOutput) -> None:
         finished = self.scheduler.update([out])

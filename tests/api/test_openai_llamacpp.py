@@ -1,10 +1,12 @@
 """The official openai client against the daemon with SmolLM2 on its default engine, llama.cpp:
 answers, streaming, usage, context overflow, cancellation freeing the slot, feedback on its answers,
-and the requests llama.cpp cannot serve routed to the transformers engine (shown in /admin/ps)."""
+LoRA adapters on llama.cpp, and the requests llama.cpp cannot serve routed to the transformers engine
+(shown in /admin/ps)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -103,10 +105,55 @@ def test_client_gone_mid_decode_frees_the_slot(daemon: tuple[str, Kernel]) -> No
     assert stats().aborted == aborted + 1 and stats().running == 0
 
 
-def test_adapter_requests_run_on_the_hf_engine_and_ps_says_why(client: OpenAI, daemon: tuple[str, Kernel],
-                                                              adapter: str) -> None:
-    reply = client.chat.completions.create(model=adapter, messages=QUESTION, max_tokens=4, temperature=0)
-    assert reply.usage.completion_tokens > 0
-    ps = {(m["model"], m["engine"]): m for m in httpx.get(daemon[0] + "/admin/ps").json()["models"]}
-    hf = ps[(f"{SMOL}:latest", "hf")]
-    assert hf["routed"] == ["adapters run on the hf engine"] and hf["queue"]["finished"] >= 1
+def _lora(runtime: Runtime, base_dir: Path, out: Path, name: str, seed: int, base: Path | None = None,
+          **config: object) -> str:
+    """A random PEFT LoRA over ``base`` (default: SmolLM2), imported as ``name`` with SmolLM2 as parent."""
+    if not runtime.store.registry.exists(name):
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(base or base_dir)
+        get_peft_model(model, LoraConfig(init_lora_weights=False, **config)).save_pretrained(out / name)
+        runtime.store.importer.import_path(out / name, name, ImportOptions(parent=SMOL))
+    return name
+
+
+def test_adapters_run_on_llamacpp_two_at_once_and_what_it_cannot_serve_goes_to_hf(
+        client: OpenAI, daemon: tuple[str, Kernel], adapter: str, builtin_runtime: Runtime, smollm2_dir: Path,
+        tmp_path: Path) -> None:
+    url, kernel = daemon
+    other = _lora(builtin_runtime, smollm2_dir, tmp_path, "llama-test-lora-2", 8, r=4, target_modules=["o_proj"])
+
+    def ask(model: str) -> str:
+        return client.chat.completions.create(model=model, messages=QUESTION, max_tokens=12,
+                                              temperature=0).choices[0].message.content
+
+    finished = kernel.worker(KEY).scheduler.stats().finished
+    alone = {m: ask(m) for m in (SMOL, adapter, other)}
+    assert len(set(alone.values())) == 3  # each adapter changes the answer
+    with ThreadPoolExecutor(3) as pool:
+        together = dict(zip(alone, pool.map(ask, alone)))
+    assert together == alone
+    assert kernel.worker(KEY).scheduler.stats().finished == finished + 6  # all on the llama.cpp engine
+    assert sorted(_engine(kernel).info().adapters) == sorted(r.adapter for r in (
+        kernel.resolve(adapter, "generate"), kernel.resolve(other, "generate")))
+
+    saved = _lora(builtin_runtime, smollm2_dir, tmp_path, "llama-test-saved-module", 9, r=2,
+                  target_modules=["q_proj"], modules_to_save=["v_proj"])
+    assert ask(saved)
+    ps = {(m["model"], m["engine"]): m for m in httpx.get(url + "/admin/ps").json()["models"]}
+    assert ps[(f"{SMOL}:latest", "hf")]["routed"] == ["adapters with fully trained modules run on the hf engine"]
+
+
+def test_an_adapter_made_for_another_base_is_refused_with_the_reason(
+        client: OpenAI, builtin_runtime: Runtime, smollm2_dir: Path, tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    small = tmp_path / "small"
+    LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, vocab_size=49152)).save_pretrained(small)
+    wrong = _lora(builtin_runtime, smollm2_dir, tmp_path, "llama-test-wrong-base", 10, base=small, r=4,
+                  target_modules=["q_proj"])
+    with pytest.raises(openai.APIError, match=r"does not match its base .*attn_q\.weight is \[576, 576\]"):
+        client.chat.completions.create(model=wrong, messages=QUESTION, max_tokens=4)
+    assert client.chat.completions.create(model=SMOL, messages=QUESTION, max_tokens=4).usage.completion_tokens > 0

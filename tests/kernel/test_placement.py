@@ -21,11 +21,13 @@ def test_generation_goes_to_the_manifests_first_kind_unless_the_setting_names_an
     assert place(BOTH, "hf", task="generate", adapter=False, scores=False).engine == "hf"
     assert place(HF_ONLY, "llamacpp", task="generate", adapter=False, scores=False).engine == "hf"
     assert place(OLD, "auto", task="generate", adapter=False, scores=False).engine == "hf"
+    assert place(BOTH, "auto", task="generate", adapter=True, scores=False).engine == "llamacpp"  # LoRA converts
     assert preferred(BOTH, "auto") == "llamacpp" and preferred(OLD, "llamacpp") == "hf"
 
 
 @pytest.mark.parametrize(("kwargs", "why"), [
-    ({"task": "generate", "adapter": True, "scores": False}, "adapters run on the hf engine"),
+    ({"task": "generate", "adapter": True, "scores": False, "adapter_unsupported": "DoRA adapters"},
+     "DoRA adapters run on the hf engine"),
     ({"task": "classify", "adapter": False, "scores": True}, "label scoring runs on the hf engine"),
     ({"task": "embed", "adapter": False, "scores": False}, "embed runs on the hf engine"),
     ({"task": "generate", "adapter": False, "scores": False, "needs": "a tool call inside a free reply"},
