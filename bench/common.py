@@ -77,9 +77,9 @@ class Result:
 
 
 async def _one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int,
-               t0: float) -> tuple[float, str, float]:
+               t0: float, extra: dict | None = None) -> tuple[float, str, float]:  # type: ignore[type-arg]
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True}
+            "temperature": 0, "stream": True, **(extra or {})}
     first, parts = None, []
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
@@ -97,16 +97,19 @@ async def _one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max
     return (first or time.perf_counter()) - t0, "".join(parts), time.perf_counter()
 
 
-async def _drive(url: str, models: list[str], prompts: list[str], max_tokens: int) -> tuple[list, float]:  # type: ignore[type-arg]
+async def _drive(url: str, models: list[str], prompts: list[str], max_tokens: int,
+                 extra: dict | None = None) -> tuple[list, float]:  # type: ignore[type-arg]
     async with httpx.AsyncClient(timeout=600) as client:
         t0 = time.perf_counter()
-        done = await asyncio.gather(*[_one(client, url, m, p, max_tokens, t0) for m, p in zip(models, prompts)])
+        done = await asyncio.gather(*[_one(client, url, m, p, max_tokens, t0, extra) for m, p in zip(models, prompts)])
     return done, t0
 
 
-def drive(url: str, models: list[str], prompts: list[str], max_tokens: int, count_tokens) -> Result:  # type: ignore[no-untyped-def]
-    """One streaming client per (model, prompt), all at once; tokens counted with the model's tokenizer."""
-    done, t0 = asyncio.run(_drive(url, models, prompts, max_tokens))
+def drive(url: str, models: list[str], prompts: list[str], max_tokens: int, count_tokens,  # type: ignore[no-untyped-def]
+          extra: dict | None = None) -> Result:  # type: ignore[type-arg]
+    """One streaming client per (model, prompt), all at once; tokens counted with the model's tokenizer.
+    ``extra``: more request fields (e.g. a ``response_format``)."""
+    done, t0 = asyncio.run(_drive(url, models, prompts, max_tokens, extra))
     res = Result(wall_s=max(end for _, _, end in done) - t0)
     for ttft, text, _ in done:
         res.ttft_s.append(ttft)

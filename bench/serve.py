@@ -1,9 +1,10 @@
 """Serving throughput of the llmos daemon with SmolLM2, from one run, as ratios against:
 (a) the same requests served one at a time with plain ``model.generate``, (b) ``transformers serve
 --continuous-batching`` on the same model, and (c) llmos itself with 4 LoRA adapters in the traffic
-against base-only traffic. Also time-to-first-token p50/p95. Loopback only; bounded.
+against base-only traffic, and (d) json_schema-constrained replies against free-form ones on each
+engine (the constrained-decoding overhead). Also time-to-first-token p50/p95. Loopback only; bounded.
 
-    .venv/bin/python bench/serve.py [--clients 16] [--max-tokens 64]
+    .venv/bin/python bench/serve.py [--clients 16] [--max-tokens 64] [--structured-only]
 """
 
 from __future__ import annotations
@@ -86,6 +87,33 @@ def llmos_runs(home: Path, prompts: list[str], adapters: list[str], max_tokens: 
         stop(proc)
 
 
+# What a structured reply looks like: long enough that decoding, not the prompt, dominates.
+ANSWER_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["summary", "steps"],
+                 "properties": {"summary": {"type": "string", "maxLength": 200},
+                                "steps": {"type": "array", "maxItems": 8,
+                                          "items": {"type": "string", "maxLength": 80}}}}
+STRUCTURED = {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}}}
+
+
+def structured_runs(home: Path, prompts: list[str], max_tokens: int, count, engine: str) -> tuple[Result, Result]:  # type: ignore[no-untyped-def]
+    """Free-form and json_schema-constrained streaming load on one engine, one server, back to back."""
+    port = free_port()
+    proc = start([sys.executable, "-m", "llmos", "serve", "--port", str(port)],
+                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(len(prompts)), "LLMOS_ENGINE": engine})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        # warm-up: load the model, compile the grammar, and let llama.cpp cache every prompt, so neither
+        # measured run gets the prompts' processing for free from the other
+        drive(url, [BASE] * 2, prompts[:2], 4, count, STRUCTURED)
+        drive(url, [BASE] * len(prompts), prompts, 1, count)
+        free = drive(url, [BASE] * len(prompts), prompts, max_tokens, count)
+        constrained = drive(url, [BASE] * len(prompts), prompts, max_tokens, count, STRUCTURED)
+        return free, constrained
+    finally:
+        stop(proc)
+
+
 def hf_serve(folder: Path, prompts: list[str], max_tokens: int, count, dtype: str) -> Result:  # type: ignore[no-untyped-def]
     exe = Path(sys.executable).parent / "transformers"
     port = free_port()
@@ -114,6 +142,8 @@ def main() -> None:
     ap.add_argument("--home", help="llmos home (default: a fresh temporary one)")
     ap.add_argument("--skip-transformers-serve", action="store_true")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="for every server alike")
+    ap.add_argument("--structured-only", action="store_true",
+                    help="only the constrained-decoding overhead: json_schema vs free-form, on both engines")
     args = ap.parse_args()
     hf_logging.disable_progress_bar()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="llmos-bench-"))
@@ -126,6 +156,9 @@ def main() -> None:
         return len(tok.encode(text, add_special_tokens=False))
 
     prompts = instructions(args.clients)
+    if args.structured_only:
+        structured(home, prompts, args, count)
+        return
     print(f"{args.clients} concurrent streaming clients, {args.max_tokens} max new tokens, greedy, "
           f"{torch.get_num_threads()} threads, {args.dtype}", flush=True)
     base, mixed = llmos_runs(home, prompts, adapters, args.max_tokens, count, args.dtype)
@@ -141,6 +174,19 @@ def main() -> None:
         ratios.insert(1, ("llmos / transformers serve CB (target >= 1.0x)", base.tok_s / cb.tok_s))
     for name, value in ratios:
         print(f"ratio {name}: {value:.2f}x")
+
+    structured(home, prompts, args, count)
+
+
+def structured(home: Path, prompts: list[str], args, count) -> None:  # type: ignore[no-untyped-def]
+    for engine in ("llamacpp", "hf"):
+        free, constrained = structured_runs(home, prompts, args.max_tokens, count, engine)
+        print(line(f"llmos ({engine}), free-form", free), flush=True)
+        print(line(f"llmos ({engine}), json_schema", constrained), flush=True)
+        print(f"ratio {engine}: json_schema / free-form tok/s (target >= 0.8x): {constrained.tok_s / free.tok_s:.2f}x")
+    flags = next((t.split(":", 1)[1].strip() for t in Path("/proc/cpuinfo").read_text().splitlines()
+                  if t.startswith("flags")), "unknown")
+    print(f"cpu flags: {flags}")
 
 
 if __name__ == "__main__":
