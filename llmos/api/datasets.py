@@ -7,7 +7,6 @@ Every route works inside the caller's tenant: another tenant's dataset is report
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from llmos.api.bounds import BodyVersion, Version
+from llmos.api.uploads import spool
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.data import (
     AugmentOptions,
@@ -27,14 +27,13 @@ from llmos.data import (
     SplitOptions,
     validated,
 )
-from llmos.errors import InvalidInput, PayloadTooLarge
+from llmos.errors import InvalidInput
 from llmos.runtime import Runtime
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB: far above the datasets llmos trains on, well below filling a disk
-_CHUNK = 1 << 20
 
 
 class DatasetOut(DatasetInfo):
@@ -115,20 +114,8 @@ def _parse_mapping(text: str | None) -> dict[str, str | int] | None:
 
 async def _save_upload(upload: UploadFile, tmp_dir: Path, suffix: str) -> Path:
     """Stream the upload to a temp file (keeping its extension for format detection), capped in size."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fh = tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="upload-", suffix=suffix[:16], delete=False)
-    path, size = Path(fh.name), 0
-    try:
-        with fh:
-            while chunk := await upload.read(_CHUNK):
-                size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise PayloadTooLarge(f"the upload is larger than {MAX_UPLOAD_BYTES >> 20} MiB")
-                fh.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+    return await spool(upload, tmp_dir, prefix="upload-", suffix=suffix[:16], limit=MAX_UPLOAD_BYTES,
+                       too_large=f"the upload is larger than {MAX_UPLOAD_BYTES >> 20} MiB")
 
 
 @router.get("")

@@ -4,7 +4,6 @@ exactly like an unknown one."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,15 +12,15 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from llmos.api.uploads import spool
 from llmos.api.deps import Caller, get_caller, get_runtime
-from llmos.errors import InvalidInput, PayloadTooLarge
+from llmos.errors import InvalidInput
 from llmos.runtime import Runtime
 from llmos.store.files import FileInfo, Files
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
-_CHUNK = 1 << 20
 
 
 class FileObject(BaseModel):
@@ -84,21 +83,8 @@ async def upload_file(request: Request, runtime: RuntimeDep, caller: CallerDep,
 
 async def _save_upload(upload: UploadFile, tmp_dir: Path, limit: int) -> Path:
     """Stream the upload to a temp file, refusing it (413) as soon as it passes ``limit``."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fh = tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="file-", suffix=".jsonl", delete=False)
-    path, size = Path(fh.name), 0
-    try:
-        with fh:
-            while chunk := await upload.read(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"the file is larger than {limit:,} bytes (LLMOS_MAX_FILE_BYTES)",
-                                          param="file")
-                fh.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+    return await spool(upload, tmp_dir, prefix="file-", suffix=".jsonl", limit=limit,
+                       too_large=f"the file is larger than {limit:,} bytes (LLMOS_MAX_FILE_BYTES)", param="file")
 
 
 @router.get("")
