@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmos.api.batch_shapes import batch_object
+from llmos.api.bounds import Metadata
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.files import files_of
 from llmos.api.jobs import JobsDep
@@ -32,14 +33,7 @@ class BatchIn(BaseModel):
     input_file_id: str = Field(min_length=1, max_length=64, description="a file uploaded with purpose batch")
     endpoint: str = Field(description="the route every line calls: " + ", ".join(ENDPOINTS))
     completion_window: str = Field(description="24h, the only window")
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None and (len(v) > 16 or any(not 0 < len(k) <= 64 for k in v)):
-            raise ValueError("at most 16 keys of 1 to 64 characters")
-        return v
+    metadata: Metadata | None = None
 
 
 # Plain ``def`` handlers: FastAPI runs them in its thread pool (they read the database and files).

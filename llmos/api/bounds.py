@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 INT64_MAX = 2**63 - 1
 ID_MAX = 2**62  # row ids and cursors: far beyond any table, well inside SQLite's integers
@@ -25,3 +25,13 @@ ModelFilter = Annotated[str, Query(min_length=1, max_length=NAME_MAX, descriptio
 Seed = Annotated[int, Field(ge=-(2**63), le=INT64_MAX, description="sampling seed (64-bit)")]
 BodyVersion = Annotated[int, Field(ge=1, le=VERSION_MAX)]
 ModelName = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+
+
+def _metadata_keys(v: dict[str, str]) -> dict[str, str]:
+    if len(v) > 16 or any(not 0 < len(k) <= 64 for k in v):
+        raise ValueError("at most 16 keys of 1 to 64 characters")
+    return v
+
+
+# OpenAI's ``metadata`` on batches and fine-tuning jobs: up to 16 string pairs, values up to 512 characters.
+Metadata = Annotated[dict[str, Annotated[str, Field(max_length=512)]], AfterValidator(_metadata_keys)]

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.api.bounds import Metadata
 from llmos.api.deps import Caller, get_caller, get_runtime
 from llmos.api.files import files_of
 from llmos.api.fine_tuning_shapes import (
@@ -73,15 +74,8 @@ class FineTuningJobIn(BaseModel):
     method: MethodIn | None = None
     suffix: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
+    metadata: Metadata | None = None
     integrations: list[Any] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None and (len(v) > 16 or any(not 0 < len(k) <= 64 for k in v)):
-            raise ValueError("at most 16 keys of 1 to 64 characters")
-        return v
 
     def order(self) -> FineTuneOrder:
         """The request as llmos's order; what llmos cannot do is a 400 naming the field."""
