@@ -91,11 +91,13 @@ def test_classify_on_a_generator_names_the_models_that_can(fake_client: TestClie
 
 
 def test_admin_load_ps_unload(fake_client: TestClient) -> None:
+    # Jobs other tests left queued in the session's database may hold a memory reservation.
+    before = fake_client.get("/admin/ps").json()["used_bytes"]
     assert fake_client.post("/admin/load", json={"model": SMOL}).json()["loaded"] is True
     ps = fake_client.get("/admin/ps").json()
-    assert [m["model"] for m in ps["models"]] == [f"{SMOL}:latest"] and ps["used_bytes"] > 0
+    assert [m["model"] for m in ps["models"]] == [f"{SMOL}:latest"] and ps["used_bytes"] > before
     assert fake_client.post("/admin/unload", json={"model": SMOL}).json()["unloaded"] is True
-    assert fake_client.get("/admin/ps").json()["used_bytes"] == 0
+    assert fake_client.get("/admin/ps").json()["used_bytes"] == before
 
 
 async def _burst(app, n: int, body: dict) -> list[httpx.Response]:  # type: ignore[no-untyped-def]

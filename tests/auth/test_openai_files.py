@@ -143,6 +143,7 @@ def test_a_fine_tune_is_queued_listed_cancelled_and_its_events_read(app_client: 
     paused = client.fine_tuning.jobs.pause(second.id)
     assert paused.status == "paused"
     assert client.fine_tuning.jobs.resume(second.id).status == "queued"
+    client.fine_tuning.jobs.cancel(second.id)  # nothing left queued for a later test's daemon to start
     with pytest.raises(openai.NotFoundError):
         oai(app_client, make_key("train").raw).fine_tuning.jobs.retrieve(job.id)  # another tenant
 
