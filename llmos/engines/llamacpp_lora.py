@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmos.engines.llamacpp_server import arch_number
 from llmos.errors import InvalidInput
 
 # GGUF architectures whose HF -> GGUF conversion permutes q / k rows (value: permute them here too).
@@ -52,9 +53,7 @@ def read_base(gguf_path: Path) -> BaseShape:
     arch = str(reader.fields["general.architecture"].contents())
 
     def num(key: str, default: int = 0) -> int:
-        field = reader.fields.get(f"{arch}.{key}")
-        value = field.contents() if field is not None else default
-        return int(max(value) if isinstance(value, list) else value)
+        return arch_number(reader, arch, key, default)
 
     heads = num("attention.head_count")
     tensors = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}

@@ -37,6 +37,13 @@ class GgufShape:
     kv_width: int  # per token and layer: key + value channels over all KV heads
 
 
+def arch_number(reader: Any, arch: str, key: str, default: int = 0) -> int:
+    """A GGUF reader's ``<arch>.<key>`` number (per-layer lists: their largest), else ``default``."""
+    field = reader.fields.get(f"{arch}.{key}")
+    value = field.contents() if field is not None else default
+    return int(max(value) if isinstance(value, list) else value)
+
+
 def read_shape(path: Path) -> GgufShape:
     """Read a GGUF's architecture and attention shape (metadata only; tensors are not touched)."""
     from gguf import GGUFReader
@@ -46,9 +53,7 @@ def read_shape(path: Path) -> GgufShape:
         arch = str(reader.fields["general.architecture"].contents())
 
         def num(key: str, default: int = 0) -> int:
-            field = reader.fields.get(f"{arch}.{key}")
-            value = field.contents() if field is not None else default
-            return int(max(value) if isinstance(value, list) else value)
+            return arch_number(reader, arch, key, default)
 
         heads = num("attention.head_count")
         kv_heads = num("attention.head_count_kv", heads)
