@@ -20,8 +20,7 @@ _FRACTION = re.compile(r"(?<![\w.])(0?\.\d+)(?![\w.])")
 _INTEGER = re.compile(r"(?<![\w.%-])(\d{1,4})(?![\w.%-])")
 _QUERY = re.compile(r"\b(?:for|about|on|regarding|mention(?:s|ing)?)\s+(.+)$", re.IGNORECASE)
 _NAMED = re.compile(r"\b(?:called|named|name it|as)\s+[\"']?([A-Za-z0-9][\w.-]{0,63})", re.IGNORECASE)
-_QUERY_TAIL = re.compile(r"\s+(?:in|from|of|using)\s+(?:the|my|our)?\s*(?:knowledge base|kb|faq|docs?)\b.*$",
-                         re.IGNORECASE)
+_QUERY_TAIL = re.compile(r"(?:\s+(?:in|from|of|using|within|the|my|our|knowledge base|kb|docs?)\b)+\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -63,7 +62,7 @@ def _text_value(p: Param, plain: str) -> str | None:
     m = _QUERY.search(plain)
     if not m:
         return None
-    value = _QUERY_TAIL.sub("", m.group(1)).strip(" ?.!\"'")
+    value = _QUERY_TAIL.sub("", " " + m.group(1).strip(" ?.!\"'")).strip(" ?.!\"'")
     return value or None
 
 
