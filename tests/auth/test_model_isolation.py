@@ -75,6 +75,7 @@ MODEL_ROUTES: dict[tuple[str, str], list[tuple[str, Body]]] = {
                                                     "max_tokens": 2})],
     ("POST", "/console/api/classify"): [("", lambda m: {"model": m, "input": ["hi"]})],
     ("POST", "/console/api/tag"): [("", lambda m: {"model": m, "input": ["hi"]})],
+    ("POST", "/console/kb/ask"): [("", lambda m: {"kb": "faq", "model": m, "question": "hi"})],
 }
 NO_MODEL = {  # routes that take no model name (ids, datasets, listings of the caller's own things)
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
@@ -102,7 +103,7 @@ NO_MODEL = {  # routes that take no model name (ids, datasets, listings of the c
     ("GET", "/console/metrics"), ("GET", "/console/playground"), ("GET", "/console/datasets"),
     ("GET", "/console/datasets/{ref}"), ("GET", "/console/alerts"), ("GET", "/console/api/ps"),
     ("GET", "/console/api/stats"), ("GET", "/console/api/jobs"), ("GET", "/console/api/jobs/{job_id}"),
-    ("POST", "/console/api/feedback"),
+    ("POST", "/console/api/feedback"), ("GET", "/console/kb"),
 }
 
 
