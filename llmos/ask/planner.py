@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmos.ask import llm
-from llmos.ask.entities import Entities
+from llmos.ask.entities import Entities, Mention
 from llmos.ask.fill import fill
-from llmos.ask.intent import IntentIndex, decide, masked
+from llmos.ask.intent import EmbedFn, IntentIndex, Scored, decide, masked
 from llmos.ask.ops import OPERATIONS, Operation
 from llmos.ask.types import AskOut, PlanStep
 from llmos.auth.policy import required_scopes
@@ -50,7 +50,7 @@ class Planner:
         self.kernel, self.embed_model, self.chat_model = kernel, embed_model, chat_model
         self._indexes: dict[str, IntentIndex] = {}  # embedding model digest -> its index
 
-    async def _embedder(self, tenant: str):  # type: ignore[no-untyped-def]
+    async def _embedder(self, tenant: str) -> tuple[EmbedFn, IntentIndex]:
         r = self.kernel.resolve(self.embed_model, "embed", tenant=tenant)
 
         async def embed(texts: list[str]) -> np.ndarray:
@@ -75,7 +75,8 @@ class Planner:
             steps += draft.steps
         return _checked(text, steps, set(scopes))
 
-    async def _clause(self, part: str, found, ranked, entities: Entities, tenant: str) -> Draft:  # type: ignore[no-untyped-def]
+    async def _clause(self, part: str, found: list[Mention], ranked: list[Scored], entities: Entities,
+                      tenant: str) -> Draft:
         chosen = decide(ranked)
         if isinstance(chosen, list):
             return _which(part, chosen)

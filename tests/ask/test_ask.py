@@ -131,3 +131,25 @@ def test_the_chat_model_fills_open_arguments_as_a_valid_call(world: World) -> No
     args = asyncio.run(llm.complete(kernel, tune, {"model": MINILM, "dataset": "intents"}, [trials],
                                     "tune minilm on intents with a dozen trials", world.tenant))
     assert args is not None and args["model"] == MINILM and isinstance(args["trials"], int) and 1 <= args["trials"] <= 200
+
+
+def test_the_cli_shows_the_plan_and_runs_it_only_once_confirmed(world: World) -> None:
+    from typer.testing import CliRunner
+
+    from llmos.cli import app as cli
+    from tests.api.server import serving
+
+    key = world.admin["Authorization"].removeprefix("Bearer ")
+    with serving(create_app(world.runtime)) as url:
+        env = {"LLMOS_HOME": str(world.runtime.settings.home), "LLMOS_PORT": url.rsplit(":", 1)[1],
+               "LLMOS_API_KEY": key, "COLUMNS": "200"}
+        before = len(world.steps_audited())
+        declined = CliRunner().invoke(cli, ["ask", "list my jobs"], input="n\n", env=env)
+        assert declined.exit_code == 0, declined.output
+        assert "1. list the background jobs" in declined.stdout and "Nothing was run." in declined.stdout
+        assert len(world.steps_audited()) == before
+        ran = CliRunner().invoke(cli, ["ask", "list my jobs", "--yes"], env=env)
+        assert ran.exit_code == 0 and "list the background jobs: done" in ran.stdout, ran.output
+        assert len(world.steps_audited()) == before + 1
+        asked = CliRunner().invoke(cli, ["ask", "unload gpt-9"], env=env)
+        assert asked.exit_code == 2 and "Which model" in asked.stdout
