@@ -9,6 +9,7 @@ caller's key may not call makes it a refusal: a plan is all or nothing.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from llmos.ask.ops import OPERATIONS, Operation
 from llmos.ask.types import AskOut, PlanStep
 from llmos.auth.policy import required_scopes
 from llmos.auth.scopes import allows
+from llmos.errors import NotFound
 from llmos.kernel.core import Kernel
 
 EMBED_MODEL = "minilm-l6"
@@ -51,7 +53,11 @@ class Planner:
         self._indexes: dict[str, IntentIndex] = {}  # embedding model digest -> its index
 
     async def _embedder(self, tenant: str) -> tuple[EmbedFn, IntentIndex]:
-        r = self.kernel.resolve(self.embed_model, "embed", tenant=tenant)
+        try:
+            r = await asyncio.to_thread(self.kernel.resolve, self.embed_model, "embed", tenant=tenant)
+        except NotFound:
+            raise NotFound(f"asking needs the embedding model {self.embed_model!r}, which this daemon's store "
+                           "does not hold (it is built in: see `llmos doctor`)", param="text") from None
 
         async def embed(texts: list[str]) -> np.ndarray:
             vectors = np.asarray(await self.kernel.call(r, lambda e: e.embed(texts)), dtype=np.float32)
@@ -63,6 +69,8 @@ class Planner:
 
     async def plan(self, text: str, entities: Entities, tenant: str, scopes: Iterable[str]) -> AskOut:
         parts = clauses(text)
+        if not parts:  # only separators: nothing to plan
+            return _checked(text, [], set(scopes))
         embed, index = await self._embedder(tenant)
         mentions = [entities.mentions(p) for p in parts]
         vectors = await embed([masked(p, m) for p, m in zip(parts, mentions)])

@@ -101,3 +101,12 @@ def test_a_plan_runs_once_for_the_key_that_asked() -> None:
     now[0] = TTL_S + 1
     with pytest.raises(NotFound):
         plans.take(second, "t", "k1")
+
+
+def test_a_request_of_separators_alone_is_a_question() -> None:
+    import asyncio
+
+    from llmos.ask.planner import Planner
+
+    answer = asyncio.run(Planner(kernel=None).plan(" ; . ", Entities(), "t", {"read"}))  # type: ignore[arg-type]
+    assert answer.status == "question" and answer.steps == []
