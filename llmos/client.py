@@ -143,6 +143,15 @@ class Client:
     def kb_search(self, name: str, query: str, *, k: int = 5, mode: str = "hybrid") -> dict[str, Any]:
         return self._request("POST", f"/v1/kb/{name}/search", json={"query": query, "k": k, "mode": mode})
 
+    # -- asking the OS ---------------------------------------------------------------------------------
+    def ask(self, text: str, *, confirm: bool = False) -> dict[str, Any]:
+        """A plan for ``text`` (or a question, or a refusal); with ``confirm`` it runs at once."""
+        return self._request("POST", "/v1/ask", json={"text": text, "confirm": confirm})
+
+    def run_plan(self, plan_id: str) -> dict[str, Any]:
+        """Run a plan this key asked for (once); the answer says what ran."""
+        return self._request("POST", f"/v1/ask/{plan_id}/run")
+
     # -- admin -------------------------------------------------------------------------------------
     def health(self, timeout: float | None = None) -> dict[str, Any]:
         """The daemon's status; ``timeout`` (seconds) overrides the client's for this call."""

@@ -27,6 +27,7 @@ from llmos.api import tuning as tuning_routes
 from llmos.api.access import AuthMiddleware
 from llmos.api.errors import install_error_handlers
 from llmos.api.guard import JsonGuard
+from llmos.ask import routes as ask_routes
 from llmos.auth.bootstrap import announce_bootstrap
 from llmos.auth.limits import Limiter
 from llmos.feedback import Loop
@@ -79,7 +80,7 @@ def build_daemon(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner
 
 
 ROUTERS = (admin, datasets, openai, task_routes, job_routes, train_routes, tuning_routes, evaluations, obs_routes,
-           feedback_routes, prompt_task_routes, files, fine_tuning, batches, rerank, kb)
+           feedback_routes, prompt_task_routes, files, fine_tuning, batches, rerank, kb, ask_routes)
 
 
 def create_app(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner | None = None) -> FastAPI:

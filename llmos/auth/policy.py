@@ -80,6 +80,7 @@ RULES: tuple[Rule, ...] = (
     _r("/v1/kb/*/search", "POST", READ, INFER),  # a search reads; grounded chat needs it with infer
     _r("/v1/kb", "GET", READ, TRAIN, INFER),
     _r("/v1/kb", "POST|DELETE", TRAIN),  # creating, adding documents, deleting change what answers say
+    _r("/v1/ask", "POST", READ, INFER, TRAIN),  # planning reads the caller's names; each step needs its own scope
     _r("/v1/loop/tick", "POST", ADMIN, exact=True),  # runs every tenant's loop now
     _r("/v1/loop", "GET", READ, TRAIN),
     _r("/v1/loop", "PUT|POST", TRAIN),

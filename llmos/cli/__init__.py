@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmos.cli import ask as ask_cli
 from llmos.cli import daemon, models, run, system
 from llmos.cli import data
 from llmos.cli import jobs
@@ -42,6 +43,7 @@ app.command()(daemon.unload)
 app.command("train")(train_cli.train)
 app.command("eval")(train_cli.eval_)
 app.command("tune")(tune_cli.tune)
+app.command("ask")(ask_cli.ask)
 
 
 @app.callback()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from llmos.web import api, pages
+from llmos.web import api, kb, pages
 from llmos.web.render import STATIC_DIR
 from llmos.web.session import Sessions
 
@@ -18,5 +18,6 @@ def install_console(app: FastAPI) -> None:
     app.state.console_sessions = Sessions()
     app.include_router(pages.root)
     app.include_router(pages.router)
+    app.include_router(kb.router)
     app.include_router(api.router)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")

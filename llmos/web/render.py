@@ -23,7 +23,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 PAGES = [("overview", "/console/", "Queue & models"), ("models", "/console/models", "Models"),
          ("jobs", "/console/jobs", "Jobs"), ("metrics", "/console/metrics", "Metrics"),
          ("playground", "/console/playground", "Playground"), ("datasets", "/console/datasets", "Datasets"),
-         ("alerts", "/console/alerts", "Alerts")]
+         ("kb", "/console/kb", "Knowledge"), ("alerts", "/console/alerts", "Alerts")]
 
 
 def _filesize(n: int | float | None) -> str:

@@ -65,6 +65,8 @@ MODEL_ROUTES: dict[tuple[str, str], list[tuple[str, Body]]] = {
                                                    "labels": ["a", "b"]}),
                                    ("", lambda m: {"name": m, "base": "minilm-l6", "labels": ["a", "b"]})],
     ("GET", "/v1/prompt_tasks/{name}"): [("/v1/prompt_tasks/{m}", lambda m: None)],
+    ("POST", "/v1/ask"): [("", lambda m: {"text": f"unload {m}"}), ("", lambda m: {"text": f"roll back {m}"}),
+                          ("", lambda m: {"text": f"load {m}", "confirm": True})],
     # the console: signed in with B's key (pages and their JSON helpers)
     ("GET", "/console/models/{ref:path}"): [("/console/models/{m}", lambda m: None)],
     ("GET", "/console/api/models/{ref:path}/loss_curve.png"): [("/console/api/models/{m}/loss_curve.png",
@@ -73,6 +75,7 @@ MODEL_ROUTES: dict[tuple[str, str], list[tuple[str, Body]]] = {
                                                     "max_tokens": 2})],
     ("POST", "/console/api/classify"): [("", lambda m: {"model": m, "input": ["hi"]})],
     ("POST", "/console/api/tag"): [("", lambda m: {"model": m, "input": ["hi"]})],
+    ("POST", "/console/kb/ask"): [("", lambda m: {"kb": "faq", "model": m, "question": "hi"})],
 }
 NO_MODEL = {  # routes that take no model name (ids, datasets, listings of the caller's own things)
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
@@ -94,13 +97,13 @@ NO_MODEL = {  # routes that take no model name (ids, datasets, listings of the c
     ("POST", "/v1/batches"), ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch}"),
     ("POST", "/v1/batches/{batch}/cancel"),
     ("GET", "/v1/kb"), ("GET", "/v1/kb/{name}"), ("DELETE", "/v1/kb/{name}"), ("POST", "/v1/kb/{name}/documents"),
-    ("POST", "/v1/kb/{name}/search"),
+    ("POST", "/v1/kb/{name}/search"), ("POST", "/v1/ask/{plan_id}/run"),
     ("GET", "/"), ("GET", "/console/login"), ("POST", "/console/login"), ("POST", "/console/logout"),
     ("GET", "/console/"), ("GET", "/console/models"), ("GET", "/console/jobs"), ("GET", "/console/jobs/{job_id}"),
     ("GET", "/console/metrics"), ("GET", "/console/playground"), ("GET", "/console/datasets"),
     ("GET", "/console/datasets/{ref}"), ("GET", "/console/alerts"), ("GET", "/console/api/ps"),
     ("GET", "/console/api/stats"), ("GET", "/console/api/jobs"), ("GET", "/console/api/jobs/{job_id}"),
-    ("POST", "/console/api/feedback"),
+    ("POST", "/console/api/feedback"), ("GET", "/console/kb"),
 }
 
 

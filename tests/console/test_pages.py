@@ -15,7 +15,7 @@ from llmos.store.manifest import ManifestData
 from tests.console.conftest import SCRIPT, TENANT, csrf_of, sign_in
 
 PAGES = ["/console/", "/console/models", "/console/jobs", "/console/metrics", "/console/playground",
-         "/console/datasets", "/console/alerts", "/console/login"]
+         "/console/datasets", "/console/kb", "/console/alerts", "/console/login"]
 ESCAPED = "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;"
 
 

@@ -1,0 +1,47 @@
+"""Running a plan: each step is a call of the daemon's own route, in-process, with the caller's own key.
+
+The calls go through the whole application (API-key middleware, scopes, rate limits, quotas, request
+validation, metrics), exactly as if the caller had sent them, so a plan can never do more than its
+caller could. Each step is audited (``ask.step``); the first step that fails stops the plan, and the
+answer lists what ran.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import httpx
+from starlette.types import ASGIApp
+
+from llmos.ask.types import PlanStep, StepResult
+from llmos.auth import audit
+from llmos.db.engine import Database
+
+
+def _body(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return r.text
+
+
+async def run_steps(app: ASGIApp, token: str | None, steps: list[PlanStep], *, db: Database, actor: str,
+                    tenant: str, plan_id: str) -> list[StepResult]:
+    """The steps in order until one fails; one result for each step that was called."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    results: list[StepResult] = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://llmos.ask", headers=headers,
+                                 timeout=None) as client:
+        for i, step in enumerate(steps):
+            call = step.call
+            r = await client.request(call.method, call.path, json=call.body)
+            ok = r.status_code < 400
+            results.append(StepResult(step=i, operation=step.operation, status=r.status_code, ok=ok, result=_body(r)))
+            await anyio.to_thread.run_sync(lambda: audit(db, actor, tenant, "ask.step", f"{call.method} {call.path}",
+                                                         plan=plan_id, step=i, operation=step.operation,
+                                                         status=r.status_code))
+            if not ok:
+                break
+    return results
