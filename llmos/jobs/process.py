@@ -57,8 +57,10 @@ class Launch:
 
     def pin_device(self) -> None:
         """Show the runner only its device's GPU (none for the host), before torch first touches CUDA."""
-        if self.device is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1] if ":" in self.device else ""
+        if self.device == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        elif self.device is not None and self.device.startswith("cuda:"):
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
 
 
 def run(launch: Launch) -> int:

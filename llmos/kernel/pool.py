@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmos.engines.base import Engine
-from llmos.errors import WontFit
+from llmos.errors import Unavailable, WontFit
 from llmos.kernel.devices import CPU, Device
 from llmos.kernel.resources import Clock, LoadedModel, ResourceManager, _size
 
@@ -66,9 +66,9 @@ class DevicePool:
         self.devices = sorted(usable, key=lambda d: (d.kind == CPU, d.id))
         self._estimate = estimate
         self._can_run = can_run
+        self._rm_options = {"clock": clock, "wait_timeout_s": wait_timeout_s}
         self._rms = {d.id: ResourceManager(budgets[d.id], loader=self._loader_on(loader, d), estimate=estimate,
-                                           clock=clock, keep_alive_s=keep_alive_s, wait_timeout_s=wait_timeout_s,
-                                           device=d.id)
+                                           keep_alive_s=keep_alive_s, device=d.id, **self._rm_options)
                      for d in self.devices}
         self._lock = threading.Lock()
         self._placed: dict[str, str] = {}  # model -> device it is loaded, loading or being acquired on
@@ -88,15 +88,28 @@ class DevicePool:
             return engine
         return load
 
+    def add_device(self, device: Device, budget: int, loader: Loader) -> None:
+        """A device that appeared after start (a cluster node that joined or came back)."""
+        with self._lock:
+            if device.id in self._rms or budget <= 0:
+                return
+            self._rms[device.id] = ResourceManager(budget, loader=self._loader_on(loader, device),
+                                                   estimate=self._estimate, keep_alive_s=self.keep_alive_s,
+                                                   device=device.id, **self._rm_options)
+            self.devices = sorted([*self.devices, device], key=lambda d: (d.kind == CPU, d.id))
+
     def manager(self, device_id: str) -> ResourceManager:
         return self._rms[device_id]
 
     # -- placement ----------------------------------------------------------------------------------
     def _candidates(self, model: str, need: int, exclude: set[str]) -> list[Device]:
         able = [d for d in self.devices if self._can_run(model, d)]
+        if not able:
+            raise Unavailable(f"no device can run model {model!r} now: every one that could is gone (a cluster "
+                              "node down?); try again when one is back", retry_after=5.0, model=model)
         fits = [d for d in able if self._rms[d.id].budget_bytes >= need and d.id not in exclude]
         if not fits and not exclude:
-            raise self._too_large(model, need, able or self.devices)
+            raise self._too_large(model, need, able)
         return fits
 
     def _place(self, model: str, exclude: set[str]) -> str:
