@@ -69,6 +69,12 @@ class Settings(BaseSettings):
                               "(<= 1) of its free memory at start, or a size such as 20GiB")
     gpu_dtype: Literal["bfloat16", "float16", "float32"] = Field(
         default="bfloat16", description="dtype the transformers engine computes in on a GPU")
+    cluster: str = Field(default="", description="Ray cluster to run engines and jobs on: ray://HOST:PORT or "
+                         "HOST:PORT (the head's GCS port), auto (the local one, started if none runs); empty: none")
+    cluster_timeout: float = Field(default=10.0, gt=0, le=300, description="seconds start-up waits for the "
+                                   "cluster's head to answer before failing")
+    cluster_cache: str = Field(default="~/.llmos-node/cache", description="folder on each node where shipped "
+                               "model files are kept, by digest")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         default="float32", description="dtype models compute in; bfloat16 is ~1.7x faster on CPUs with avx512_bf16")
     policy: Literal["fcfs", "priority", "fair"] = "fair"

@@ -87,7 +87,8 @@ class Activity:
 
 class Kernel:
     def __init__(self, settings: Settings, registry: Registry, *, engine_factory: EngineFactory | None = None,
-                 placed_factory: PlacedFactory | None = None, device_probe: DeviceProbe | None = None) -> None:
+                 placed_factory: PlacedFactory | None = None, device_probe: DeviceProbe | None = None,
+                 device_alive: Callable[[Device], bool] | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.codecs = CodecCache(registry)
@@ -96,6 +97,8 @@ class Kernel:
         if engine_factory is not None:
             placed_factory = placed_factory or (lambda key, _device: engine_factory(key))
         self._factory = placed_factory or self._load_engine
+        self.placed_factory: PlacedFactory = self._factory
+        self._device_alive = device_alive  # cluster mode: whether a node may still take models
         probe = device_probe or (cpu_only if settings.devices == "cpu" else probe_devices)
         found = probe()
         self.resources = DevicePool(found, budgets(found, settings.memory_budget, settings.gpu_budget),
@@ -180,9 +183,13 @@ class Kernel:
                            main_gpu=device.index or 0,
                            context_length=self.registry.get_key(model_key).manifest.context_length)
 
-    @staticmethod
-    def _can_run(key: str, device: Device) -> bool:
-        return can_use(split_key(key)[1], device)
+    def _can_run(self, key: str, device: Device) -> bool:
+        alive = self._device_alive is None or self._device_alive(device)
+        return alive and can_use(split_key(key)[1], device)
+
+    def estimate(self, key: str) -> int:
+        """Bytes the engine of ``key`` (a ``Resolved.key``) is expected to hold once loaded."""
+        return self._estimate(key)
 
     def _estimate(self, key: str) -> int:
         """Bytes of the files this engine reads (a GGUF for llama.cpp, the rest for transformers), plus room."""

@@ -20,14 +20,15 @@ log = logging.getLogger(__name__)
 
 CPU = "cpu"
 CUDA = "cuda"
+NODE = "node"  # a cluster node (``llmos.cluster``): its engines run in Ray actors there
 
 
 @dataclass(frozen=True)
 class Device:
     """One place a model can live: ``cpu`` (host memory) or ``cuda:N``."""
 
-    id: str  # "cpu", "cuda:0", ...
-    kind: str  # CPU or CUDA
+    id: str  # "cpu", "cuda:0", "node-<id>" ...
+    kind: str  # CPU, CUDA or NODE
     name: str  # what the hardware calls itself
     total_bytes: int  # its memory
     free_bytes: int  # free when probed
@@ -81,7 +82,10 @@ def budgets(devices: list[Device], host_budget: int, gpu_setting: float) -> dict
     """Device id -> budget bytes; devices with no room at all are left out."""
     out: dict[str, int] = {}
     for d in devices:
-        nbytes = host_budget if d.kind == CPU else gpu_budget(d, gpu_setting)
+        if d.kind == CUDA:
+            nbytes = gpu_budget(d, gpu_setting)
+        else:  # the host, or a cluster node: the same budget, never more than the node has
+            nbytes = host_budget if d.kind == CPU else min(host_budget, d.free_bytes)
         if nbytes > 0:
             out[d.id] = nbytes
         else:
@@ -102,8 +106,8 @@ def llamacpp_has_gpu() -> bool:
 
 def can_use(engine: str, device: Device) -> bool:
     """Whether an engine kind can run on ``device`` (every kind runs on the host)."""
-    if device.kind == CPU:
-        return True
+    if device.kind in (CPU, NODE):
+        return True  # a node runs every kind on its CPUs
     if engine == "llamacpp":
         return llamacpp_has_gpu()
     return True  # transformers (and any engine built on torch) runs wherever torch does
