@@ -59,9 +59,8 @@ class DevicePool:
     def __init__(self, devices: list[Device], budgets: dict[str, int], *, loader: Loader,
                  estimate: Callable[[str], int], can_run: CanRun, clock: Clock = time.monotonic,
                  keep_alive_s: float = 300.0, wait_timeout_s: float = 60.0) -> None:
-        usable = [d for d in devices if d.id in budgets]
-        if not usable:
-            raise ValueError("no device has a memory budget")
+        usable = [d for d in devices if d.id in budgets]  # may be empty: a cluster whose workers join later
+        self._keep_alive_s = keep_alive_s
         # GPUs first: a model goes to the host only when no GPU its engine can use has room.
         self.devices = sorted(usable, key=lambda d: (d.kind == CPU, d.id))
         self._estimate = estimate
@@ -94,7 +93,7 @@ class DevicePool:
             if device.id in self._rms or budget <= 0:
                 return
             self._rms[device.id] = ResourceManager(budget, loader=self._loader_on(loader, device),
-                                                   estimate=self._estimate, keep_alive_s=self.keep_alive_s,
+                                                   estimate=self._estimate, keep_alive_s=self._keep_alive_s,
                                                    device=device.id, **self._rm_options)
             self.devices = sorted([*self.devices, device], key=lambda d: (d.kind == CPU, d.id))
 
@@ -187,10 +186,11 @@ class DevicePool:
 
     @property
     def keep_alive_s(self) -> float:
-        return self._rms[self.devices[0].id].keep_alive_s
+        return self._keep_alive_s
 
     @keep_alive_s.setter
     def keep_alive_s(self, seconds: float) -> None:
+        self._keep_alive_s = seconds
         for rm in self._rms.values():
             rm.keep_alive_s = seconds
 

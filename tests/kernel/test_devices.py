@@ -187,3 +187,17 @@ def test_a_job_runner_sees_only_the_device_its_memory_was_reserved_on(monkeypatc
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # a job placed on the host trains on the host
     Launch("j3", "entry", {}).pin_device()  # placed nowhere (no co-scheduler): left as it was
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_pool_with_no_device_yet_answers_503_until_one_joins(clock) -> None:
+    from llmos.errors import Unavailable
+    from llmos.kernel.devices import NODE
+
+    loads = Loads()
+    p = pool(loads, [], {}, clock)
+    with pytest.raises(Unavailable, match="no device can run model 'm2' now") as exc:
+        p.acquire("m2")
+    assert exc.value.http_status == 503 and p.budget_bytes == 0
+    node = Device("node-a", NODE, "127.0.0.1 (1 CPU, 0 GPU)", 8 * GB, 8 * GB)
+    p.add_device(node, 4 * GB, loads)
+    assert p.acquire("m2") and loads.where == [("m2", "node-a")] and p.budget_bytes == 4 * GB
