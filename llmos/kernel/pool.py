@@ -3,7 +3,7 @@
 ``DevicePool`` answers the resource manager's interface (acquire / release / load / unload / sweep /
 reserve / snapshot ...) for the whole machine. A model that is not loaded goes to the first device,
 GPUs before the host, that its engine can use, whose budget could ever hold it, and that has free
-memory for it now; failing that, the first where evicting idle models makes room; failing that, it
+memory for it now (of several, the one with the most free: models spread over equal GPUs or nodes); failing that, the first where evicting idle models makes room; failing that, it
 waits on the one with the most room. Each device keeps its own LRU eviction, keep-alive and accounting. A load that
 runs a GPU out of memory moves on to the next device; a model larger than every device's budget is
 refused at once (``WontFit``, 507) naming the largest device.
@@ -120,7 +120,10 @@ class DevicePool:
             if not candidates:
                 raise WontFit(f"model {model!r} ran out of memory on {', '.join(sorted(exclude))} and no other "
                               "device can hold it", retry_after=5.0, model=model, reason="out_of_memory")
-            free = [d for d in candidates if self._rms[d.id].free() >= need]
+            # Among devices with free room, GPUs first, then the one with the most free (models spread
+            # over equal nodes or GPUs rather than piling onto the first).
+            free = sorted((d for d in candidates if self._rms[d.id].free() >= need),
+                          key=lambda d: (d.kind == CPU, -self._rms[d.id].free()))
             roomy = [d for d in candidates if self._rms[d.id].room() >= need]
             where = (free or roomy or sorted(candidates, key=lambda d: -self._rms[d.id].room()))[0].id
             self._placed[model] = where

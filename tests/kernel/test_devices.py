@@ -201,3 +201,11 @@ def test_a_pool_with_no_device_yet_answers_503_until_one_joins(clock) -> None:
     node = Device("node-a", NODE, "127.0.0.1 (1 CPU, 0 GPU)", 8 * GB, 8 * GB)
     p.add_device(node, 4 * GB, loads)
     assert p.acquire("m2") and loads.where == [("m2", "node-a")] and p.budget_bytes == 4 * GB
+
+
+def test_models_spread_over_equal_devices(clock) -> None:
+    loads = Loads()
+    p = pool(loads, [HOST, GPU0, GPU1], {"cpu": 10 * GB, "cuda:0": 10 * GB, "cuda:1": 10 * GB}, clock)
+    for m in ("m4", "m3", "m2"):
+        p.acquire(m)
+    assert loads.where == [("m4", "cuda:0"), ("m3", "cuda:1"), ("m2", "cuda:1")]  # most free room first

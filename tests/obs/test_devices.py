@@ -82,3 +82,27 @@ def test_a_model_no_device_can_hold_is_507_naming_the_largest_device(daemon_on) 
     assert "largest device, cuda:0 (Fake GPU), has a memory budget of 20.0 MB" in err["message"]
     assert client.placed == [] and client.get("/admin/ps").json()["used_bytes"] == 0  # nothing half-loaded
     assert client.get("/health").status_code == 200  # the daemon keeps serving
+
+
+def test_llmos_ps_prints_each_device_and_what_sits_on_it(builtin_runtime: Runtime) -> None:
+    import httpx
+    from typer.testing import CliRunner
+
+    from llmos.cli import app as cli
+    from llmos.cli.tables import size
+    from tests.api.server import serving
+
+    s = make_settings(builtin_runtime.settings.home, database_url=builtin_runtime.settings.database_url,
+                      engine="hf", memory_budget="1GB", gpu_budget=0.5)
+    kernel = Kernel(s, builtin_runtime.store.registry, placed_factory=lambda key, device: SlowFakeEngine(key),
+                    device_probe=lambda: fake_gpu_probe(4000 * MB))
+    try:
+        with serving(create_app(Runtime(s, builtin_runtime.db, builtin_runtime.store), kernel)) as url:
+            assert httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=60).status_code == 200
+            r = CliRunner().invoke(cli, ["ps", "--url", url], env={"COLUMNS": "220"})
+    finally:
+        kernel.close()
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if "cuda:0" in line]
+    assert any(SMOL in line for line in rows)  # the model's row names its device
+    assert any("Fake GPU" in line and size(2000 * MB) in line for line in rows)  # the device's row: its budget
