@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=64, ge=1, description="waiting requests per model before 503")
     max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together")
     max_prefill_tokens: int = Field(default=512, ge=1, description="prompt tokens admitted per scheduler step")
+    devices: Literal["auto", "cpu"] = Field(
+        default="auto", description="where models run; auto: each CUDA GPU torch sees, then the host; cpu: the host alone")
+    gpu_budget: float = Field(default=0.9, gt=0, description="memory the kernel may fill on each GPU: a share "
+                              "(<= 1) of its free memory at start, or a size such as 20GiB")
+    gpu_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="dtype the transformers engine computes in on a GPU")
+    cluster: str = Field(default="", description="Ray cluster to run engines and jobs on: ray://HOST:PORT or "
+                         "HOST:PORT (the head's GCS port), auto (the local one, started if none runs); empty: none")
+    cluster_timeout: float = Field(default=10.0, gt=0, le=300, description="seconds start-up waits for the "
+                                   "cluster's head to answer before failing")
+    cluster_cache: str = Field(default="~/.llmos-node/cache", description="folder on each node where shipped "
+                               "model files are kept, by digest")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         default="float32", description="dtype models compute in; bfloat16 is ~1.7x faster on CPUs with avx512_bf16")
     policy: Literal["fcfs", "priority", "fair"] = "fair"
@@ -128,6 +140,15 @@ class Settings(BaseSettings):
     @classmethod
     def _size(cls, v: object) -> int:
         return parse_size(v) if v not in (None, "") else 0  # type: ignore[arg-type]
+
+    @field_validator("gpu_budget", mode="before")
+    @classmethod
+    def _gpu_budget(cls, v: object) -> float:
+        text = str(v).strip()
+        try:
+            return float(text)
+        except ValueError:
+            return float(parse_size(text))
 
     @field_validator("alert_webhook")
     @classmethod

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -30,11 +32,13 @@ from llmos.api.guard import JsonGuard
 from llmos.ask import routes as ask_routes
 from llmos.auth.bootstrap import announce_bootstrap
 from llmos.auth.limits import Limiter
+from llmos.cluster import ClusterLoader, RayCluster, RaySpawn, connect
 from llmos.feedback import Loop
 from llmos.feedback.canary_signals import register_canary_source
 from llmos.jobs import JobRunner
 from llmos.jobs.cosched import CoScheduler
 from llmos.kernel.core import Kernel
+from llmos.kernel.devices import budgets
 from llmos.obs import routes as obs_routes
 from llmos.obs.cosched import CoschedCollector
 from llmos.runtime import Runtime
@@ -42,6 +46,9 @@ from llmos.web import install_console
 
 import llmos.batches  # noqa: F401,E402  - registers the batch job kind
 import llmos.train  # noqa: F401,E402  - registers the train and tune job kinds the runner launches
+
+log = logging.getLogger(__name__)
+NODE_WATCH_S = 5.0  # how often the daemon looks for cluster nodes that joined
 
 
 @dataclass
@@ -51,9 +58,13 @@ class Daemon:
     jobs: JobRunner
     cosched: CoScheduler
     loop: Loop
+    cluster: RayCluster | None = None
 
     def start(self) -> None:
         """Recover the jobs the last daemon left, then supervise; co-scheduling; the loop thread."""
+        if self.cluster is not None:
+            self._nodes_stop = threading.Event()
+            threading.Thread(target=self._watch_nodes, name="cluster-nodes", daemon=True).start()
         self.jobs.startup()
         self.cosched.start()
         self._unregister_canaries = register_canary_source(self.loop.router.shares)
@@ -68,15 +79,52 @@ class Daemon:
 
     def close(self) -> None:
         self.kernel.close()
+        if self.cluster is not None:
+            self._nodes_stop.set()
+            self.cluster.close()
+
+    def _watch_nodes(self) -> None:
+        """Nodes that join the cluster (or come back, under a new id) become devices models can go to."""
+        assert self.cluster is not None
+        pool, settings = self.kernel.resources, self.runtime.settings
+        while not self._nodes_stop.wait(NODE_WATCH_S):
+            try:
+                self.cluster.refresh()
+                known = {d.id for d in pool.devices}
+                for device in self.cluster.devices():
+                    if device.id not in known:
+                        budget = budgets([device], settings.memory_budget, settings.gpu_budget).get(device.id, 0)
+                        pool.add_device(device, budget, self.kernel.placed_factory)
+            except Exception:  # noqa: BLE001 - a failed look at the cluster is retried at the next one
+                log.exception("reading the cluster's nodes failed")
 
 
 def build_daemon(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner | None = None) -> Daemon:
+    cluster = None
+    if runtime.settings.cluster and kernel is None:
+        cluster, kernel = _cluster_kernel(runtime)
+        jobs = jobs or JobRunner(runtime, spawn=RaySpawn())
     kernel = kernel or Kernel(runtime.settings, runtime.store.registry)
     jobs = jobs or JobRunner(runtime)
     cosched = CoScheduler(runtime.settings, kernel, jobs)
     loop = Loop(runtime, jobs)
     kernel.router = loop.router.route  # the canary's share of a name's traffic goes to the candidate
-    return Daemon(runtime, kernel, jobs, cosched, loop)
+    return Daemon(runtime, kernel, jobs, cosched, loop, cluster)
+
+
+def _cluster_kernel(runtime: Runtime) -> tuple[RayCluster, Kernel]:
+    """Join the cluster (ConfigError naming the address when it does not answer) and build a kernel
+    whose devices are its nodes and whose engines are actors there."""
+    settings = runtime.settings
+    cluster = connect(settings.cluster, timeout_s=settings.cluster_timeout)
+    # Runner processes live on other machines: pause them at step boundaries (through the database),
+    # never by signalling a local pid.
+    settings.cosched_freeze = False
+    loader = ClusterLoader(settings, runtime.store.registry, node_of=cluster.node, on_lost=cluster.mark_dead)
+    kernel = Kernel(settings, runtime.store.registry, placed_factory=loader, device_probe=cluster.devices,
+                    device_alive=cluster.alive)
+    loader.estimate = kernel.estimate
+    return cluster, kernel
 
 
 ROUTERS = (admin, datasets, openai, task_routes, job_routes, train_routes, tuning_routes, evaluations, obs_routes,

@@ -163,3 +163,9 @@ class WontFit(Unavailable):
 class EngineFailed(LlmosError):
     http_status = 500
     code = "engine_error"
+
+
+class EngineLost(Unavailable):
+    """The machine (a cluster node) running a model's engine went away; the model is placed again."""
+
+    code = "engine_lost"

@@ -33,6 +33,7 @@ def ps(request: Request, kernel: KernelDep) -> dict[str, object]:
     cosched = getattr(request.app.state, "cosched", None)
     return {"budget_bytes": res.budget_bytes, "used_bytes": res.used_bytes, "reserved": res.reservations(),
             "models": [asdict(s) for s in kernel.ps()],
+            "devices": [asdict(d) for d in kernel.devices()], "device_notes": kernel.device_notes(),
             "cosched": asdict(cosched.stats()) if cosched is not None else None}
 
 

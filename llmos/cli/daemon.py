@@ -20,12 +20,13 @@ def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False
         print_json(data)
         return
     # REFS: requests holding the engine; WAIT / RUN: sequences queued / decoding
-    table = new_table("MODEL", "ENGINE", "MEMORY", "REFS", "WAIT", "RUN", "TOK/S", "UNLOAD IN", wrap=["MODEL"])
+    table = new_table("MODEL", "ENGINE", "DEVICE", "MEMORY", "REFS", "WAIT", "RUN", "TOK/S", "UNLOAD IN", wrap=["MODEL"])
     routed = []
     for m in data["models"]:
         q = m["queue"] or {}
         engine = m.get("engine", "hf")
-        table.add_row(m["model"], engine, size(m["footprint_bytes"]) if m["loaded"] else "-", str(m["in_use"]),
+        table.add_row(m["model"], engine, m.get("device") or "-", size(m["footprint_bytes"]) if m["loaded"] else "-",
+                      str(m["in_use"]),
                       str(q.get("waiting", 0)), str(q.get("running", 0)), f"{q.get('tokens_per_s') or 0:.1f}",
                       duration(m["expires_in_s"]))
         routed += [f"{m['model']} on {engine}: {why}" for why in m.get("routed", [])]
@@ -33,6 +34,21 @@ def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False
     for line in routed:
         console.print(f"routed: {line}")
     console.print(f"memory: {human_bytes(data['used_bytes'])} of {human_bytes(data['budget_bytes'])} budget")
+    _devices(data.get("devices") or [], data.get("device_notes") or [])
+
+
+def _devices(devices: list[dict], notes: list[str]) -> None:
+    """The devices table: each device's budget, what is held there and what sits on it."""
+    if not devices:
+        return
+    table = new_table("DEVICE", "NAME", "USED", "BUDGET", "MODELS", "JOBS", "LOADS", "EVICTED", wrap=["MODELS"])
+    for d in devices:
+        table.add_row(d["id"], d["name"], size(d["used_bytes"]), size(d["budget_bytes"]),
+                      ", ".join(d["models"]) or "-", ", ".join(d["reserved"]) or "-", str(d["loads"]),
+                      str(d["evictions"]))
+    console.print(table)
+    for line in notes:
+        console.print(f"note: {line}")
 
 
 def load(model: str, keep_alive: Annotated[Optional[float], typer.Option(help="seconds idle before unload")] = None,

@@ -21,6 +21,8 @@ from llmos.store.builtin import BUILTINS, locate
 def serve(
     host: Annotated[Optional[str], typer.Option(help="address to listen on (default: settings)")] = None,
     port: Annotated[Optional[int], typer.Option(help="port (default: settings)")] = None,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="run engines and jobs on a Ray cluster: ray://HOST:PORT (its head's GCS port) or auto")] = None,
 ) -> None:
     """Start the daemon: HTTP API on HOST:PORT with the store's models."""
     import uvicorn
@@ -30,9 +32,12 @@ def serve(
     rt = runtime()
     h, p = host or rt.settings.host, port or rt.settings.port
     rt.settings.host, rt.settings.port = h, p  # auth=auto decides by the address actually listened on
-    app = create_app(rt)
+    if cluster is not None:
+        rt.settings.cluster = cluster
+    app = create_app(rt)  # joins the cluster first: an address that does not answer fails here, naming it
+    where = f"; cluster {rt.settings.cluster}" if rt.settings.cluster else ""
     console.print(f"llmos {__version__} serving on http://{h}:{p} (home {rt.settings.home}; "
-                  f"auth {'on' if rt.settings.auth_enabled else 'off'})")
+                  f"auth {'on' if rt.settings.auth_enabled else 'off'}{where})")
     uvicorn.run(app, host=h, port=p, log_level="info")
 
 

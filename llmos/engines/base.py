@@ -152,6 +152,11 @@ class Engine(ABC):
         raise InvalidInput(f"engine {type(self).__name__} cannot constrain its output (response_format, "
                            "tool_choice required or a named function)")
 
+    def alive(self) -> bool:
+        """False once the engine can never answer again (its node died): the kernel places the model
+        anew. An in-process engine is alive until closed."""
+        return True
+
     def close(self) -> None:
         """Free everything; the engine is unusable afterwards."""
 

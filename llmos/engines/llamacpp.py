@@ -132,7 +132,7 @@ class LlamaCppEngine(Engine):
     def __init__(self, path: str | Path, *, name: str, tasks: list[str] | None = None,
                  chat_template: str | None = None, max_batch_size: int = 16, threads: int = 0,
                  kv_tokens: int = 0, context_length: int | None = None, lora_cache: str | Path | None = None,
-                 **_: object) -> None:
+                 gpu_layers: int = 0, main_gpu: int = 0, **_: object) -> None:
         folder = Path(path)
         self.name = name
         self.gguf = find_gguf(folder)
@@ -143,7 +143,8 @@ class LlamaCppEngine(Engine):
         self.slots = max_batch_size + SPARE_SLOTS
         kv = kv_tokens or max(self.context_length, self.slots * KV_TOKENS_PER_SLOT)
         self._tokenizer, self._chat_template = _tokenizer(folder), chat_template
-        self._config = ServerConfig(self.gguf, self.slots, kv, threads or default_threads())
+        self._config = ServerConfig(self.gguf, self.slots, kv, threads or default_threads(), gpu_layers=gpu_layers,
+                                    main_gpu=main_gpu)
         self._server: LlamaServer | None = LlamaServer(self._config)
         self._lora_cache = Path(lora_cache) if lora_cache is not None else None
         self._adapters: dict[str, tuple[str, Path]] = {}  # name -> (its folder, its LoRA GGUF), in server order

@@ -85,6 +85,8 @@ class ServerConfig:
     kv_tokens: int  # cache cells shared by all slots (unified KV cache)
     threads: int
     loras: tuple[Path, ...] = ()  # LoRA GGUFs loaded unapplied; a request picks its own by index
+    gpu_layers: int = 0  # layers offloaded to a GPU (-1: all); 0 on the host or with a CPU-only build
+    main_gpu: int = 0  # the CUDA ordinal offloaded layers go to
 
 
 def kv_bytes(shape: GgufShape, tokens: int) -> int:
@@ -134,6 +136,8 @@ class LlamaServer:
         params.cpuparams.n_threads = config.threads
         params.cpuparams_batch.n_threads = config.threads
         params.n_threads_http = 1
+        params.n_gpu_layers = config.gpu_layers
+        params.main_gpu = config.main_gpu
         params.hostnames = [str(self._dir / "server.sock")]
         params.api_keys = [secrets.token_hex(32)]
         params.verbosity = -1

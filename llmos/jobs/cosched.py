@@ -20,7 +20,8 @@ steers the ``JobRunner``:
   run in slices (until their share reaches 1.5x the minimum), so a job always finishes.
 * **Memory.** A queued job starts only when its estimate (base model size x ``job_memory_factor``)
   fits in the kernel's budget beside the loaded models; it is reserved with the resource manager
-  while the runner lives, so model loads see it. Otherwise it stays queued with the reason (an event).
+  while the runner lives, so model loads see it; on a machine with GPUs it goes to the first GPU with
+  room (the runner sees that GPU alone), else to the host. Otherwise it stays queued with the reason (an event).
   When a model load waits for memory that running jobs hold, they are paused *freeing memory*
   (checkpoint and exit) and requeued once no load is waiting; admission then starts them again when
   they fit.
@@ -143,7 +144,10 @@ class CoScheduler:
     def admit(self, info: JobInfo) -> str | None:
         need = self._estimate(info)
         res = self.kernel.resources
-        if need <= 0 or res.reserve(_key(info.id), need):
+        if need <= 0:
+            return None
+        where = res.reserve(_key(info.id), need)  # a device id (a GPU first) from a device pool
+        if where:
             return None
         with self._admit_lock:  # not self._lock: the runner calls here holding its lock, and tick() holds
             self._memory_waits += 1  # ours while it calls the runner
@@ -155,6 +159,11 @@ class CoScheduler:
 
     def released(self, job_id: str) -> None:
         self.kernel.resources.unreserve(_key(job_id))
+
+    def device(self, job_id: str) -> str | None:
+        """The device the job's memory is reserved on (its runner trains there); None: not known."""
+        reserved_on = getattr(self.kernel.resources, "reserved_on", None)
+        return reserved_on(_key(job_id)) if reserved_on is not None else None
 
     # -- the loop --------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -39,6 +39,7 @@ class Launch:
     entry: str
     settings: dict[str, Any]
     sys_path: list[str] = field(default_factory=list)  # so entries importable in the daemon import here too
+    device: str | None = None  # where its memory was reserved: "cpu" or "cuda:N" (None: torch's choice)
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -51,12 +52,20 @@ class Launch:
         return cls(**json.loads(path.read_text()))
 
     @classmethod
-    def of(cls, job_id: str, entry: str, settings: Settings) -> "Launch":
-        return cls(job_id, entry, settings.model_dump(mode="json"), [p for p in sys.path if p])
+    def of(cls, job_id: str, entry: str, settings: Settings, device: str | None = None) -> "Launch":
+        return cls(job_id, entry, settings.model_dump(mode="json"), [p for p in sys.path if p], device)
+
+    def pin_device(self) -> None:
+        """Show the runner only its device's GPU (none for the host), before torch first touches CUDA."""
+        if self.device == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        elif self.device is not None and self.device.startswith("cuda:"):
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
 
 
 def run(launch: Launch) -> int:
     settings = load_settings(**launch.settings)
+    launch.pin_device()
     sys.path.extend(p for p in launch.sys_path if p not in sys.path)
     _lower_priority(settings.job_cpu_priority if settings.cosched else "normal")
     _bound_threads(settings.job_threads)

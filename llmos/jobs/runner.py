@@ -60,6 +60,9 @@ class Admission(Protocol):
     def released(self, job_id: str) -> None:
         """The job's runner is gone (or never started): give back what ``admit`` took."""
 
+    def device(self, job_id: str) -> str | None:
+        """Where ``admit`` reserved the job's memory ("cpu", "cuda:0"); None: wherever torch picks."""
+
 
 class JobRunner:
     """The daemon's side of background jobs. Thread-safe; ``startup()`` / ``shutdown()`` bracket its life."""
@@ -360,7 +363,8 @@ class JobRunner:
             self._released(info.id)
             return
         paths = JobPaths.of(self.settings.jobs_dir, info.id).create()
-        Launch.of(info.id, entry, self.settings).write(paths.launch)
+        device = self.admission.device(info.id) if self.admission is not None else None
+        Launch.of(info.id, entry, self.settings, device).write(paths.launch)
         with open(paths.log, "a") as f:
             resume = f", resume from {info.checkpoint}" if info.checkpoint else ""
             f.write(f"=== {datetime.now(timezone.utc).isoformat(timespec='seconds')} attempt "

@@ -21,10 +21,11 @@ from llmos.engines.llamacpp_lora import unsupported as unsupported_lora
 from llmos.engines.loader import base_of, load_engine, runs_on
 from llmos.errors import WrongTask
 from llmos.kernel.codec import CodecCache, PromptCodec
+from llmos.kernel.devices import CUDA, Device, DeviceProbe, budgets, can_use, cpu_note, cpu_only, probe_devices
+from llmos.kernel.pool import DevicePool, DeviceState
 from llmos.engines.types import OutputConstraint, StepOutput
 from llmos.kernel.placement import HF, engine_key, place, preferred, split_key
 from llmos.kernel.request import Request
-from llmos.kernel.resources import ResourceManager
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
 from llmos.store.manifest import ModelInfo
@@ -32,6 +33,7 @@ from llmos.store.names import DEFAULT_TENANT
 from llmos.store.registry import Registry
 
 EngineFactory = Callable[[str], Engine]
+PlacedFactory = Callable[[str, Device], Engine]  # (engine key, the device chosen) -> its engine
 KV_RESERVE = 1.25  # weights x this: room for activations and KV caches of a full batch
 
 
@@ -65,6 +67,7 @@ class ModelState:
     adapters: list[str] = field(default_factory=list)
     engine: str = HF
     routed: list[str] = field(default_factory=list)  # why requests came to this engine and not the preferred one
+    device: str | None = None  # where it is loaded ("cpu", "cuda:0"); None while not loaded
 
 
 @dataclass
@@ -83,15 +86,24 @@ class Activity:
 
 
 class Kernel:
-    def __init__(self, settings: Settings, registry: Registry, *, engine_factory: EngineFactory | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry, *, engine_factory: EngineFactory | None = None,
+                 placed_factory: PlacedFactory | None = None, device_probe: DeviceProbe | None = None,
+                 device_alive: Callable[[Device], bool] | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.codecs = CodecCache(registry)
         self.router: Callable[[str, str], str] | None = None  # (name, request id) -> name to resolve
         self.on_work: Callable[[], None] | None = None  # told of each request / call (the co-scheduler's wake-up)
-        self._factory = engine_factory or self._load_engine
-        self.resources = ResourceManager(settings.memory_budget, loader=self._factory, estimate=self._estimate,
-                                         keep_alive_s=settings.keep_alive)
+        if engine_factory is not None:
+            placed_factory = placed_factory or (lambda key, _device: engine_factory(key))
+        self._factory = placed_factory or self._load_engine
+        self.placed_factory: PlacedFactory = self._factory
+        self._device_alive = device_alive  # cluster mode: whether a node may still take models
+        probe = device_probe or (cpu_only if settings.devices == "cpu" else probe_devices)
+        found = probe()
+        self.resources = DevicePool(found, budgets(found, settings.memory_budget, settings.gpu_budget),
+                                    loader=self._factory, estimate=self._estimate, can_run=self._can_run,
+                                    keep_alive_s=settings.keep_alive)
         self._workers: dict[str, ModelWorker] = {}
         self._routed: dict[str, set[str]] = {}  # engine key -> why requests were routed to it
         self._lora_checks: dict[tuple[str, str], str | None] = {}  # (adapter, base digest) -> unsupported
@@ -157,15 +169,27 @@ class Kernel:
 
     # Engines, workers and adapters are keyed by ``ModelInfo.key`` (two tenants' NAME never share one),
     # with the engine kind appended for kinds other than hf (``llmos.kernel.placement.engine_key``).
-    def _load_engine(self, key: str) -> Engine:
+    def _load_engine(self, key: str, device: Device) -> Engine:
+        """One engine on ``device``: transformers in ``gpu_dtype`` on a GPU; llama.cpp with every layer
+        offloaded there (placement sends it to a GPU only when its build has a GPU backend)."""
         model_key, engine = split_key(key)
+        gpu = device.kind == CUDA
         if engine == HF:
-            return load_engine(self.registry, model_key, max_batch_size=self.settings.max_batch,
-                               dtype=self.settings.dtype)
+            return load_engine(self.registry, model_key, max_batch_size=self.settings.max_batch, device=device.id,
+                               dtype=self.settings.gpu_dtype if gpu else self.settings.dtype)
         return load_engine(self.registry, model_key, backend=engine, max_batch_size=self.settings.max_batch,
                            threads=self.settings.llamacpp_threads, kv_tokens=self.settings.llamacpp_kv_tokens,
-                           lora_cache=self.settings.lora_gguf_dir,
+                           lora_cache=self.settings.lora_gguf_dir, gpu_layers=-1 if gpu else 0,
+                           main_gpu=device.index or 0,
                            context_length=self.registry.get_key(model_key).manifest.context_length)
+
+    def _can_run(self, key: str, device: Device) -> bool:
+        alive = self._device_alive is None or self._device_alive(device)
+        return alive and can_use(split_key(key)[1], device)
+
+    def estimate(self, key: str) -> int:
+        """Bytes the engine of ``key`` (a ``Resolved.key``) is expected to hold once loaded."""
+        return self._estimate(key)
 
     def _estimate(self, key: str) -> int:
         """Bytes of the files this engine reads (a GGUF for llama.cpp, the rest for transformers), plus room."""
@@ -323,8 +347,17 @@ class Kernel:
             out.append(ModelState(ref, m is not None, m.footprint if m else 0, m.refcount if m else 0,
                                   w.scheduler.stats() if w else None,
                                   None if expires is None else max(0.0, expires - now), engine=engine,
-                                  routed=sorted(self._routed.get(key, ()))))
+                                  routed=sorted(self._routed.get(key, ())), device=m.device if m else None))
         return out
+
+    def devices(self) -> list[DeviceState]:
+        """Each device, its budget, what it holds and its load / eviction / move counts."""
+        return self.resources.states()
+
+    def device_notes(self) -> list[str]:
+        """Engine kinds that stay on the host although there are GPUs, and why."""
+        notes = (cpu_note(kind, self.resources.devices) for kind in ("hf", "llamacpp"))
+        return [n for n in notes if n is not None]
 
     def activity(self, ttft_window_s: float = 10.0) -> Activity:
         """What interactive work is in the kernel now (cheap: counters only, no store reads). Background

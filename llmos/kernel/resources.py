@@ -57,6 +57,7 @@ class LoadedModel:
     last_used: float  # clock time of the last acquire or release
     loaded_at: float
     keep_alive_s: float  # idle seconds before ``sweep`` unloads it (inf: never)
+    device: str = "cpu"  # where it sits (``llmos.kernel.devices``)
 
     @property
     def expires_at(self) -> float | None:
@@ -91,7 +92,7 @@ class _Load:
 
 
 class ResourceManager:
-    """Loads, shares, keeps alive and evicts engines within ``budget_bytes``."""
+    """Loads, shares, keeps alive and evicts engines within ``budget_bytes`` of one device."""
 
     def __init__(
         self,
@@ -102,6 +103,7 @@ class ResourceManager:
         clock: Clock = time.monotonic,
         keep_alive_s: float = 300.0,
         wait_timeout_s: float = 60.0,
+        device: str = "cpu",
     ) -> None:
         if budget_bytes <= 0:
             raise ValueError(f"budget_bytes must be positive, got {budget_bytes}")
@@ -123,6 +125,9 @@ class ResourceManager:
         self._waiting = 0
         self._waiting_room = 0  # of those, threads waiting for memory (not for a load in flight)
         self._reserved: dict[str, int] = {}
+        self.device = device  # the device whose memory this budget is (a label for ``ps`` and errors)
+        self.loads = 0  # engines loaded since start
+        self.evictions = 0  # idle engines pushed out to make room for another
 
     # -- accounting (lock held) ---------------------------------------------------------------------
     @property
@@ -146,6 +151,22 @@ class ResourceManager:
         """Threads blocked in ``acquire`` because the model does not fit beside what is held."""
         with self._cond:
             return self._waiting_room
+
+    def free(self) -> int:
+        """Bytes a load could have now without evicting anything."""
+        with self._cond:
+            return self._budget - self._used()
+
+    def room(self) -> int:
+        """Bytes a load could have now: what is free plus what evicting every idle model frees."""
+        with self._cond:
+            idle = sum(s.footprint for s in self._slots.values() if s.refcount == 0)
+            return self._budget - self._used() + idle
+
+    def holds(self, model: str) -> bool:
+        """Whether ``model`` is loaded or loading here."""
+        with self._cond:
+            return model in self._slots or model in self._loading
 
     def _used(self) -> int:
         loaded = sum(s.footprint for s in self._slots.values())
@@ -269,6 +290,7 @@ class ResourceManager:
             now = self._clock()
             del self._loading[model]
             self._slots[model] = _Slot(engine, footprint, refcount=1, last_used=now, loaded_at=now)
+            self.loads += 1
             pending.done = True
             over = self._make_room(0)  # the measured footprint may exceed the estimate
             if over is None:
@@ -314,6 +336,7 @@ class ResourceManager:
             excess -= slot.footprint
         if excess > 0:
             return None
+        self.evictions += len(chosen)
         return [self._evict(name, owner) for name in chosen]
 
     def _evict(self, model: str, owner: _Load | None = None) -> _Slot:
@@ -415,7 +438,7 @@ class ResourceManager:
 
     def _describe(self, model: str, slot: _Slot) -> LoadedModel:
         return LoadedModel(model, slot.footprint, slot.refcount, slot.last_used, slot.loaded_at,
-                           self._keep_alive_for(model))
+                           self._keep_alive_for(model), self.device)
 
     # -- errors -------------------------------------------------------------------------------------
     def check_fits(self, model: str) -> None:

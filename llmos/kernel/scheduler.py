@@ -268,6 +268,20 @@ class Scheduler:
                     failed.append(req)
             return failed
 
+    def requeue(self, req_ids: Iterable[str]) -> list[Request]:
+        """Put running requests that have produced nothing yet back in the queue (their engine was lost
+        before the first token: another one can start them afresh). Returns the ones requeued."""
+        with self._lock:
+            back = []
+            for req_id in req_ids:
+                req = self._running.get(req_id)
+                if req is not None and not req.output_ids:
+                    del self._running[req_id]
+                    req.status = RequestStatus.WAITING
+                    self._queue.push(req)
+                    back.append(req)
+            return back
+
     def fail_all(self, error: str) -> list[Request]:
         """Fail every waiting and running request: the engine is gone."""
         with self._lock:

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from llmos.engines.base import Engine
-from llmos.errors import QueueFull
+from llmos.errors import EngineLost, QueueFull
 from llmos.kernel.request import Request
 from llmos.engines.types import StepOutput
 from llmos.kernel.resources import ResourceManager
@@ -102,6 +102,8 @@ class ModelWorker:
         its worker acts only to admit waiting requests into free slots (or to run one-off calls)."""
         if self._calls:
             return True
+        if self._engine is not None and not self._engine.alive():
+            return True  # its node died: retry or end what it was running, and place the model again
         if self._engine is not None and self._engine.streams:
             return self.scheduler.can_admit()
         return self.scheduler.has_work()
@@ -125,6 +127,9 @@ class ModelWorker:
     def _iteration(self) -> None:
         engine = self._ensure_engine()
         if engine is None:
+            return
+        if not engine.alive():
+            self._lose_engine()
             return
         self._run_calls(engine)
         self._release_cancelled()
@@ -160,6 +165,22 @@ class ModelWorker:
         if ids and self._engine is not None:
             self._engine.release(ids)
 
+    def _lose_engine(self) -> None:
+        """The engine's node died: requests that streamed nothing go back to the queue, the others end
+        with the error; unload the engine (its memory is gone with it) so the next acquire places the
+        model again, on a device that is still there."""
+        log.warning("worker %s: its engine was lost; placing the model again", self.model)
+        running = [r.id for r in self.scheduler.running]
+        retried = {r.id for r in self.scheduler.requeue(running)}
+        for req in self.scheduler.fail([i for i in running if i not in retried],
+                                       f"the engine of {self.model} was lost (its node died) mid-stream"):
+            self.deliver(req.id, req)
+        self._engine = None
+        try:
+            self.resources.unload(self.model, force=True)
+        finally:
+            self.resources.release(self.model)  # absorbed: the forced unload took our reference over
+
     def _drop_engine(self) -> None:
         if self._engine is not None:
             self._engine = None
@@ -186,6 +207,9 @@ class ModelWorker:
                 continue
             try:
                 outputs += run()
+            except EngineLost as exc:  # nothing streamed yet: another engine starts them afresh
+                retried = {r.id for r in self.scheduler.requeue([r.id for r in reqs])}
+                self._fail(engine, [r.id for r in reqs if r.id not in retried], exc.message)
             except Exception as exc:  # noqa: BLE001 - the engine failed these requests only
                 log.exception("worker %s: engine step failed", self.model)
                 self._fail(engine, [r.id for r in reqs], f"engine error: {exc}")
@@ -209,6 +233,9 @@ class ModelWorker:
             return
         try:
             engine.start([r.spec() for r in admitted], self._on_output)
+        except EngineLost as exc:  # nothing streamed yet: another engine starts them afresh
+            retried = {r.id for r in self.scheduler.requeue([r.id for r in admitted])}
+            self._fail(engine, [r.id for r in admitted if r.id not in retried], exc.message)
         except Exception as exc:  # noqa: BLE001 - the engine refused these requests only
             log.exception("worker %s: engine start failed", self.model)
             self._fail(engine, [r.id for r in admitted], f"engine error: {exc}")

@@ -68,7 +68,34 @@ class StateCollector(Collector):
                 capacity.add_metric([s.model, s.engine], s.queue.max_queue)
                 tps.add_metric([s.model, s.engine], s.queue.tokens_per_s)
                 rejected.add_metric([s.model, s.engine], s.queue.rejected)
-        return [budget, used, loaded, memory, in_use, waiting, running, capacity, tps, rejected]
+        return [budget, used, loaded, memory, in_use, waiting, running, capacity, tps, rejected, *self._devices()]
+
+    def _devices(self) -> list[Metric]:
+        """Per device (the host, each GPU): its budget, what is held, and its placement counters."""
+        budget = GaugeMetricFamily("llmos_device_budget_bytes", "Memory budget for models on a device",
+                                   labels=["device", "kind"])
+        used = GaugeMetricFamily("llmos_device_used_bytes", "Memory held on a device (models, loads, jobs)",
+                                 labels=["device", "kind"])
+        models = GaugeMetricFamily("llmos_device_models", "Models loaded on a device", labels=["device", "kind"])
+        loads = CounterMetricFamily("llmos_device_loads", "Engines loaded onto a device", labels=["device", "kind"])
+        evictions = CounterMetricFamily("llmos_device_evictions", "Idle engines evicted from a device for room",
+                                        labels=["device", "kind"])
+        moves = CounterMetricFamily("llmos_device_moves", "Models loaded on a device that last sat on another",
+                                    labels=["device", "kind"])
+        placed = GaugeMetricFamily("llmos_model_device", "1 for the device a loaded model sits on",
+                                   labels=["model", "engine", "device"])
+        for d in self.kernel.devices():
+            labels = [d.id, d.kind]
+            budget.add_metric(labels, d.budget_bytes)
+            used.add_metric(labels, d.used_bytes)
+            models.add_metric(labels, len(d.models))
+            loads.add_metric(labels, d.loads)
+            evictions.add_metric(labels, d.evictions)
+            moves.add_metric(labels, d.moves)
+        for s in self.kernel.ps():
+            if s.device is not None:
+                placed.add_metric([s.model, s.engine, s.device], 1.0)
+        return [budget, used, models, loads, evictions, moves, placed]
 
     def _jobs(self) -> list[Metric]:
         states = GaugeMetricFamily("llmos_jobs", "Background jobs by kind and state", labels=["kind", "state"])

@@ -149,7 +149,8 @@ def ps_payload(kernel: Kernel, user: ConsoleUser) -> dict[str, Any]:
     res = kernel.resources
     admin = user.allows("admin")
     return {"budget_bytes": res.budget_bytes if admin else None, "used_bytes": res.used_bytes if admin else None,
-            "models": [asdict(s) for s in visible_states(kernel, user)]}
+            "models": [asdict(s) for s in visible_states(kernel, user)],
+            "devices": [asdict(d) for d in kernel.devices()] if admin else []}
 
 
 def stats_payload(runtime: Runtime, kernel: Kernel, user: ConsoleUser, window_s: float = 60.0) -> dict[str, Any]:

@@ -119,6 +119,10 @@ function overviewPage() {
       m.queue ? m.queue.finished : 0, m.queue ? m.queue.rejected : 0,
       m.expires_in_s === null ? "-" : `${Math.round(m.expires_in_s)} s`]));
     replaceRows(tbody, rows, "No model loaded or queued yet: models load on their first request.", 10);
+    const devices = document.querySelector("#devices-table tbody");  // admins only
+    if (devices) replaceRows(devices, ps.devices.map(d => row([d.id, d.name, fmtBytes(d.used_bytes),
+      fmtBytes(d.budget_bytes), d.models.join(", ") || "-", Object.keys(d.reserved).join(", ") || "-"])),
+      "No device.", 6);
   });
 }
 
