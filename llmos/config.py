@@ -98,8 +98,9 @@ class Settings(BaseSettings):
                                           description="seconds without interactive load before paused jobs resume")
     job_threads: int = Field(default=0, ge=0, description="torch threads in each job runner; 0: torch's default")
     job_cpu_priority: Literal["idle", "low", "normal"] = Field(
-        default="idle", description="OS CPU priority of job runners under cosched; idle: they get a core only when nothing "
-        "else wants it (SCHED_IDLE), low: nice 19, normal: the daemon's own")
+        default="low", description="OS CPU priority of job runners under cosched (the co-scheduler does the yielding "
+        "to llmos's requests); low: nice 5, idle: a core only when nothing else on the host wants it (SCHED_IDLE), "
+        "normal: the daemon's own")
     job_memory_factor: float = Field(default=4.0, gt=0, description="a training job's memory estimate: its base "
                                      "model's size x this (weights, gradients, optimizer state, activations)")
 
