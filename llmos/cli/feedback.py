@@ -69,7 +69,14 @@ def set_policy(
     margin: Annotated[Optional[float], typer.Option(help="gain on held-out feedback a candidate needs")] = None,
     val_tolerance: Annotated[Optional[float], typer.Option(help="allowed fall on the original validation")] = None,
     canary_share: Annotated[Optional[float], typer.Option(help="traffic share of the candidate")] = None,
-    canary_min: Annotated[Optional[int], typer.Option(help="candidate requests before the canary is judged")] = None,
+    canary_min: Annotated[Optional[int], typer.Option(help="rated items on the candidate before the canary is "
+                                                              "judged")] = None,
+    canary_alpha: Annotated[Optional[float], typer.Option(help="significance a worse live rating needs to roll "
+                                                                "back")] = None,
+    canary_max_hours: Annotated[Optional[float], typer.Option(help="after this long without enough ratings the "
+                                                                   "gate's verdict stands")] = None,
+    first_base: Annotated[Optional[str], typer.Option(help="a prompt task's first fine-tuned version trains from "
+                                                           "this model")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled")] = None,
     hyperparameters: Annotated[Optional[str], typer.Option(help="JSON object of retrain overrides")] = None,
@@ -78,7 +85,8 @@ def set_policy(
     """Create or change the loop policy of served model NAME."""
     changes: dict[str, Any] = {k: v for k, v in {
         "min_feedback": min_feedback, "holdout": holdout, "margin": margin, "val_tolerance": val_tolerance,
-        "canary_share": canary_share, "canary_min": canary_min, "seed": seed, "enabled": enabled}.items()
+        "canary_share": canary_share, "canary_min": canary_min, "canary_alpha": canary_alpha,
+        "canary_max_hours": canary_max_hours, "first_base": first_base, "seed": seed, "enabled": enabled}.items()
         if v is not None}
     if hyperparameters:
         changes["hyperparameters"] = json.loads(hyperparameters)
@@ -100,10 +108,12 @@ def history(name: str, tenant: Tenant = "default", as_json: Json = False) -> Non
         print_json(data)
         return
     console.print(f"[bold]{data['name']}[/bold] serving {data['serving']}")
-    table = new_table("VERSION", "SERVING", "DATASET", "METRICS", "CREATED", wrap=["VERSION", "DATASET", "METRICS"])
+    table = new_table("VERSION", "SERVING", "KIND", "METRICS", "MEASURED ON", "CREATED",
+                      wrap=["VERSION", "METRICS", "MEASURED ON"])
     for v in data["versions"]:
         metrics = ", ".join(f"{k} {val:.3f}" for k, val in v["metrics"].items() if isinstance(val, float))
-        table.add_row(v["ref"], "*" if v["serving"] else "", v["dataset"] or "", metrics, ago(v["created_at"]))
+        table.add_row(v["ref"], "*" if v["serving"] else "", v.get("kind", ""), metrics, v.get("measured") or "",
+                      ago(v["created_at"]))
     console.print(table)
     for e in data["events"]:
         extra = {k: v for k, v in e.items() if k not in ("at", "action", "actor")}
