@@ -149,7 +149,7 @@ async def embeddings(body: EmbeddingsIn, kernel: KernelDep, runtime: RuntimeDep,
     vectors = await kernel.call(resolved, lambda e: e.embed(texts, adapter=resolved.adapter),
                                 background=caller.background)
     rid = new_request_id()
-    await record(runtime, LogEntry(rid, "embeddings", resolved.info.ref, caller, adapter=resolved.adapter,
+    await record(runtime, LogEntry(rid, "embeddings", resolved.exact, caller, adapter=resolved.adapter,
                                    owner=resolved.info.tenant, prompt_tokens=n_tokens, prompt="\n".join(texts)))
     encode = _base64 if body.encoding_format == "base64" else list
     data = [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]

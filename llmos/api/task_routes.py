@@ -48,7 +48,7 @@ async def classify(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller
     for i, scores in enumerate(results):
         label = max(scores, key=scores.__getitem__)
         data.append({"index": i, "label": label, "score": scores[label], "scores": scores})
-    await record(runtime, LogEntry(rid, "classify", resolved.info.ref, caller, adapter=resolved.adapter,
+    await record(runtime, LogEntry(rid, "classify", resolved.exact, caller, adapter=resolved.adapter,
                                    owner=resolved.info.tenant, prompt=json.dumps(texts, ensure_ascii=False),
                                    output=[d["label"] for d in data],
                                    keep=_learns(request, resolved.info.name, caller.tenant)))
@@ -61,7 +61,7 @@ async def tag(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: Cal
               request: Request) -> JSONResponse:
     rid, resolved, texts, results = await _run("tag", body, kernel, runtime, caller)
     data = [{"index": i, "entities": [asdict(s) for s in spans]} for i, spans in enumerate(results)]
-    await record(runtime, LogEntry(rid, "tag", resolved.info.ref, caller, adapter=resolved.adapter,
+    await record(runtime, LogEntry(rid, "tag", resolved.exact, caller, adapter=resolved.adapter,
                                    owner=resolved.info.tenant, prompt=json.dumps(texts, ensure_ascii=False),
                                    output=[d["entities"] for d in data],
                                    keep=_learns(request, resolved.info.name, caller.tenant)))

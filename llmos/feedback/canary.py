@@ -99,10 +99,11 @@ def votes(rating: int | None, correction: Any, items: int = 1) -> list[int]:
     return [rating] * max(1, items) if rating is not None else []
 
 
-def arm_stats(db: Database, model: str, tenant: str, since: datetime) -> Arm:
-    """Requests of ``tenant`` answered by ``model`` (a ``name:tag`` as logged) since ``since``, and
+def arm_stats(db: Database, models: str | tuple[str, ...], tenant: str, since: datetime) -> Arm:
+    """Requests of ``tenant`` answered by ``models`` (``name:tag`` as logged) since ``since``, and
     their feedback, counted per rated item."""
-    mine = (RequestLog.model == model, RequestLog.tenant == tenant, RequestLog.created_at >= since)
+    names = (models,) if isinstance(models, str) else models
+    mine = (RequestLog.model.in_(names), RequestLog.tenant == tenant, RequestLog.created_at >= since)
     with db.session() as s:
         n = s.scalar(select(func.count()).select_from(RequestLog).where(*mine, RequestLog.status == 200)) or 0
         rows = s.execute(select(Feedback.rating, Feedback.correction, RequestLog.output)

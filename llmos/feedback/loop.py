@@ -244,7 +244,7 @@ class Loop:
         expired = "deadline" in c and datetime.now(timezone.utc) >= datetime.fromisoformat(c["deadline"])
         if not enough and not expired:
             return None
-        serv = arm_stats(self.db, f"{p.name}:latest", p.tenant, since)
+        serv = arm_stats(self.db, (c["serving"], f"{p.name}:latest"), p.tenant, since)  # logged as its version
         if enough:
             verdict = judge(cand, serv, alpha=float(c.get("alpha", 0.05)))
         else:

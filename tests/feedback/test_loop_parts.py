@@ -203,3 +203,20 @@ def test_a_failed_gate_job_ends_the_round_without_a_verdict(runtime: Runtime) ->
         ("idle", None, None, 0, 9)
     assert loop.history("spam", "default")["events"][-1]["reason"] == "out of memory"
     assert runtime.store.registry.get("spam:latest").digest == v2
+
+
+def test_every_answer_names_the_exact_version(runtime: Runtime) -> None:
+    from llmos.kernel.core import Kernel
+
+    two_versions(runtime)  # spam:latest -> spam:v2
+    kernel = Kernel(runtime.settings, runtime.store.registry)
+    try:
+        latest = kernel.resolve("spam", "classify")
+        assert (latest.name, latest.exact) == ("spam:v2", "spam:v2")  # not "spam", nor "spam:latest"
+        assert kernel.resolve("spam:latest", "classify").name == "spam:v2"
+        named = kernel.resolve("spam:v1", "classify")
+        assert (named.name, named.exact) == ("spam:v1", "spam:v1")
+        runtime.store.registry.tag("spam:v1", "spam:latest", replace=True)  # a rollback: the next answer says so
+        assert kernel.resolve("spam", "classify").name == "spam:v1"
+    finally:
+        kernel.close()
