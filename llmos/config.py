@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     llamacpp_kv_tokens: int = Field(default=0, ge=0, description="KV-cache cells of each llama.cpp engine, shared by "
                                     "its slots; 0: the larger of the model's context and 1024 per slot")
     log_prompts: bool = Field(default=False, description="store prompt and output text in the request log")
+    prompt_retention_days: float = Field(default=90.0, ge=0, description="prompt and output text in the request log "
+                                         "(kept for a model's feedback loop, or by log_prompts) is erased after this "
+                                         "many days; 0: kept until the log row is deleted")
     max_prompt_chars: int = Field(default=32_000, ge=1)
     builtins: bool = Field(default=True, description="register the embedded default models at start")
     allow_pickle: bool = Field(default=False, description="permit importing pickle weights (.bin/.pt)")

@@ -14,8 +14,11 @@ import typer
 
 from llmos.cli.common import console, print_json, runtime
 from llmos.cli.tables import ago, new_table
-from llmos.feedback.shapes import Example, to_rows
+from llmos.feedback.shapes import Example
 from llmos.feedback.loop import Loop
+from llmos.feedback.policy import LoopSettings
+from llmos.feedback.zero_shot import feedback_rows
+from llmos.store.manifest import is_prompt_task
 
 feedback_app = typer.Typer(help="Ratings and corrections users gave to responses.", no_args_is_help=True)
 loop_app = typer.Typer(help="The self-improvement loop of served task models.", no_args_is_help=True)
@@ -51,10 +54,19 @@ def list_feedback(model: Annotated[Optional[str], typer.Option(help="NAME (every
 def export_feedback(model: Annotated[str, typer.Argument(help="model NAME whose corrections to export")],
                     out: Annotated[Path, typer.Argument(help="JSONL file to write")],
                     tenant: Tenant = "default") -> None:
-    """Write the corrected inputs as JSONL rows (text/label, tokens/tags, instruction/output): a file
-    `llmos data import` reads as a dataset."""
-    examples: list[Example] = _loop().feedback.examples(model.split(":")[0], tenant)
-    rows = to_rows(examples)
+    """Write what the loop's next round would learn from, as JSONL rows (text/label, tokens/tags,
+    instruction/output, each with its split: `train`, or `test` for the held-out share the gate judges
+    on): every corrected input, and for a prompt task (the zero-shot start) the answers users confirmed.
+    `llmos data import` reads the file as a dataset."""
+    loop = _loop()
+    name = model.split(":")[0]
+    examples: list[Example] = loop.feedback.examples(name, tenant)
+    serving = loop.registry.find(f"{name}:latest", tenant=tenant)
+    if serving is not None and is_prompt_task(serving):
+        examples += loop.feedback.confirmed(name, tenant)
+    p = loop.policies.find(name, tenant)
+    settings = p.settings if p is not None else LoopSettings()
+    rows = feedback_rows(examples, settings.holdout, settings.seed)
     with open(out, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row.model_dump(exclude_defaults=True), ensure_ascii=False) + "\n")

@@ -8,11 +8,11 @@ replaces it (the latest word of a user counts). The row is committed before the 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import null, select, update
 
 from llmos.db.engine import Database
 from llmos.db.tables import Feedback, RequestLog
@@ -136,6 +136,20 @@ def _examples(f: Feedback, r: RequestLog) -> list[Example]:
     targets = f.correction if r.route in ("classify", "tag") else [f.correction]
     return [Example(f.id, r.id, r.model, r.route, text, target)
             for text, target in zip(inputs, targets) if target is not None]
+
+
+def erase_old_text(db: Database, days: float, now: datetime | None = None) -> int:
+    """Erase the prompt and output text of request-log rows older than ``days`` (0: keep it); the rows
+    stay (ids, counts, timing, feedback). A correction whose input is erased is no longer learnt from;
+    round datasets already made keep their rows. Returns how many rows lost their text."""
+    if days <= 0:
+        return 0
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    with db.session() as s:
+        # prompt and output are kept together (LogEntry.keep / log_prompts): the prompt says which rows hold text
+        result = s.execute(update(RequestLog).where(RequestLog.created_at < cutoff, RequestLog.prompt.is_not(None))
+                           .values(prompt=None, output=null()))
+        return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _inputs(req: RequestLog) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 from llmos.auth.audit import audit, list_audit
 from llmos.data.registry import Datasets
 from llmos.errors import Conflict, LlmosError, NotFound
-from llmos.feedback.items import FeedbackStore, corrected_items
+from llmos.feedback.items import FeedbackStore, corrected_items, erase_old_text
 from llmos.jobs import JobRunner, JobState
 from llmos.feedback.canary import CanaryRouter, Verdict, arm_stats, judge
 from llmos.feedback.canary_signals import record_canary_outcome
@@ -101,6 +101,7 @@ class Loop:
                     log.exception("feedback loop step for %s failed", p.name)
                     self._decide(p, "loop.error", state=p.state, reason=f"{type(exc).__name__}: {exc}")
             done = list(self._actions)
+            erase_old_text(self.db, self.runtime.settings.prompt_retention_days)
         self.router.refresh()
         return done
 

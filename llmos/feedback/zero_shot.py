@@ -42,21 +42,26 @@ def first_base(registry: Registry, task: ModelInfo, tenant: str, chosen: str | N
     return ENCODER
 
 
+def feedback_rows(examples: list[Example], holdout: float, seed: int) -> list[Row]:
+    """One row per fed-back input text (the newest word on it wins), ``train`` or held-out ``test`` by the
+    seeded hash every round uses."""
+    latest: dict[str, Row] = {}
+    for row in to_rows(sorted(examples, key=lambda e: e.feedback_id)):
+        latest[input_text(row)] = row
+    return [r.model_copy(update={"split": "test" if stable_fraction(seed, t) < holdout else "train"})
+            for t, r in latest.items()]
+
+
 def build_first_round(datasets: Datasets, name: str, task_info: ModelInfo, corrected: list[Example],
                       confirmed: list[Example], holdout: float, seed: int) -> tuple[DatasetInfo, int, int]:
     """Register ``<name>-feedback`` v1 from the feedback alone: ``train`` and held-out ``test`` rows."""
     task = TASK_OF_KIND[spec_of(task_info).kind]
-    latest: dict[str, Row] = {}
-    items = sorted(corrected + confirmed, key=lambda e: e.feedback_id)  # the newest word on a text wins
-    for row in to_rows([e for e in items if e.route == task.value]):
-        latest[input_text(row)] = row
-    held = [r for t, r in latest.items() if stable_fraction(seed, t) < holdout]
-    trained = [r for t, r in latest.items() if stable_fraction(seed, t) >= holdout]
+    rows = feedback_rows([e for e in corrected + confirmed if e.route == task.value], holdout, seed)
+    trained = [r for r in rows if r.split == "train"]
+    held = [r for r in rows if r.split == "test"]
     if not trained or not held:
-        raise InvalidInput(f"{len(latest)} distinct fed-back input(s) for {name}: too few to both train and hold "
+        raise InvalidInput(f"{len(rows)} distinct fed-back input(s) for {name}: too few to both train and hold "
                            f"out {holdout:.0%}; the round waits for more feedback")
-    rows = [r.model_copy(update={"split": "train"}) for r in trained] + \
-           [r.model_copy(update={"split": "test"}) for r in held]
     derivation = Derivation(operation="feedback", params={"root": None, "prompt_task": task_info.ref,
                                                           "holdout": holdout, "seed": seed},
                             report={"feedback_train_rows": len(trained), "feedback_held_out_rows": len(held),
