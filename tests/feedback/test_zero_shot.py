@@ -115,6 +115,21 @@ def test_a_generator_prompt_task_starts_from_the_encoder_unless_the_policy_names
     assert first_base(reg, emb, "default", None) == reg.get(MINILM).ref
 
 
+def test_feedback_rows_keep_the_newest_word_and_a_stable_held_out_share() -> None:
+    from llmos.feedback.rounds import stable_fraction
+    from llmos.feedback.shapes import Example
+    from llmos.feedback.zero_shot import feedback_rows
+
+    texts = [f"my card {i}" for i in range(40)]
+    first = [Example(i, f"r{i}", "m:v1", "classify", t, "card_arrival") for i, t in enumerate(texts)]
+    later = [Example(100, "r100", "m:v1", "classify", texts[0], "lost_or_stolen_card")]
+    rows = feedback_rows(later + first, 0.25, 7)  # given in any order: feedback ids say which is newest
+    assert len(rows) == 40 and rows[0].label == "lost_or_stolen_card"
+    assert [r.split for r in rows] == ["test" if stable_fraction(7, t) < 0.25 else "train" for t in texts]
+    assert 0 < sum(r.split == "test" for r in rows) < 20
+    assert [r.split for r in feedback_rows(first, 0.25, 7)] == [r.split for r in rows]  # same side every time
+
+
 # -- through the daemon, with real training ------------------------------------------------------
 FIRST = {"max_length": 48, "batch_size": 16, "learning_rate": 3e-4}
 # a hastily written prompt: two intents' descriptions mixed up, so the zero-shot task is right about half the time
