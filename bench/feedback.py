@@ -80,7 +80,7 @@ def train(rt: Runtime, dataset: str, name: str, hp: dict) -> str:
                                                "hyperparameters": hp}))
     work = Path(tempfile.mkdtemp(prefix="llmos-bench-fb-"))
     result = run_plan(plan, env, NullReporter(work / "checkpoints"), work)
-    return publish(rt.store.importer, env.registry, plan, result, None).ref
+    return publish(rt.store.importer, env.registry, plan, result, None).key  # the caller's own: read by key
 
 
 def prompt_predict(rt: Runtime, ref: str, texts: list[str]) -> list[str]:
