@@ -220,3 +220,19 @@ def test_every_answer_names_the_exact_version(runtime: Runtime) -> None:
         assert kernel.resolve("spam", "classify").name == "spam:v1"
     finally:
         kernel.close()
+
+
+def test_a_canary_short_of_ratings_at_its_deadline_ends_with_the_gates_verdict(runtime: Runtime) -> None:
+    two_versions(runtime)
+    runtime.store.registry.tag("spam:v1", "spam:latest", replace=True)
+    loop = Loop(runtime, JobRunner(runtime))
+    loop.policies.set("spam", "default", {"canary_min": 30})
+    canary = {"candidate": "spam:v2", "serving": "spam:v1", "share": 0.5, "salt": "s", "min_ratings": 30,
+              "alpha": 0.05, "started_at": "2026-01-01T00:00:00+00:00", "deadline": "2099-01-01T00:00:00+00:00"}
+    loop.policies.update("spam", "default", state="canary", canary=canary)
+    assert loop.tick() == []  # no ratings yet and time left: it waits
+    loop.policies.update("spam", "default", canary={**canary, "deadline": "2026-01-02T00:00:00+00:00"})
+    assert loop.tick() == ["loop.promoted"]
+    event = loop.history("spam", "default")["events"][-1]
+    assert "time ran out with 0 of 30 ratings" in event["reason"] and event["p_value"] is None
+    assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v2").digest
