@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     llamacpp_kv_tokens: int = Field(default=0, ge=0, description="KV-cache cells of each llama.cpp engine, shared by "
                                     "its slots; 0: the larger of the model's context and 1024 per slot")
     log_prompts: bool = Field(default=False, description="store prompt and output text in the request log")
+    prompt_retention_days: float = Field(default=90.0, ge=0, description="prompt and output text in the request log "
+                                         "(kept for a model's feedback loop, or by log_prompts) is erased after this "
+                                         "many days; 0: kept until the log row is deleted")
     max_prompt_chars: int = Field(default=32_000, ge=1)
     builtins: bool = Field(default=True, description="register the embedded default models at start")
     allow_pickle: bool = Field(default=False, description="permit importing pickle weights (.bin/.pt)")
@@ -110,8 +113,9 @@ class Settings(BaseSettings):
                                           description="seconds without interactive load before paused jobs resume")
     job_threads: int = Field(default=0, ge=0, description="torch threads in each job runner; 0: torch's default")
     job_cpu_priority: Literal["idle", "low", "normal"] = Field(
-        default="idle", description="OS CPU priority of job runners under cosched; idle: they get a core only when nothing "
-        "else wants it (SCHED_IDLE), low: nice 19, normal: the daemon's own")
+        default="low", description="OS CPU priority of job runners under cosched (the co-scheduler does the yielding "
+        "to llmos's requests); low: nice 5, idle: a core only when nothing else on the host wants it (SCHED_IDLE), "
+        "normal: the daemon's own")
     job_memory_factor: float = Field(default=4.0, gt=0, description="a training job's memory estimate: its base "
                                      "model's size x this (weights, gradients, optimizer state, activations)")
 

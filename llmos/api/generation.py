@@ -102,7 +102,7 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
                       priority=body.priority if caller.priority is None else caller.priority,
                       background=caller.background)
         choices.append(Choice(i, req, tools))
-    log = LogEntry(choices[0].req.id, route, resolved.info.ref, caller, adapter=resolved.adapter,
+    log = LogEntry(choices[0].req.id, route, resolved.exact, caller, adapter=resolved.adapter,
                    owner=resolved.info.tenant,
                    prompt_tokens=len(ids), prompt=prompt_text)
     return Job(choices, resolved, log)

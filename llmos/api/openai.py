@@ -7,7 +7,7 @@ from typing import Annotated
 
 import numpy as np
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +18,7 @@ from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
 from llmos.api.grounded import ground_chat
 from llmos.api.generation import Job, check_prompt_size, created, make_job, respond_once, respond_stream, usage
 from llmos.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingsIn
-from llmos.api.reqlog import LogEntry, record
+from llmos.api.reqlog import LogEntry, learns, record
 from llmos.engines.types import TokenLogprobs
 from llmos.kernel.core import Kernel
 from llmos.kernel.request import new_request_id
@@ -53,7 +53,7 @@ def retrieve_model(model_id: Annotated[str, Path(max_length=NAME_MAX)], runtime:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: RuntimeDep,
-                           caller: CallerDep) -> Response:
+                           caller: CallerDep, request: Request) -> Response:
     plan = tools.plan(body)
     needs = "a tool call inside a free reply" if plan.constraint is not None and plan.constraint.trigger else None
     resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
@@ -69,6 +69,7 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
     codec = await run_in_threadpool(kernel.codec, resolved)
     ids = codec.encode_chat(messages, plan.offered or None)
     job = make_job(kernel, body, resolved, ids, caller, "chat", prompt_text, plan.constraint, plan)
+    job.log.keep = learns(request, resolved.info.name, caller.tenant)
     if citations is not None:
         job.citations = job.log.citations = [c.to_json() for c in citations]
     if body.stream:
@@ -109,11 +110,13 @@ def _chat_body(job: Job) -> dict[str, object]:
 
 
 @router.post("/completions", response_model=None)
-async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep) -> Response:
+async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep,
+                      request: Request) -> Response:
     resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
     check_prompt_size(kernel, body.text())
     codec = await run_in_threadpool(kernel.codec, resolved)
     job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text())
+    job.log.keep = learns(request, resolved.info.name, caller.tenant)
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return await respond_stream(kernel, runtime, job, _completion_chunk, [], include)
@@ -149,7 +152,7 @@ async def embeddings(body: EmbeddingsIn, kernel: KernelDep, runtime: RuntimeDep,
     vectors = await kernel.call(resolved, lambda e: e.embed(texts, adapter=resolved.adapter),
                                 background=caller.background)
     rid = new_request_id()
-    await record(runtime, LogEntry(rid, "embeddings", resolved.info.ref, caller, adapter=resolved.adapter,
+    await record(runtime, LogEntry(rid, "embeddings", resolved.exact, caller, adapter=resolved.adapter,
                                    owner=resolved.info.tenant, prompt_tokens=n_tokens, prompt="\n".join(texts)))
     encode = _base64 if body.encoding_format == "base64" else list
     data = [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from llmos.api.deps import Caller
 from llmos.db.tables import RequestLog
@@ -38,6 +39,14 @@ class LogEntry:
         """The model as metrics label it: a private model with its tenant, so two tenants' models of
         one name never share a series."""
         return f"{self.owner}/{self.model}" if self.owner else self.model
+
+
+def learns(request: Request, name: str, tenant: str) -> bool:
+    """Whether ``tenant``'s ``name`` has a feedback-loop policy: then what it was asked and answered is
+    kept in the request log (for ``LLMOS_PROMPT_RETENTION_DAYS``), so a correction has an input to learn
+    from. Without a policy a prompt is stored only under ``LLMOS_LOG_PROMPTS``."""
+    loop = getattr(request.app.state, "loop", None)
+    return loop is not None and loop.learns(name, tenant)
 
 
 def _write(runtime: Runtime, e: LogEntry) -> None:

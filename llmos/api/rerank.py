@@ -62,7 +62,7 @@ async def rerank(body: RerankIn, kernel: KernelDep, runtime: RuntimeDep, caller:
             item["document"] = {"text": body.documents[index]}
         results.append(item)
     rid = new_request_id()
-    await record(runtime, LogEntry(rid, "rerank", resolved.info.ref, caller, adapter=resolved.adapter,
+    await record(runtime, LogEntry(rid, "rerank", resolved.exact, caller, adapter=resolved.adapter,
                                    prompt_tokens=n_tokens, prompt=json.dumps(texts, ensure_ascii=False)))
     return JSONResponse({"id": rid, "model": resolved.name, "results": results,
                          "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}},

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llmos.api.deps import Caller, get_caller, get_kernel, get_runtime
 from llmos.api.generation import check_prompt_size
-from llmos.api.reqlog import LogEntry, record
+from llmos.api.reqlog import LogEntry, learns, record
 from llmos.api.schemas import TextsIn
 from llmos.kernel.core import Kernel
 from llmos.kernel.request import new_request_id
@@ -48,10 +48,10 @@ async def classify(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller
     for i, scores in enumerate(results):
         label = max(scores, key=scores.__getitem__)
         data.append({"index": i, "label": label, "score": scores[label], "scores": scores})
-    await record(runtime, LogEntry(rid, "classify", resolved.info.ref, caller, adapter=resolved.adapter,
+    await record(runtime, LogEntry(rid, "classify", resolved.exact, caller, adapter=resolved.adapter,
                                    owner=resolved.info.tenant, prompt=json.dumps(texts, ensure_ascii=False),
                                    output=[d["label"] for d in data],
-                                   keep=_learns(request, resolved.info.name, caller.tenant)))
+                                   keep=learns(request, resolved.info.name, caller.tenant)))
     return JSONResponse({"id": rid, "object": "classification", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})
 
@@ -61,16 +61,9 @@ async def tag(body: TextsIn, kernel: KernelDep, runtime: RuntimeDep, caller: Cal
               request: Request) -> JSONResponse:
     rid, resolved, texts, results = await _run("tag", body, kernel, runtime, caller)
     data = [{"index": i, "entities": [asdict(s) for s in spans]} for i, spans in enumerate(results)]
-    await record(runtime, LogEntry(rid, "tag", resolved.info.ref, caller, adapter=resolved.adapter,
+    await record(runtime, LogEntry(rid, "tag", resolved.exact, caller, adapter=resolved.adapter,
                                    owner=resolved.info.tenant, prompt=json.dumps(texts, ensure_ascii=False),
                                    output=[d["entities"] for d in data],
-                                   keep=_learns(request, resolved.info.name, caller.tenant)))
+                                   keep=learns(request, resolved.info.name, caller.tenant)))
     return JSONResponse({"id": rid, "object": "tagging", "model": resolved.name, "data": data},
                         headers={"X-Request-Id": rid})
-
-
-def _learns(request: Request, name: str, tenant: str) -> bool:
-    """Whether ``tenant``'s ``name`` has a feedback-loop policy: then its inputs are kept to learn from
-    corrections."""
-    loop = getattr(request.app.state, "loop", None)
-    return loop is not None and loop.learns(name, tenant)

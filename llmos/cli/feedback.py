@@ -14,8 +14,11 @@ import typer
 
 from llmos.cli.common import console, print_json, runtime
 from llmos.cli.tables import ago, new_table
-from llmos.feedback.shapes import Example, to_rows
+from llmos.feedback.shapes import Example
 from llmos.feedback.loop import Loop
+from llmos.feedback.policy import LoopSettings
+from llmos.feedback.zero_shot import feedback_rows
+from llmos.store.manifest import is_prompt_task
 
 feedback_app = typer.Typer(help="Ratings and corrections users gave to responses.", no_args_is_help=True)
 loop_app = typer.Typer(help="The self-improvement loop of served task models.", no_args_is_help=True)
@@ -51,10 +54,19 @@ def list_feedback(model: Annotated[Optional[str], typer.Option(help="NAME (every
 def export_feedback(model: Annotated[str, typer.Argument(help="model NAME whose corrections to export")],
                     out: Annotated[Path, typer.Argument(help="JSONL file to write")],
                     tenant: Tenant = "default") -> None:
-    """Write the corrected inputs as JSONL rows (text/label, tokens/tags, instruction/output): a file
-    `llmos data import` reads as a dataset."""
-    examples: list[Example] = _loop().feedback.examples(model.split(":")[0], tenant)
-    rows = to_rows(examples)
+    """Write what the loop's next round would learn from, as JSONL rows (text/label, tokens/tags,
+    instruction/output, each with its split: `train`, or `test` for the held-out share the gate judges
+    on): every corrected input, and for a prompt task (the zero-shot start) the answers users confirmed.
+    `llmos data import` reads the file as a dataset."""
+    loop = _loop()
+    name = model.split(":")[0]
+    examples: list[Example] = loop.feedback.examples(name, tenant)
+    serving = loop.registry.find(f"{name}:latest", tenant=tenant)
+    if serving is not None and is_prompt_task(serving):
+        examples += loop.feedback.confirmed(name, tenant)
+    p = loop.policies.find(name, tenant)
+    settings = p.settings if p is not None else LoopSettings()
+    rows = feedback_rows(examples, settings.holdout, settings.seed)
     with open(out, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row.model_dump(exclude_defaults=True), ensure_ascii=False) + "\n")
@@ -69,7 +81,14 @@ def set_policy(
     margin: Annotated[Optional[float], typer.Option(help="gain on held-out feedback a candidate needs")] = None,
     val_tolerance: Annotated[Optional[float], typer.Option(help="allowed fall on the original validation")] = None,
     canary_share: Annotated[Optional[float], typer.Option(help="traffic share of the candidate")] = None,
-    canary_min: Annotated[Optional[int], typer.Option(help="candidate requests before the canary is judged")] = None,
+    canary_min: Annotated[Optional[int], typer.Option(help="rated items on the candidate before the canary is "
+                                                              "judged")] = None,
+    canary_alpha: Annotated[Optional[float], typer.Option(help="significance a worse live rating needs to roll "
+                                                                "back")] = None,
+    canary_max_hours: Annotated[Optional[float], typer.Option(help="after this long without enough ratings the "
+                                                                   "gate's verdict stands")] = None,
+    first_base: Annotated[Optional[str], typer.Option(help="a prompt task's first fine-tuned version trains from "
+                                                           "this model")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled")] = None,
     hyperparameters: Annotated[Optional[str], typer.Option(help="JSON object of retrain overrides")] = None,
@@ -78,7 +97,8 @@ def set_policy(
     """Create or change the loop policy of served model NAME."""
     changes: dict[str, Any] = {k: v for k, v in {
         "min_feedback": min_feedback, "holdout": holdout, "margin": margin, "val_tolerance": val_tolerance,
-        "canary_share": canary_share, "canary_min": canary_min, "seed": seed, "enabled": enabled}.items()
+        "canary_share": canary_share, "canary_min": canary_min, "canary_alpha": canary_alpha,
+        "canary_max_hours": canary_max_hours, "first_base": first_base, "seed": seed, "enabled": enabled}.items()
         if v is not None}
     if hyperparameters:
         changes["hyperparameters"] = json.loads(hyperparameters)
@@ -100,10 +120,12 @@ def history(name: str, tenant: Tenant = "default", as_json: Json = False) -> Non
         print_json(data)
         return
     console.print(f"[bold]{data['name']}[/bold] serving {data['serving']}")
-    table = new_table("VERSION", "SERVING", "DATASET", "METRICS", "CREATED", wrap=["VERSION", "DATASET", "METRICS"])
+    table = new_table("VERSION", "SERVING", "KIND", "METRICS", "MEASURED ON", "CREATED",
+                      wrap=["VERSION", "METRICS", "MEASURED ON"])
     for v in data["versions"]:
         metrics = ", ".join(f"{k} {val:.3f}" for k, val in v["metrics"].items() if isinstance(val, float))
-        table.add_row(v["ref"], "*" if v["serving"] else "", v["dataset"] or "", metrics, ago(v["created_at"]))
+        table.add_row(v["ref"], "*" if v["serving"] else "", v.get("kind", ""), metrics, v.get("measured") or "",
+                      ago(v["created_at"]))
     console.print(table)
     for e in data["events"]:
         extra = {k: v for k, v in e.items() if k not in ("at", "action", "actor")}

@@ -211,12 +211,17 @@ class Datasets:
                                                     report=report.model_dump()), progress)
         return info.model_copy(update={"warnings": warnings})
 
-    def register_rows(self, name: str, rows: Sequence[Row], *, parent: DatasetInfo,
-                      derivation: Derivation) -> DatasetInfo:
+    def register_rows(self, name: str, rows: Sequence[Row], *, parent: DatasetInfo | None,
+                      derivation: Derivation, task: Task | None = None) -> DatasetInfo:
         """A new version of ``name`` holding ``rows`` made from ``parent`` outside the registry (the
-        feedback loop merges corrections into a training set); recorded like any derived version."""
+        feedback loop merges corrections into a training set); recorded like any derived version.
+        Without a parent (a loop starting from a prompt task has no dataset) ``task`` says what the rows are."""
         if not rows:
             raise InvalidInput(f"no rows to register as a version of {name!r}")
+        if parent is None:
+            if task is None:
+                raise InvalidInput(f"rows for {name!r} without a parent dataset need their task")
+            return self._write(check_name(name), task, rows, DatasetSource(format="feedback"), derivation=derivation)
         return self._write(check_name(name), parent.task, rows, parent.source, parent=parent, derivation=derivation)
 
     def _made_by(self, info: DatasetInfo, operation: str) -> bool:

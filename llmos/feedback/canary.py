@@ -5,8 +5,10 @@ the request id falls under the share: deterministic per request id, and the salt
 policy, so a restarted daemon splits exactly as before. A request that names a version explicitly
 (``NAME:v2``) is never rerouted.
 
-Judging compares live feedback of the two arms: each rated request scores its rating, a correction
-without a rating scores -1 (the answer was wrong).
+Judging compares live feedback of the two arms, item by item (``votes``): once the candidate has
+``min_ratings`` rated items, it is rolled back only when its share of good ratings is significantly
+below the serving version's (Fisher's exact test); a canary that gathers too few ratings before its
+deadline ends with the gate's verdict standing.
 """
 
 from __future__ import annotations
@@ -75,27 +77,60 @@ class CanaryRouter:
 
 @dataclass
 class Arm:
-    requests: int
-    rated: int
-    mean: float | None
+    requests: int  # answered by this arm
+    rated: int  # rated items: one per input row a rating or correction judged
+    mean: float | None  # mean vote (+1 / -1) of the rated items
+    up: int = 0  # items voted +1
+
+    @property
+    def down(self) -> int:
+        return self.rated - self.up
 
 
-def arm_stats(db: Database, model: str, tenant: str, since: datetime) -> Arm:
-    """Requests of ``tenant`` answered by ``model`` (a ``name:tag`` as logged) since ``since``, and
-    their feedback."""
-    mine = (RequestLog.model == model, RequestLog.tenant == tenant, RequestLog.created_at >= since)
+def votes(rating: int | None, correction: Any, items: int = 1) -> list[int]:
+    """What one feedback row says of each of its request's ``items`` (input rows): a task correction
+    (a list, one entry per row) votes -1 on each row it corrects and +1 on each it leaves ``null``
+    (that answer was right); another correction votes -1 (the answer was wrong) unless a rating says
+    otherwise; a rating alone votes on every row (a -1 on several rows is refused when it is given)."""
+    if isinstance(correction, list):
+        return [-1 if c is not None else 1 for c in correction]
+    if correction is not None:
+        return [rating if rating is not None else -1]
+    return [rating] * max(1, items) if rating is not None else []
+
+
+def arm_stats(db: Database, models: str | tuple[str, ...], tenant: str, since: datetime) -> Arm:
+    """Requests of ``tenant`` answered by ``models`` (``name:tag`` as logged) since ``since``, and
+    their feedback, counted per rated item."""
+    names = (models,) if isinstance(models, str) else models
+    mine = (RequestLog.model.in_(names), RequestLog.tenant == tenant, RequestLog.created_at >= since)
     with db.session() as s:
         n = s.scalar(select(func.count()).select_from(RequestLog).where(*mine, RequestLog.status == 200)) or 0
-        rows = s.execute(select(Feedback.rating, Feedback.correction)
+        rows = s.execute(select(Feedback.rating, Feedback.correction, RequestLog.output)
                          .join(RequestLog, RequestLog.id == Feedback.request_id).where(*mine)).all()
-    votes = [r if r is not None else -1 for r, c in rows if r is not None or c is not None]
-    return Arm(n, len(votes), sum(votes) / len(votes) if votes else None)
+    items = [v for r, c, out in rows for v in votes(r, c, len(out) if isinstance(out, list) else 1)]
+    up = sum(1 for v in items if v > 0)
+    return Arm(n, len(items), sum(items) / len(items) if items else None, up)
 
 
-def judge(candidate: Arm, serving: Arm) -> tuple[bool, str]:
-    """Promote unless the candidate's live rating is below the serving version's."""
-    if candidate.mean is None or serving.mean is None:
-        return True, "no live ratings on one arm: the gate's result stands"
-    if candidate.mean < serving.mean:
-        return False, f"live rating {candidate.mean:+.3f} below the serving version's {serving.mean:+.3f}"
-    return True, f"live rating {candidate.mean:+.3f} vs the serving version's {serving.mean:+.3f}"
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    reason: str
+    p_value: float | None = None
+
+
+def judge(candidate: Arm, serving: Arm, *, alpha: float = 0.05) -> Verdict:
+    """Roll back only when the candidate's live ratings are worse than the serving version's with
+    significance: Fisher's exact test, one-sided, on (up, down) of both arms, p < ``alpha``. A difference
+    a few ratings could make is no evidence against a candidate the gate passed: it is promoted."""
+    if candidate.rated == 0 or serving.rated == 0:
+        return Verdict(True, "no live ratings on one arm: the gate's result stands")
+    from scipy.stats import fisher_exact  # imported on first judgement: scipy is slow to load
+
+    p = float(fisher_exact([[candidate.up, candidate.down], [serving.up, serving.down]], alternative="less").pvalue)
+    said = (f"live rating {candidate.mean:+.3f} ({candidate.rated} rated) vs the serving version's "
+            f"{serving.mean:+.3f} ({serving.rated} rated), one-sided Fisher p={p:.3f}")
+    if p < alpha:
+        return Verdict(False, f"{said} < {alpha}: significantly worse", p)
+    return Verdict(True, f"{said} >= {alpha}: not significantly worse", p)

@@ -8,15 +8,15 @@ replaces it (the latest word of a user counts). The row is committed before the 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import null, select, update
 
 from llmos.db.engine import Database
 from llmos.db.tables import Feedback, RequestLog
-from llmos.errors import NotFound
+from llmos.errors import InvalidInput, NotFound
 from llmos.feedback.shapes import Example, inputs_of, normalise
 from llmos.store.registry import Registry
 
@@ -61,6 +61,7 @@ class FeedbackStore:
             if req is None or req.tenant != tenant:
                 raise NotFound(f"no request {body.request_id!r}: feedback names the id of one of your own "
                                "responses (its `id` field or X-Request-Id header)")
+            _check_rating(req, body)
             correction = None if body.correction is None else self._normalise(req, body.correction)
             row = s.scalars(select(Feedback).where(Feedback.request_id == req.id, Feedback.tenant == tenant)).first()
             new = (body.rating, correction, body.comment)
@@ -79,8 +80,7 @@ class FeedbackStore:
 
     def _normalise(self, req: RequestLog, correction: Any) -> Any:
         inputs = inputs_of(req.route, req.prompt)
-        outputs = req.output if isinstance(req.output, list) else None
-        n = len(inputs) if inputs is not None else len(outputs) if outputs is not None else 1
+        n = _inputs(req)
         info = self.registry.find(req.model, tenant=req.tenant)
         labels = list(info.manifest.labels) if info is not None else []
         return normalise(req.route, correction, inputs, n, labels)
@@ -108,6 +108,22 @@ class FeedbackStore:
                     out.extend(_examples(f, r))
         return out
 
+    def confirmed(self, name: str, tenant: str, *, upto: int | None = None) -> list[Example]:
+        """Answers of any version of ``name`` a user confirmed (feedback id <= ``upto``), oldest first:
+        a classify or tag answer rated +1 without a correction, and each row a correction list left
+        ``null`` ("that one was right"). The target is what the model answered."""
+        q = (select(Feedback, RequestLog).join(RequestLog, RequestLog.id == Feedback.request_id)
+             .where(Feedback.tenant == tenant, RequestLog.model.like(f"{name}:%"),
+                    RequestLog.route.in_(("classify", "tag")))
+             .order_by(Feedback.id))
+        if upto is not None:
+            q = q.where(Feedback.id <= upto)
+        out: list[Example] = []
+        with self.db.session() as s:
+            for f, r in s.execute(q):
+                out.extend(_confirmed(f, r))
+        return out
+
     def last_id(self) -> int:
         with self.db.session() as s:
             return s.scalar(select(Feedback.id).order_by(Feedback.id.desc()).limit(1)) or 0
@@ -120,6 +136,67 @@ def _examples(f: Feedback, r: RequestLog) -> list[Example]:
     targets = f.correction if r.route in ("classify", "tag") else [f.correction]
     return [Example(f.id, r.id, r.model, r.route, text, target)
             for text, target in zip(inputs, targets) if target is not None]
+
+
+def erase_old_text(db: Database, days: float, now: datetime | None = None) -> int:
+    """Erase the prompt and output text of request-log rows older than ``days`` (0: keep it); the rows
+    stay (ids, counts, timing, feedback). A correction whose input is erased is no longer learnt from;
+    round datasets already made keep their rows. Returns how many rows lost their text."""
+    if days <= 0:
+        return 0
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    with db.session() as s:
+        # prompt and output are kept together (LogEntry.keep / log_prompts): the prompt says which rows hold text
+        result = s.execute(update(RequestLog).where(RequestLog.created_at < cutoff, RequestLog.prompt.is_not(None))
+                           .values(prompt=None, output=null()))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _inputs(req: RequestLog) -> int:
+    """How many inputs a logged request had (1 when neither its inputs nor its outputs were kept)."""
+    inputs = inputs_of(req.route, req.prompt)
+    outputs = req.output if isinstance(req.output, list) else None
+    return len(inputs) if inputs is not None else len(outputs) if outputs is not None else 1
+
+
+def _check_rating(req: RequestLog, body: FeedbackIn) -> None:
+    """A -1 on a request of several inputs must say which answers were wrong: a thumbs-down on a batch
+    of 9 where one answer was wrong would count 9 wrong answers against the version that gave them."""
+    n = _inputs(req) if req.route in ("classify", "tag") else 1
+    if body.rating == -1 and body.correction is None and n > 1:
+        raise InvalidInput(f"a rating of -1 on a request with {n} inputs must name the wrong answers: add a "
+                           f"correction with {n} entries (the right answer for each wrong one, null for each "
+                           "right one), or rate it +1 if every answer was right", param="rating")
+
+
+def corrected_items(correction: Any, route: str) -> int:
+    """How many items a stored correction corrects: one per non-null entry of a task route's list."""
+    if correction is None:
+        return 0
+    if route in ("classify", "tag") and isinstance(correction, list):
+        return sum(1 for c in correction if c is not None)
+    return 1
+
+
+def _confirmed(f: Feedback, r: RequestLog) -> list[Example]:
+    inputs, outputs = inputs_of(r.route, r.prompt), r.output
+    if inputs is None or not isinstance(outputs, list) or len(outputs) != len(inputs):
+        return []
+    if f.correction is None:
+        right = [f.rating == 1] * len(inputs)
+    elif isinstance(f.correction, list) and any(c is not None for c in f.correction):
+        right = [c is None for c in f.correction]  # a partial correction vouches for the rows it leaves
+    else:
+        return []
+    return [Example(f.id, r.id, r.model, r.route, text, _answer(r.route, out))
+            for text, out, ok in zip(inputs, outputs, right) if ok and out is not None]
+
+
+def _answer(route: str, output: Any) -> Any:
+    """A logged answer as a correction would state it (tag: spans without scores or text)."""
+    if route == "tag":
+        return [{"start": s["start"], "end": s["end"], "label": s["label"]} for s in output]
+    return output
 
 
 def _out(f: Feedback, r: RequestLog, changed: bool = True) -> FeedbackOut:

@@ -20,27 +20,31 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from llmos.auth.audit import audit, list_audit
 from llmos.data.registry import Datasets
 from llmos.errors import Conflict, LlmosError, NotFound
-from llmos.feedback.items import FeedbackStore
+from llmos.feedback.items import FeedbackStore, corrected_items, erase_old_text
 from llmos.jobs import JobRunner, JobState
-from llmos.feedback.canary import CanaryRouter, arm_stats, judge
+from llmos.feedback.canary import CanaryRouter, Verdict, arm_stats, judge
 from llmos.feedback.canary_signals import record_canary_outcome
 from llmos.feedback.rounds import build_round
 from llmos.feedback.evaluate_job import KIND as EVALUATE, EvaluateResult, EvaluateSpec, gate_spec
 from llmos.feedback.policy import Policies, PolicyState
+from llmos.feedback.zero_shot import build_first_round, first_base
 from llmos.runtime import Runtime
-from llmos.store.manifest import ModelInfo
+from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.names import parse_ref
 from llmos.train.config import Hyperparameters, TrainSpec
 from llmos.train.plan import TrainEnv, TrainPlan, plan_training
 
 log = logging.getLogger("llmos.feedback")
 ACTOR = "loop"
+# settings the serving version's lineage records as resolved for its own data: a round's dataset has
+# another size, so they are fitted to it again (``train.config.fit_to_data``) unless the policy sets them
+FITTED_TO_DATA = ("epochs", "early_stopping_patience")
 
 
 class Loop:
@@ -97,6 +101,7 @@ class Loop:
                     log.exception("feedback loop step for %s failed", p.name)
                     self._decide(p, "loop.error", state=p.state, reason=f"{type(exc).__name__}: {exc}")
             done = list(self._actions)
+            erase_old_text(self.db, self.runtime.settings.prompt_retention_days)
         self.router.refresh()
         return done
 
@@ -112,27 +117,33 @@ class Loop:
     def _maybe_retrain(self, p: PolicyState) -> str | None:
         new = [f for f in self.feedback.list(p.tenant, model=p.name, after=p.feedback_cutoff)
                if f.correction is not None]
-        if len(new) < p.settings.min_feedback:
+        items = sum(corrected_items(f.correction, f.route) for f in new)  # a batch's 9 corrections count 9
+        if items < p.settings.min_feedback:
             return None
         upto = max(f.id for f in new)
+        if upto == p.round_cutoff and p.round_cutoff > p.feedback_cutoff:
+            return None  # a round on exactly this feedback failed: it waits for more, not retries each tick
         serving = self._serving(p.name, p.tenant)
         try:
             plan, root = self._retrain_plan(p, serving, upto)
             spec = plan.spec
             job_id = self.jobs.submit("train", plan.job_spec(), tenant=p.tenant)
-        except LlmosError as exc:
-            self.policies.update(p.name, p.tenant, feedback_cutoff=upto)
+        except LlmosError as exc:  # the feedback is not used up: the next round (on more of it) includes it
+            self.policies.update(p.name, p.tenant, round_cutoff=upto)
             return self._decide(p, "loop.retrain_failed", reason=exc.message, feedback=len(new),
-                                serving=serving.ref if serving else None)
+                                corrected_items=items, serving=serving.ref if serving else None)
         self.policies.update(p.name, p.tenant, expect="idle", state="training", job_id=job_id, candidate=spec.name,
                              baseline=serving.digest if serving else None, root_dataset=root, round_cutoff=upto)
         return self._decide(p, "loop.retrain", job=job_id, candidate=spec.name, dataset=spec.dataset,
-                            new_feedback=len(new), serving=_version(self.registry, serving))
+                            new_feedback=len(new), corrected_items=items, serving=_version(self.registry, serving),
+                            **({"zero_shot": True} if serving is not None and is_prompt_task(serving) else {}))
 
-    def _retrain_plan(self, p: PolicyState, serving: ModelInfo | None, upto: int) -> tuple[TrainPlan, str]:
+    def _retrain_plan(self, p: PolicyState, serving: ModelInfo | None, upto: int) -> tuple[TrainPlan, str | None]:
         """Build the round's dataset and plan the retrain: same base and method as the serving version."""
         if serving is None:
             raise NotFound(f"{p.name}:latest does not exist")
+        if is_prompt_task(serving):
+            return self._first_round_plan(p, serving, upto), None
         lin = serving.manifest.lineage
         if lin.dataset is None or lin.base is None:
             raise Conflict(f"{serving.ref} was not trained by llmos: no dataset in its lineage to retrain from")
@@ -140,7 +151,8 @@ class Loop:
         datasets = Datasets.of(self.runtime, p.tenant)
         examples = self.feedback.examples(p.name, p.tenant, upto=upto)
         built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed)
-        hp = {k: v for k, v in (lin.hyperparameters or {}).items() if k in Hyperparameters.model_fields}
+        hp = {k: v for k, v in (lin.hyperparameters or {}).items()
+              if k in Hyperparameters.model_fields and k not in FITTED_TO_DATA}
         hp.update(p.settings.hyperparameters)
         owner = self.registry.owner(p.name, p.tenant)  # a public name's loop was set by an admin
         spec = TrainSpec.parse({"base": lin.base.ref, "dataset": built.dataset.ref, "task": lin.task,
@@ -149,14 +161,29 @@ class Loop:
                                 "publish": owner is None})
         return plan_training(TrainEnv(self.registry, datasets), spec), root  # every problem surfaces now
 
+    def _first_round_plan(self, p: PolicyState, task: ModelInfo, upto: int) -> TrainPlan:
+        """The zero-shot start: the first fine-tuned version of a prompt task, from its feedback alone
+        (``llmos.feedback.zero_shot``); its dataset becomes the root later rounds retrain from."""
+        datasets = Datasets.of(self.runtime, p.tenant)
+        dataset, _, _ = build_first_round(datasets, p.name, task, self.feedback.examples(p.name, p.tenant, upto=upto),
+                                          self.feedback.confirmed(p.name, p.tenant, upto=upto),
+                                          p.settings.holdout, p.settings.seed)
+        owner = self.registry.owner(p.name, p.tenant)
+        spec = TrainSpec.parse({"base": first_base(self.registry, task, p.tenant, p.settings.first_base),
+                                "dataset": dataset.ref, "task": dataset.task.value,
+                                "hyperparameters": p.settings.hyperparameters,
+                                "name": self.registry.next_version(p.name, owner), "tenant": p.tenant,
+                                "publish": owner is None})
+        return plan_training(TrainEnv(self.registry, datasets), spec)
+
     def _after_training(self, p: PolicyState) -> str | None:
         job = self.jobs.get(p.job_id) if p.job_id else None
         if job is not None and not job.state.final:
             return None
         serving = self._serving(p.name, p.tenant)
         idle = {"state": "idle", "job_id": None, "feedback_cutoff": p.round_cutoff}
-        if job is None or job.state != JobState.SUCCEEDED:
-            self.policies.update(p.name, p.tenant, expect="training", candidate=None, **idle)
+        if job is None or job.state != JobState.SUCCEEDED:  # a failed round uses up no feedback
+            self.policies.update(p.name, p.tenant, expect="training", candidate=None, state="idle", job_id=None)
             return self._decide(p, "loop.retrain_failed", job=p.job_id,
                                 reason=(job.error if job else "job missing") or (job.state.api if job else ""),
                                 serving=_version(self.registry, serving))
@@ -181,8 +208,8 @@ class Loop:
             return None
         serving = self._serving(p.name, p.tenant)
         idle = {"state": "idle", "job_id": None, "feedback_cutoff": p.round_cutoff}
-        if job is None or job.state != JobState.SUCCEEDED:
-            self.policies.update(p.name, p.tenant, expect="gating", candidate=None, **idle)
+        if job is None or job.state != JobState.SUCCEEDED:  # no verdict: the feedback is not used up
+            self.policies.update(p.name, p.tenant, expect="gating", candidate=None, state="idle", job_id=None)
             return self._decide(p, "loop.gate_failed", job=p.job_id, candidate=p.candidate,
                                 reason=(job.error if job else "job missing") or (job.state.api if job else ""),
                                 serving=_version(self.registry, serving))
@@ -199,9 +226,11 @@ class Loop:
             detail = gate.to_dict() if gate else {"passed": False, "reason": "the evaluate job gave no verdict"}
             return self._decide(p, "loop.gate_rejected", candidate=candidate, serving=gated_against,
                                 dataset=spec.dataset, job=job.id, **detail)
+        now = datetime.now(timezone.utc)
         canary = {"candidate": candidate, "serving": gated_against, "share": p.settings.canary_share,
-                  "salt": secrets.token_hex(8), "min_requests": p.settings.canary_min,
-                  "started_at": datetime.now(timezone.utc).isoformat()}
+                  "salt": secrets.token_hex(8), "min_ratings": p.settings.canary_min,
+                  "alpha": p.settings.canary_alpha, "started_at": now.isoformat(),
+                  "deadline": (now + timedelta(hours=p.settings.canary_max_hours)).isoformat()}
         if not self.policies.update(p.name, p.tenant, expect="gating", state="canary", canary=canary, job_id=None):
             return None  # a rollback ended the round first
         self._decide(p, "loop.gate_passed", candidate=candidate, serving=gated_against, dataset=spec.dataset,
@@ -212,17 +241,24 @@ class Loop:
         c = p.canary or {}
         since = datetime.fromisoformat(c["started_at"])
         cand = arm_stats(self.db, c["candidate"], p.tenant, since)
-        if cand.requests < c["min_requests"]:
+        enough = cand.rated >= int(c.get("min_ratings", c.get("min_requests", 0)))
+        expired = "deadline" in c and datetime.now(timezone.utc) >= datetime.fromisoformat(c["deadline"])
+        if not enough and not expired:
             return None
-        serv = arm_stats(self.db, f"{p.name}:latest", p.tenant, since)
-        promote, reason = judge(cand, serv)
-        numbers = {"candidate_arm": vars(cand), "serving_arm": vars(serv), "reason": reason, **c}
+        serv = arm_stats(self.db, (c["serving"], f"{p.name}:latest"), p.tenant, since)  # logged as its version
+        if enough:
+            verdict = judge(cand, serv, alpha=float(c.get("alpha", 0.05)))
+        else:
+            verdict = Verdict(True, f"the canary's time ran out with {cand.rated} of {c.get('min_ratings')} "
+                                    "ratings: the gate's verdict stands")
+        numbers = {"candidate_arm": {**vars(cand)}, "serving_arm": {**vars(serv)}, "reason": verdict.reason,
+                   "p_value": verdict.p_value, **c}
         numbers.pop("salt", None)
         if not self.policies.update(p.name, p.tenant, expect="canary", state="idle", canary=None, candidate=None,
                                     feedback_cutoff=p.round_cutoff):
             return None  # a rollback ended it first
-        record_canary_outcome(p.name, c["candidate"].partition(":")[2], "promoted" if promote else "rolled_back")
-        if promote:
+        record_canary_outcome(p.name, c["candidate"].partition(":")[2], "promoted" if verdict.promote else "rolled_back")
+        if verdict.promote:
             self.registry.tag(c["candidate"], f"{p.name}:latest", replace=True, tenant=p.tenant)
             return self._decide(p, "loop.promoted", previous=c["serving"], promoted=c["candidate"], **numbers)
         return self._decide(p, "loop.rolled_back", kept=c["serving"], **numbers)
@@ -270,8 +306,9 @@ class Loop:
         serving = self._serving(name, tenant)
         versions = [{"ref": i.ref, "digest": i.digest, "created_at": i.created_at.isoformat(),
                      "serving": serving is not None and i.digest == serving.digest,
+                     "kind": "prompt task" if is_prompt_task(i) else "fine-tuned",
                      "dataset": i.manifest.lineage.dataset.name if i.manifest.lineage.dataset else None,
-                     "metrics": i.manifest.lineage.metrics or {}}
+                     "metrics": i.manifest.lineage.metrics or {}, "measured": measured_on(i, name)}
                     for i in self.registry.list(tenant=tenant) if i.name == name and i.tag != "latest"
                     and (serving is None or i.tenant == serving.tenant)]
         if not versions and serving is None:
@@ -282,6 +319,22 @@ class Loop:
         p = self.policies.find(name, tenant)
         return {"name": name, "serving": _version(self.registry, serving) if serving else None, "versions": versions,
                 "policy": p.to_api() if p else None, "events": events}
+
+
+def measured_on(info: ModelInfo, name: str) -> str | None:
+    """What a version's metrics measured: a fine-tune's report split, which for a loop round's dataset
+    (``NAME-feedback``) is the held-out feedback, a set that changes every round."""
+    lin = info.manifest.lineage
+    if is_prompt_task(info):
+        return "zero-shot prompt task: no training metrics (the gate scores it on held-out feedback)"
+    if not lin.metrics or lin.dataset is None:
+        return None
+    rows = f"{lin.eval_rows} rows" if lin.eval_rows is not None else "rows not recorded"
+    ref = f"{lin.dataset.name}@{lin.dataset.version}"
+    if lin.dataset.name == f"{name}-feedback" and lin.eval_split == "test":
+        return f"held-out feedback of {ref} ({rows}; a round's set, it grows each round)"
+    split = lin.eval_split or "validation"
+    return f"{'validation' if split == 'validation' else split + ' split'} of {ref} ({rows})"
 
 
 def _version(registry: Any, info: ModelInfo | None) -> str | None:

@@ -30,10 +30,16 @@ class LoopSettings(BaseModel):
     margin: float = Field(0.01, ge=0, le=1, description="how much better on held-out feedback a candidate must be")
     val_tolerance: float = Field(0.0, ge=0, le=1, description="how far the original validation score may fall")
     canary_share: float = Field(0.2, gt=0, lt=1, description="share of traffic the candidate gets in its canary")
-    canary_min: int = Field(30, ge=1, description="candidate requests before the canary is judged")
+    canary_min: int = Field(30, ge=1, description="rated items on the candidate's arm before the canary is judged")
+    canary_alpha: float = Field(0.05, gt=0, lt=0.5, description="significance a worse live rating needs to roll "
+                                "the candidate back (one-sided Fisher exact test)")
+    canary_max_hours: float = Field(24.0, gt=0, le=24 * 90, description="a canary still short of canary_min "
+                                    "ratings after this long ends with the gate's verdict standing")
     seed: int = Field(0, ge=0, description="seeds the held-out choice and the canary split")
     enabled: bool = True
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="overrides for the retrain job")
+    first_base: str | None = Field(None, min_length=1, description="a prompt task's first fine-tuned version trains "
+                                   "from this model (default: the task's base when it is an encoder, else minilm-l6)")
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> "LoopSettings":

@@ -98,26 +98,35 @@ def run(launch: Launch) -> int:
     return 0
 
 
+LOW_NICE = 5  # ``low``: below the daemon's request threads (about 3x less CPU weight), not starved by the host
+IDLE_FALLBACK_NICE = 19
+
+
 def _lower_priority(priority: str) -> None:
     """Put this runner below interactive work in the OS's CPU scheduler (``job_cpu_priority``, with
     co-scheduling on; with it off, jobs and requests compete as equals).
 
     Called before torch starts its thread pool: threads inherit the policy of the thread that creates
-    them. Under ``idle`` (Linux SCHED_IDLE) the runner gets a core only when no request thread wants
-    it, and a waking request thread preempts it at once, so the phases a pause cannot reach (loading,
-    encoding, evaluation, saving) and the step in flight when a pause is asked for do not slow traffic.
-    An OS without the policy falls back to nice 19.
+    them. Yielding to llmos's own traffic is the co-scheduler's work (it freezes or pauses runners while
+    requests run); the OS priority only tilts the rest. Under ``low`` (the default) the runner runs at
+    nice 5: a request thread of the daemon outweighs it, yet another busy process on the host does not
+    starve it. ``idle`` (Linux SCHED_IDLE) gives it a core only when nothing else on the host wants one:
+    the quietest choice for traffic, but a job beside any busy process barely moves. An OS without
+    SCHED_IDLE falls back to nice 19.
     """
     if priority == "normal":
         return
-    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return
-        except OSError as exc:
-            print(f"SCHED_IDLE refused ({exc}); running at nice 19 instead", flush=True)
+    target = LOW_NICE
+    if priority == "idle":
+        if hasattr(os, "SCHED_IDLE"):
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+                return
+            except OSError as exc:
+                print(f"SCHED_IDLE refused ({exc}); running at nice 19 instead", flush=True)
+        target = IDLE_FALLBACK_NICE
     try:
-        os.nice(19 - os.nice(0))
+        os.nice(max(0, target - os.nice(0)))  # only ever lower: raising needs privileges
     except OSError as exc:
         print(f"could not lower the CPU priority ({exc}); running at the daemon's", flush=True)
 

@@ -148,9 +148,13 @@ def _joined():  # type: ignore[no-untyped-def]
 
 def _info(job: Job, ctl: JobControl | None) -> JobInfo:
     ctl = ctl or JobControl(job_id=job.id, requested=0, attempts=0)
+    state = JobState(job.state)
+    progress = JobProgress.from_dict(job.progress)
+    if state.final:  # a job that ended (early stopping included) has nothing left to estimate
+        progress.eta_s = None
     return JobInfo(
-        id=job.id, kind=job.kind, state=JobState(job.state), tenant=job.tenant, spec=dict(job.spec or {}),
-        progress=JobProgress.from_dict(job.progress), created_at=job.created_at, started_at=job.started_at,
+        id=job.id, kind=job.kind, state=state, tenant=job.tenant, spec=dict(job.spec or {}),
+        progress=progress, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, error=job.error, result=ctl.result, result_model=job.result_model,
         requested=Control(ctl.requested or 0), reason=ctl.reason, checkpoint=ctl.checkpoint,
         pid=ctl.pid, pid_started=ctl.pid_started, attempts=ctl.attempts or 0)

@@ -41,7 +41,7 @@ class KernelEmbedder:
 
     @property
     def model(self) -> str:
-        return self.resolved.name
+        return self.resolved.named  # a knowledge base follows the name; its digest says when to re-embed
 
     def embed(self, texts: list[str]) -> np.ndarray:
         parts = []

@@ -44,11 +44,24 @@ class Resolved:
     adapter: str | None  # the adapter's key when ``info`` is an adapter
     engine: str = HF  # the engine kind that runs it (llmos.kernel.placement)
     note: str | None = None  # why that is not the model's preferred engine
+    version: str | None = None  # ``NAME:vN`` that ``NAME:latest`` pointed at when it was resolved
 
     @property
     def name(self) -> str:
-        """What the caller named, as it names it (never another tenant's qualifier)."""
+        """The exact version that answers, as the caller names it (never another tenant's qualifier):
+        ``NAME:vN`` for a ``NAME`` that points into a versioned series, so a response, its log row and
+        the feedback on it all say which version answered; else what the caller named."""
+        return self.version if self.version is not None else self.named
+
+    @property
+    def named(self) -> str:
+        """What the caller named, as it names it: ``NAME`` follows ``NAME:latest`` wherever it points."""
         return self.info.name if self.info.tag == "latest" else self.info.ref
+
+    @property
+    def exact(self) -> str:
+        """``name:tag`` of what answered, as the request log records it."""
+        return self.version or self.info.ref
 
     @property
     def key(self) -> str:
@@ -134,7 +147,9 @@ class Kernel:
             able = [i.ref for i in self.registry.list(tenant=tenant) if task in i.manifest.tasks]
             raise WrongTask(f"model {info.ref} cannot {task} (it serves: {', '.join(info.manifest.tasks)}); "
                             f"models that can: {', '.join(able) or 'none'}", models=able)
-        target = self._pinned(runs_on(self.registry, info))  # a prompt task answers through its base model
+        ran = runs_on(self.registry, info)  # a prompt task answers through its base model
+        target = self._pinned(ran)
+        pinned = target if ran is info else self._pinned(info)
         base = base_of(self.registry, target)
         adapter = target.key if base is not target else None
         where = place(base.manifest, self.settings.engine, task=task, adapter=adapter is not None,
@@ -142,7 +157,8 @@ class Kernel:
                       adapter_unsupported=None if adapter is None else self._lora_unsupported(target, base))
         if where.note is not None:
             self._routed.setdefault(engine_key(base.key, where.engine), set()).add(where.note)
-        return Resolved(info, base, adapter, where.engine, where.note)
+        version = pinned.ref if pinned is not info else None
+        return Resolved(info, base, adapter, where.engine, where.note, version)
 
     def _pinned(self, info: ModelInfo) -> ModelInfo:
         """``name:latest`` runs as the version tag holding the same manifest. Engines and adapters are

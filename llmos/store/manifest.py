@@ -65,6 +65,7 @@ class Lineage(_AsGiven):
     hyperparameters: dict[str, Any] | None = None
     metrics: dict[str, float | int] | None = None  # the evaluation report's headline numbers
     eval_split: str | None = None
+    eval_rows: int | None = None  # rows of ``eval_split`` the metrics were measured on
     training: dict[str, Any] | None = None  # the training summary, without its loss history
     job_id: str | None = None  # the job that made it
     files: dict[str, str] | None = None  # role -> file in the manifest (report, loss curve)

@@ -14,8 +14,10 @@ sft        2       8      512         0.03   3e-5 / 2e-4 / (not offered)
 MiniLM-L6 is small (22M parameters): it wants a higher learning rate than BERT-base's 2e-5..5e-5.
 A small dataset gets more epochs when ``epochs`` is left unset (``stretch_epochs``): classification
 and tagging train for at least 1,500 / 1,000 optimizer steps, up to 20 epochs (early stopping still
-ends a run that stops improving). Many-label sets need it: Banking77's 77 intents (8,000 rows, 250
-steps an epoch) are far from learnt after the 3 epochs that suit SST-2's 67,000 rows.
+ends a run that stops improving; under 1,000 rows its default patience is half the run's
+validations, ``patience_for``, so a handful of validation rows cannot stop it on noise). Many-label
+sets need it: Banking77's 77 intents (8,000 rows, 250 steps an epoch) are far from learnt after the
+3 epochs that suit SST-2's 67,000 rows.
 ``bench/quality.py`` measures what these defaults reach (figures in docs/benchmarks.md).
 """
 
@@ -46,7 +48,8 @@ class Hyperparameters(BaseModel):
     max_train_rows: int | None = Field(None, ge=1, description="train on a seeded sample of this many rows")
     max_eval_rows: int | None = Field(None, ge=1, description="validate and report on at most this many rows")
     eval_steps: int | None = Field(None, ge=1, description="validate every N steps (default: every epoch)")
-    early_stopping_patience: int = Field(2, ge=0, description="validations without improvement; 0: never stop")
+    early_stopping_patience: int | None = Field(None, ge=0, description="validations without improvement; 0: never "
+                                                "stop; default 2, or half the run's validations on a small dataset")
     checkpoint_steps: int = Field(200, ge=1, description="write a resumable checkpoint every N steps")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="held out when the data has no validation split")
     seed: int = Field(42, ge=0)
@@ -125,6 +128,8 @@ DEFAULTS: dict[Task, TaskDefaults] = {
 }
 DEFAULT_LR = 1e-4
 MAX_STRETCHED_EPOCHS = 20
+DEFAULT_PATIENCE = 2
+SMALL_DATA_ROWS = 1000  # below this many training rows a validation score moves on noise
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,7 @@ def resolve(hp: Hyperparameters, task: Task, method: str, context_length: int | 
         max_length=max_length,
         warmup_ratio=d.warmup_ratio if hp.warmup_ratio is None else hp.warmup_ratio,
         lora_alpha=hp.lora_alpha or 2 * hp.lora_r,
+        early_stopping_patience=DEFAULT_PATIENCE if hp.early_stopping_patience is None else hp.early_stopping_patience,
     )
     return TrainConfig(**values)
 
@@ -187,3 +193,21 @@ def stretch_epochs(cfg: TrainConfig, hp: Hyperparameters, task: Task, train_rows
     per_epoch = math.ceil(train_rows / cfg.batch_size)
     epochs = min(MAX_STRETCHED_EPOCHS, max(cfg.epochs, math.ceil(min_steps / per_epoch)))
     return replace(cfg, epochs=epochs) if epochs != cfg.epochs else cfg
+
+
+def patience_for(cfg: TrainConfig, hp: Hyperparameters, train_rows: int) -> TrainConfig:
+    """On a small dataset (under ``SMALL_DATA_ROWS`` rows) the default patience waits half the run's
+    validations: its validation split is a handful of rows whose score moves with one answer, and two
+    unlucky validations must not end a run at a fifth of its steps. A patience a user set is kept."""
+    if hp.early_stopping_patience is not None or train_rows <= 0 or train_rows >= SMALL_DATA_ROWS:
+        return cfg
+    per_epoch = math.ceil(train_rows / cfg.batch_size)
+    steps = cfg.max_steps or math.ceil(per_epoch * cfg.epochs)
+    validations = math.ceil(steps / (cfg.eval_steps or per_epoch))
+    return replace(cfg, early_stopping_patience=max(DEFAULT_PATIENCE, math.ceil(validations / 2)))
+
+
+def fit_to_data(cfg: TrainConfig, hp: Hyperparameters, task: Task, train_rows: int) -> TrainConfig:
+    """The defaults a dataset of ``train_rows`` rows gets: more epochs when small (``stretch_epochs``)
+    and a patience that does not stop on noise (``patience_for``)."""
+    return patience_for(stretch_epochs(cfg, hp, task, train_rows), hp, train_rows)

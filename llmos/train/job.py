@@ -135,6 +135,7 @@ def lineage(plan: TrainPlan, report: EvalReport, job_id: str | None) -> Lineage:
                    dataset=LineageDataset(name=ds.name, version=ds.version, digest=ds.digest, task=ds.task.value),
                    task=plan.task.name.value, method=plan.method.name, peft_type=plan.method.peft_type,
                    hyperparameters=plan.config.to_dict(), metrics=report.metrics, eval_split=report.split,
+                   eval_rows=report.rows,
                    training=training, job_id=job_id, files={"report": REPORT_FILE, "loss_curve": CURVE_FILE})
 
 

@@ -28,7 +28,7 @@ from llmos.errors import Conflict, InvalidInput
 from llmos.store.manifest import ModelInfo
 from llmos.store.names import key_of, parse_ref
 from llmos.store.registry import Registry
-from llmos.train.config import TrainConfig, TrainSpec, resolve, stretch_epochs
+from llmos.train.config import TrainConfig, TrainSpec, fit_to_data, resolve
 from llmos.train.methods import DEFAULT_METHOD, Method, get_method
 from llmos.train.plan_record import PlanRecord, PlannedDataset, PlannedModel, PlannedSpec, PlannedSplits, RowPick
 from llmos.train.task_kinds import TrainTask, get_task
@@ -117,7 +117,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     config = resolve(spec.hyperparameters, task.name, method.name, base.manifest.context_length)
     rows = list(env.datasets.rows(dataset.name, dataset.version))
     splits = make_splits(rows, dataset, config)
-    config = stretch_epochs(config, spec.hyperparameters, task.name, len(splits.train))
+    config = fit_to_data(config, spec.hyperparameters, task.name, len(splits.train))
     labels = task.label_set(splits.train)
     task.check_rows(splits.train, labels, f"dataset {dataset.ref}")
     pinned = spec.model_copy(update={"dataset": dataset.ref, "task": task.name, "method": method.name})

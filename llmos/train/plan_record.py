@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmos.data.rows import Row, Task
 from llmos.errors import Conflict
-from llmos.train.config import Hyperparameters, TrainConfig, TrainSpec, resolve, stretch_epochs
+from llmos.train.config import Hyperparameters, TrainConfig, TrainSpec, fit_to_data, resolve
 
 
 class RowPick(BaseModel):
@@ -97,7 +97,7 @@ class PlanRecord(BaseModel):
         """The same plan with other knobs (a tuning trial): the rows do not depend on the knobs a study may
         search (seed, fractions and row caps stay fixed for every trial), the settings are resolved again."""
         cfg = resolve(hp, self.task, self.method, self.base.context_length)
-        cfg = stretch_epochs(cfg, hp, self.task, self.splits.train.rows)
+        cfg = fit_to_data(cfg, hp, self.task, self.splits.train.rows)
         return self.model_copy(update={"config": cfg})
 
 

@@ -54,7 +54,7 @@ def test_models_list_shows_the_builtins_whole(cli, builtins_only: Runtime) -> No
     info = builtins_only.store.registry.get("smollm2-135m-instruct")
     assert "generate" in smol and "MiB" in smol and info.digest[7:19] in smol and "ago" in smol
     history = cli(home, "models", "history", "smollm2-135m-instruct").output
-    assert_fits(history, "VERSION", "SERVING", "DATASET", "METRICS", "CREATED")
+    assert_fits(history, "VERSION", "SERVING", "KIND", "METRICS", "MEASURED ON", "CREATED")
 
 
 def _slice(src: Path, out: Path, lines: int) -> Path:

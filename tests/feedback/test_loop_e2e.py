@@ -77,8 +77,9 @@ def test_corrections_retrain_gate_canary_and_promote(daemon: Daemon, home: LoopH
         out = classify(daemon, [text])
         arms[out["model"]] = arms.get(out["model"], 0) + 1
         daemon.ok("/v1/feedback", {"request_id": out["id"], "rating": 1 if out["data"][0]["label"] == gold else -1})
-    assert set(arms) == {"intent", "intent:v2"} and arms["intent:v2"] >= 8, arms
-    assert tick(daemon) == ["loop.promoted"]
+    assert set(arms) == {"intent:v1", "intent:v2"} and arms["intent:v2"] >= 8, arms  # each names its version
+    judged = tick(daemon)
+    assert judged == ["loop.promoted"], daemon.http.get("/v1/loop/intent/history").json()["events"][-1]
     assert home.rt.store.registry.get("intent:latest").digest == home.rt.store.registry.get("intent:v2").digest
 
     after = accuracy(daemon, slices.held_out, "intent")

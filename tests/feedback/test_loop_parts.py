@@ -13,7 +13,7 @@ from llmos.auth.audit import audit
 from llmos.errors import Conflict, InvalidInput, NotFound
 from llmos.feedback import Example, FeedbackIn, FeedbackStore, normalise
 from llmos.feedback.shapes import spans_to_tags
-from llmos.feedback.canary import Arm, CanaryRouter, judge, to_candidate
+from llmos.feedback.canary import Arm, CanaryRouter, Verdict, judge, to_candidate, votes
 from llmos.feedback.rounds import build_round, stable_fraction
 from llmos.jobs import JobRunner, JobState
 from llmos.feedback import Loop
@@ -102,10 +102,28 @@ def test_the_canary_split_is_deterministic_and_survives_a_restart(runtime: Runti
     assert to_candidate("abc", "x", 0.3) == to_candidate("abc", "x", 0.3)
 
 
-def test_the_canary_judgement() -> None:
-    assert judge(Arm(30, 10, 0.4), Arm(60, 20, 0.6))[0] is False
-    assert judge(Arm(30, 10, 0.8), Arm(60, 20, 0.6))[0] is True
-    assert judge(Arm(30, 0, None), Arm(60, 20, 0.6)) == (True, "no live ratings on one arm: the gate's result stands")
+def arm(up: int, down: int) -> Arm:
+    return Arm(up + down, up + down, (up - down) / (up + down) if up + down else None, up)
+
+
+def test_the_canary_is_judged_by_a_significance_test_not_a_difference_of_means() -> None:
+    # the rollback a user met: +0.857 from 14 ratings vs +0.909 from 22, one rating apart: no evidence
+    close = judge(arm(13, 1), arm(21, 1))
+    assert close.promote and close.p_value is not None and close.p_value > 0.05 and "not significantly" in close.reason
+    worse = judge(arm(10, 20), arm(50, 10))  # 33% good vs 83% good on 30 and 60 ratings
+    assert not worse.promote and worse.p_value is not None and worse.p_value < 0.001
+    assert judge(arm(20, 10), arm(10, 20)).promote  # better: promoted
+    assert judge(arm(0, 0), arm(40, 20)) == Verdict(True, "no live ratings on one arm: the gate's result stands")
+    assert not judge(arm(12, 18), arm(38, 22)).promote  # 40% vs 63% good: p < 0.05
+    assert judge(arm(12, 18), arm(38, 22), alpha=0.01).promote  # a stricter policy needs more evidence
+
+
+def test_votes_count_items_not_requests() -> None:
+    assert votes(None, ["a", None, None, "b"], 4) == [-1, 1, 1, -1]  # a batch: a vote per row it judged
+    assert votes(-1, ["a", None], 2) == [-1, 1]  # the -1 applies to the rows the correction names
+    assert votes(1, None, 3) == [1, 1, 1]  # every answer right
+    assert votes(None, "better answer", 1) == [-1] and votes(1, "better answer", 1) == [1]
+    assert votes(None, None, 5) == []  # a comment alone judges nothing
 
 
 def test_policy_settings_are_validated(runtime: Runtime) -> None:
@@ -180,6 +198,41 @@ def test_a_failed_gate_job_ends_the_round_without_a_verdict(runtime: Runtime) ->
     assert loop.jobs.store.transition(job.id, JobState.FAILED, job={"error": "out of memory"})
     assert loop.tick() == ["loop.gate_failed"]
     state = loop.policies.get("spam", "default")
-    assert (state.state, state.job_id, state.candidate, state.feedback_cutoff) == ("idle", None, None, 9)
+    # no verdict: the round's feedback is not used up, and the next round waits for more of it
+    assert (state.state, state.job_id, state.candidate, state.feedback_cutoff, state.round_cutoff) == \
+        ("idle", None, None, 0, 9)
     assert loop.history("spam", "default")["events"][-1]["reason"] == "out of memory"
     assert runtime.store.registry.get("spam:latest").digest == v2
+
+
+def test_every_answer_names_the_exact_version(runtime: Runtime) -> None:
+    from llmos.kernel.core import Kernel
+
+    two_versions(runtime)  # spam:latest -> spam:v2
+    kernel = Kernel(runtime.settings, runtime.store.registry)
+    try:
+        latest = kernel.resolve("spam", "classify")
+        assert (latest.name, latest.exact) == ("spam:v2", "spam:v2")  # not "spam", nor "spam:latest"
+        assert kernel.resolve("spam:latest", "classify").name == "spam:v2"
+        named = kernel.resolve("spam:v1", "classify")
+        assert (named.name, named.exact) == ("spam:v1", "spam:v1")
+        runtime.store.registry.tag("spam:v1", "spam:latest", replace=True)  # a rollback: the next answer says so
+        assert kernel.resolve("spam", "classify").name == "spam:v1"
+    finally:
+        kernel.close()
+
+
+def test_a_canary_short_of_ratings_at_its_deadline_ends_with_the_gates_verdict(runtime: Runtime) -> None:
+    two_versions(runtime)
+    runtime.store.registry.tag("spam:v1", "spam:latest", replace=True)
+    loop = Loop(runtime, JobRunner(runtime))
+    loop.policies.set("spam", "default", {"canary_min": 30})
+    canary = {"candidate": "spam:v2", "serving": "spam:v1", "share": 0.5, "salt": "s", "min_ratings": 30,
+              "alpha": 0.05, "started_at": "2026-01-01T00:00:00+00:00", "deadline": "2099-01-01T00:00:00+00:00"}
+    loop.policies.update("spam", "default", state="canary", canary=canary)
+    assert loop.tick() == []  # no ratings yet and time left: it waits
+    loop.policies.update("spam", "default", canary={**canary, "deadline": "2026-01-02T00:00:00+00:00"})
+    assert loop.tick() == ["loop.promoted"]
+    event = loop.history("spam", "default")["events"][-1]
+    assert "time ran out with 0 of 30 ratings" in event["reason"] and event["p_value"] is None
+    assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v2").digest

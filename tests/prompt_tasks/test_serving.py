@@ -28,7 +28,7 @@ NER_SHOT = {"text": "Angela Merkel met Emmanuel Macron in Paris.", "entities": [
 
 def _accuracy(daemon: Daemon, model: str, rows: list[tuple[str, str]]) -> float:
     out = daemon.ok("/v1/classify", {"model": model, "input": [t for t, _ in rows]})
-    assert out["model"] == model
+    assert out["model"] == f"{model}:v1"  # the exact version that answered
     for item in out["data"]:
         assert set(item["scores"]) == {"negative", "positive"}
         assert sum(item["scores"].values()) == pytest.approx(1.0)

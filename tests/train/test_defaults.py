@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmos.data.rows import Task
-from llmos.train.config import MAX_STRETCHED_EPOCHS, Hyperparameters, resolve, stretch_epochs
+from llmos.train.config import MAX_STRETCHED_EPOCHS, Hyperparameters, fit_to_data, resolve, stretch_epochs
 
 
 def stretched(task: Task, rows: int, **hp: object) -> float:
@@ -35,3 +35,18 @@ def test_what_a_user_sets_is_kept() -> None:
     assert stretched(Task.classify, 1_000, epochs=2) == 2
     assert stretched(Task.classify, 1_000, max_steps=10) == 3  # max_steps bounds the run instead
     assert stretched(Task.classify, 1_000, batch_size=8) == 12  # 125 steps an epoch
+
+
+def patience(rows: int, **hp: object) -> int:
+    params = Hyperparameters(**hp)
+    return fit_to_data(resolve(params, Task.classify, "full"), params, Task.classify, rows).early_stopping_patience
+
+
+def test_a_small_dataset_is_not_stopped_early_on_noise() -> None:
+    # 30 rows in batches of 8: 4 steps an epoch, stretched to 20 epochs (80 steps), a validation each
+    # epoch. The old default (2) could end it at step 16 of 80; now it waits half the run's validations.
+    assert patience(30, batch_size=8) == 10
+    assert patience(30, batch_size=8, eval_steps=2) == 20  # 40 validations
+    assert patience(30, batch_size=8, early_stopping_patience=1) == 1  # what a user sets is kept
+    assert patience(30, batch_size=8, early_stopping_patience=0) == 0  # never stop
+    assert patience(67_349) == 2  # a large dataset keeps the usual default
