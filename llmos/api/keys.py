@@ -33,7 +33,7 @@ class KeyIn(BaseModel):
     scopes: list[str] = Field(min_length=1, max_length=8, description="read, infer, train and/or admin")
     name: str = Field("key", min_length=1, max_length=128, description="a label for people")
     rate_limit: Optional[float] = Field(None, gt=0, le=1e6, description="requests per second")
-    token_quota: Optional[int] = Field(None, ge=1, description="tokens per UTC day")
+    token_quota: Optional[int] = Field(None, ge=1, le=10**15, description="tokens per UTC day")
 
 
 class KeyOut(BaseModel):
