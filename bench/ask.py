@@ -5,7 +5,9 @@ some naming things that do not exist, some sent with a key that may not do them)
 expected outcome: a plan (operation + arguments per step), "question" or "refused". A daemon app with
 auth on (in-process, the real built-in models: MiniLM-L6 picks the operation, SmolLM2 fills open
 arguments under constrained decoding) holds a tenant with a private model, two datasets (Banking77 and
-SST-2 slices from ../shared/datasets), two knowledge bases and two queued jobs. Plans are only made,
+SST-2 slices from ../shared/datasets), two knowledge bases, two queued jobs, an uploaded JSONL file and
+two files in a folder standing for the asking machine (its paths are sent as ``local_files``, as
+``llmos ask`` does). Plans are only made,
 never run: a plan runs only when confirmed, so no plan in this bench runs unconfirmed.
 
 Shares reported: exact (the expected plan, or the expected question / refusal), safe (a question or a
@@ -35,6 +37,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from bench.engines import cpu_flags  # noqa: E402
 from llmos.auth import create_key  # noqa: E402
+from llmos.cli.ask import local_files  # noqa: E402
 from llmos.config import load_settings  # noqa: E402
 from llmos.daemon import create_app  # noqa: E402
 from llmos.runtime import Runtime, open_runtime  # noqa: E402
@@ -54,8 +57,21 @@ def _csv_slice(path: Path, n: int, delimiter: str = ",") -> bytes:
     return out.getvalue().encode()
 
 
-def build_world(rt: Runtime, client: TestClient) -> tuple[dict[str, str], dict[str, str]]:
-    """Keys by role and the placeholders of the requests ({job1}, {job2})."""
+def _files(client: TestClient, headers: dict[str, str], folder: Path) -> dict[str, str]:
+    """Files on "the asking machine" ({dir}: an SST-2 slice and a Markdown note) and an uploaded one ({file1})."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reviews_slice.tsv").write_bytes(_csv_slice(DATA / "sst2" / "dev.tsv", 30, "\t"))
+    (folder / "cards.md").write_text("# Cards\nA lost card is blocked at once.\n", encoding="utf-8")
+    rows = list(csv.reader(io.StringIO(_csv_slice(DATA / "sst2" / "dev.tsv", 30, "\t").decode())))[1:]
+    jsonl = "".join(json.dumps({"text": r[0], "label": r[1]}) + "\n" for r in rows).encode()
+    r = client.post("/v1/files", headers=headers, data={"purpose": "fine-tune"},
+                    files={"file": ("reviews.jsonl", jsonl, "application/jsonl")})
+    assert r.status_code == 200, r.text
+    return {"{dir}": str(folder), "{file1}": r.json()["id"]}
+
+
+def build_world(rt: Runtime, client: TestClient, folder: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Keys by role and the placeholders of the requests ({job1}, {job2}, {dir}, {file1})."""
     keys = {role: create_key(rt.db, tenant=TENANT, name=role, scopes=scopes)[1] for role, scopes in KEYS.items()}
     admin = {"Authorization": f"Bearer {keys['admin']}"}
     smol = rt.store.registry.get("smollm2-135m-instruct", tenant=None).manifest
@@ -73,7 +89,8 @@ def build_world(rt: Runtime, client: TestClient) -> tuple[dict[str, str], dict[s
                        ).status_code == 201
     jobs = client.app.state.jobs  # type: ignore[attr-defined]
     ids = [jobs.submit("train", {"bench": i}, tenant=TENANT) for i in range(2)]  # queued: no lifespan, no runner
-    return keys, {"{job1}": ids[0], "{job2}": ids[1]}
+    trainer = {"Authorization": f"Bearer {keys['trainer']}"}
+    return keys, {"{job1}": ids[0], "{job2}": ids[1], **_files(client, trainer, folder)}
 
 
 def _fill(value: Any, marks: dict[str, str]) -> Any:
@@ -104,14 +121,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         rt = open_runtime(load_settings(home=Path(home), auth="on", job_cpu_priority="normal"))
         client = TestClient(create_app(rt))  # no lifespan: jobs stay queued, nothing is started
-        keys, marks = build_world(rt, client)
+        keys, marks = build_world(rt, client, Path(home) / "caller")
         outcomes: dict[str, int] = {"exact": 0, "safe": 0, "wrong": 0}
         latencies = []
         for case in cases:
             text, expect = _fill(case["text"], marks), _fill(case["expect"], marks)
             headers = {"Authorization": f"Bearer {keys[case['key']]}"}
             t0 = time.perf_counter()
-            r = client.post("/v1/ask", headers=headers, json={"text": text})
+            # as `llmos ask` does: the paths in the words that exist on the asking machine go along
+            r = client.post("/v1/ask", headers=headers, json={"text": text, "local_files": local_files(text)})
             latencies.append(time.perf_counter() - t0)
             assert r.status_code == 200, r.text
             got = r.json()

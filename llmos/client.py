@@ -144,9 +144,24 @@ class Client:
         return self._request("POST", f"/v1/kb/{name}/search", json={"query": query, "k": k, "mode": mode})
 
     # -- asking the OS ---------------------------------------------------------------------------------
-    def ask(self, text: str, *, confirm: bool = False) -> dict[str, Any]:
-        """A plan for ``text`` (or a question, or a refusal); with ``confirm`` it runs at once."""
-        return self._request("POST", "/v1/ask", json={"text": text, "confirm": confirm})
+    def ask(self, text: str, *, confirm: bool = False, local_files: list[str] | None = None) -> dict[str, Any]:
+        """A plan for ``text`` (or a question, or a refusal); with ``confirm`` it runs at once.
+        ``local_files``: the paths written in ``text`` that exist on this machine."""
+        body: dict[str, Any] = {"text": text, "confirm": confirm}
+        if local_files:
+            body["local_files"] = local_files
+        return self._request("POST", "/v1/ask", json=body)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """One route call as it is (a plan step): its status and JSON body, an error answer included."""
+        try:
+            r = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise self._not_running(exc) from None
+        try:
+            return r.status_code, r.json()
+        except ValueError:
+            return r.status_code, r.text
 
     def run_plan(self, plan_id: str) -> dict[str, Any]:
         """Run a plan this key asked for (once); the answer says what ran."""

@@ -23,6 +23,7 @@ from llmos import __version__
 from llmos.api import admin, batches, datasets, evaluations, files, fine_tuning, kb, openai, rerank, task_routes
 from llmos.api import feedback as feedback_routes
 from llmos.api import jobs as job_routes
+from llmos.api import keys as key_routes
 from llmos.api import prompt_tasks as prompt_task_routes
 from llmos.api import train as train_routes
 from llmos.api import tuning as tuning_routes
@@ -128,7 +129,8 @@ def _cluster_kernel(runtime: Runtime) -> tuple[RayCluster, Kernel]:
 
 
 ROUTERS = (admin, datasets, openai, task_routes, job_routes, train_routes, tuning_routes, evaluations, obs_routes,
-           feedback_routes, prompt_task_routes, files, fine_tuning, batches, rerank, kb, ask_routes)
+           feedback_routes, prompt_task_routes, files, fine_tuning, batches, rerank, kb, ask_routes,
+           key_routes)
 
 
 def create_app(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner | None = None) -> FastAPI:

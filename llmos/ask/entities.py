@@ -9,16 +9,20 @@ asks which one was meant instead of guessing.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from llmos.ask.ops import ParamKind
+from llmos.ask.paths import path_tokens
 from llmos.data.registry import Datasets
 from llmos.jobs import JobRunner
 from llmos.kb import KnowledgeBases
 from llmos.runtime import Runtime
+from llmos.store.files import Files
 
 _NEWEST = re.compile(r"\b(last|latest|newest|most recent|current)\b")
 _JOB_ID = re.compile(r"\b(job[_-][0-9a-z]{4,})\b")
+_KEY_ID = re.compile(r"\b(key_[0-9a-f]{16})\b")
 _TASK_ALIASES = {"generate": ("chat model", "generator", "language model", "llm"),
                  "embed": ("embedding model", "embedder", "embeddings model")}
 
@@ -51,7 +55,15 @@ class Entities:
                     for m in re.finditer(rf"(?<![\w.-]){re.escape(phrase)}(?![\w-]|\.\w)", low):
                         found.append(Mention(kind, value, m.start(), m.end()))
         found += self._job_mentions(low)
+        # a key id is taken as written: whether it exists, and whether the caller may see it, is the
+        # admin-only route's answer (a 404), since planning does not list other tenants' keys
+        found += [Mention(ParamKind.KEY, m.group(1), m.start(), m.end()) for m in _KEY_ID.finditer(low)]
         return _without_overlaps(found)
+
+    def unknown_paths(self, text: str) -> list[str]:
+        """Words of ``text`` that look like file paths but name no file the caller can upload."""
+        files = self.names.get(ParamKind.FILE, {})
+        return [t for t in path_tokens(text) if t not in files]
 
     def _job_mentions(self, low: str) -> list[Mention]:
         jobs = self.names.get(ParamKind.JOB, {})
@@ -90,8 +102,8 @@ def _model_phrases(names: list[str]) -> dict[str, list[str]]:
     return phrases
 
 
-def gather(runtime: Runtime, jobs: JobRunner | None, tenant: str) -> Entities:
-    """The names ``tenant`` can use now."""
+def gather(runtime: Runtime, jobs: JobRunner | None, tenant: str, local_files: Sequence[str] = ()) -> Entities:
+    """The names ``tenant`` can use now; ``local_files``: paths on the asking client's machine."""
     infos = runtime.store.registry.list(tenant=tenant)
     model_names = sorted({i.name for i in infos})
     models = _model_phrases(model_names)
@@ -102,7 +114,11 @@ def gather(runtime: Runtime, jobs: JobRunner | None, tenant: str) -> Entities:
     datasets = {d.name: [d.name.lower(), d.name.lower().replace("-", " ")]
                 for d in Datasets.of(runtime, tenant).list()}
     kbs = {k.name: [k.name.lower()] for k in KnowledgeBases.of(runtime, tenant).list()}
-    entities = Entities({ParamKind.MODEL: models, ParamKind.DATASET: datasets, ParamKind.KB: kbs})
+    uploaded = Files(runtime.db, runtime.store.blobs, runtime.settings.locks_dir, tenant).list().data
+    files = {f.id: [f.id] for f in uploaded}
+    files.update({p: [p.lower()] for p in local_files})
+    entities = Entities({ParamKind.MODEL: models, ParamKind.DATASET: datasets, ParamKind.KB: kbs,
+                         ParamKind.FILE: files})
     if jobs is not None:
         listed = sorted(jobs.list(tenant), key=lambda j: j.created_at)
         entities.names[ParamKind.JOB] = {j.id: [j.id.lower()] for j in listed}

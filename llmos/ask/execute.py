@@ -26,6 +26,22 @@ def _body(r: httpx.Response) -> Any:
         return r.text
 
 
+async def _send(client: httpx.AsyncClient, step: PlanStep) -> httpx.Response:
+    """One step's call; an uploaded file is read back through its own route first, with the same key."""
+    call = step.call
+    if call.upload is None:
+        return await client.request(call.method, call.path, json=call.body)
+    if call.upload.file_id is None:
+        raise ValueError("a step uploading a local path runs in the client that asked")  # _run refuses it first
+    content = await client.get(f"/v1/files/{call.upload.file_id}/content")
+    if content.status_code >= 400:
+        return content
+    name = await client.get(f"/v1/files/{call.upload.file_id}")
+    filename = name.json().get("filename", call.upload.file_id) if name.status_code < 400 else call.upload.file_id
+    return await client.request(call.method, call.path, data=call.form or {},
+                                files=[(call.upload.field, (filename, content.content, "application/octet-stream"))])
+
+
 async def run_steps(app: ASGIApp, token: str | None, steps: list[PlanStep], *, db: Database, actor: str,
                     tenant: str, plan_id: str) -> list[StepResult]:
     """The steps in order until one fails; one result for each step that was called."""
@@ -36,7 +52,7 @@ async def run_steps(app: ASGIApp, token: str | None, steps: list[PlanStep], *, d
                                  timeout=None) as client:
         for i, step in enumerate(steps):
             call = step.call
-            r = await client.request(call.method, call.path, json=call.body)
+            r = await _send(client, step)
             ok = r.status_code < 400
             results.append(StepResult(step=i, operation=step.operation, status=r.status_code, ok=ok, result=_body(r)))
             await anyio.to_thread.run_sync(lambda: audit(db, actor, tenant, "ask.step", f"{call.method} {call.path}",

@@ -20,6 +20,9 @@ _FRACTION = re.compile(r"(?<![\w.])(0?\.\d+)(?![\w.])")
 _INTEGER = re.compile(r"(?<![\w.%-])(\d{1,4})(?![\w.%-])")
 _QUERY = re.compile(r"\b(?:for|about|on|regarding|mention(?:s|ing)?)\s+(.+)$", re.IGNORECASE)
 _NAMED = re.compile(r"\b(?:called|named|name it|as)\s+[\"']?([A-Za-z0-9][\w.-]{0,63})", re.IGNORECASE)
+_TENANT = re.compile(r"\btenant\s+[\"']?([A-Za-z0-9][\w.-]{0,127})", re.IGNORECASE)
+_SCOPE_WORDS = {"read": r"read(?:-only|ing)?", "infer": r"infer(?:ence)?|inferring", "train": r"train(?:ing)?",
+                "admin": r"admin(?:istrator|istration)?"}
 _QUERY_TAIL = re.compile(r"(?:\s+(?:in|from|of|using|within|the|my|our|knowledge base|kb|docs?)\b)+\s*$", re.IGNORECASE)
 
 
@@ -50,12 +53,18 @@ def _words_value(p: Param, text: str, mentions: list[Mention]) -> Any:
         nums = [int(n) for n in _INTEGER.findall(low)]
         nums = [n for n in nums if (p.minimum is None or n >= p.minimum) and (p.maximum is None or n <= p.maximum)]
         return nums[0] if len(nums) == 1 else None
+    if p.kind == ParamKind.SCOPES:
+        hits = [c for c in p.choices if re.search(rf"\b(?:{_SCOPE_WORDS.get(c, re.escape(c))})\b", low)]
+        return hits or None
     if p.kind == ParamKind.TEXT:
         return _text_value(p, plain)
     return None
 
 
 def _text_value(p: Param, plain: str) -> str | None:
+    if p.name == "tenant":
+        m = _TENANT.search(plain)
+        return m.group(1).strip(".") if m else None
     if p.name == "name":
         m = _NAMED.search(plain)
         return m.group(1).strip(".") if m else None
@@ -74,13 +83,24 @@ def _outside(text: str, mentions: list[Mention]) -> str:
     return "".join(out)
 
 
-def _ask_for(p: Param, entities: Entities) -> tuple[str, list[str]]:
+def _ask_for(p: Param, entities: Entities, text: str) -> tuple[str, list[str]]:
+    if p.kind == ParamKind.FILE:
+        return _ask_for_file(entities, text)
     known = entities.known(p.kind)
-    what = {ParamKind.KB: "knowledge base"}.get(p.kind, p.kind.value)
+    what = {ParamKind.KB: "knowledge base", ParamKind.KEY: "key (its id, key_...)"}.get(p.kind, p.kind.value)
     if not known:
         return f"Which {what}? There is no {what} you can use yet.", []
     shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
     return f"Which {what} ({p.description})? The ones you can use: {shown}.", known
+
+
+def _ask_for_file(entities: Entities, text: str) -> tuple[str, list[str]]:
+    missing = entities.unknown_paths(text)
+    if missing:
+        return (f"I cannot find the file {missing[0]}: give the path of an existing file (with `llmos ask`, "
+                "relative to where it runs), or upload it to /v1/files and name its id.", [])
+    return ("Which file? Name its path (with `llmos ask`) or the id of a file uploaded to /v1/files.",
+            entities.known(ParamKind.FILE))
 
 
 def fill(op: Operation, text: str, mentions: list[Mention], entities: Entities) -> Filled:
@@ -92,7 +112,7 @@ def fill(op: Operation, text: str, mentions: list[Mention], entities: Entities) 
         if p.kind in ENTITY_KINDS:
             values = list(dict.fromkeys(m.value for m in mentions if m.kind == p.kind))
             if not values:
-                out.question, out.options = _ask_for(p, entities)
+                out.question, out.options = _ask_for(p, entities, text)
                 return out
             if len(values) > 1:
                 if repeated is not None:  # two names repeated: which goes with which is a guess
@@ -104,6 +124,10 @@ def fill(op: Operation, text: str, mentions: list[Mention], entities: Entities) 
         value = _words_value(p, text, mentions)
         if value is not None:
             base[p.name] = value
+        elif p.required and p.kind == ParamKind.SCOPES:  # what a key may do is never guessed
+            out.question = f"Which scopes should it have ({', '.join(p.choices)})?"
+            out.options = list(p.choices)
+            return out
         elif p.required:
             out.open.append(p)
     names, values = repeated if repeated else (None, [None])

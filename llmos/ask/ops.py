@@ -8,7 +8,9 @@ from: the names of the caller's own models, datasets, jobs or knowledge bases, o
 
 from __future__ import annotations
 
+import re
 from enum import Enum
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,9 +25,13 @@ class ParamKind(str, Enum):
     INTEGER = "integer"
     SHARE = "share"  # a fraction in (0, 1); "10%" reads as 0.1
     CHOICE = "choice"  # one of ``choices``
+    SCOPES = "scopes"  # one or more of ``choices``, named in the words; never guessed
+    KEY = "key"  # an API key's id (key_...), as written in the request
+    FILE = "file"  # an uploaded file's id (file-...) or a path on the asking client's machine
 
 
-ENTITY_KINDS = (ParamKind.MODEL, ParamKind.DATASET, ParamKind.JOB, ParamKind.KB)
+ENTITY_KINDS = (ParamKind.MODEL, ParamKind.DATASET, ParamKind.JOB, ParamKind.KB, ParamKind.KEY, ParamKind.FILE)
+FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 
 
 class Param(BaseModel):
@@ -40,6 +46,7 @@ class Param(BaseModel):
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    from_file: bool = False  # when the words do not give it: the file argument's name without its suffix
 
     def schema(self) -> dict[str, Any]:
         """The JSON schema of one value (before narrowing to the names that exist)."""
@@ -54,17 +61,37 @@ class Param(BaseModel):
             return {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
         if self.kind == ParamKind.CHOICE:
             return {"enum": list(self.choices)}
+        if self.kind == ParamKind.SCOPES:
+            return {"type": "array", "items": {"enum": list(self.choices)}, "minItems": 1, "uniqueItems": True}
         return {"type": "string", "minLength": 1, "maxLength": 200}
 
 
+class Upload(BaseModel):
+    """The file a multipart step sends: an uploaded file of the caller's (``file_id``, read through
+    ``GET /v1/files/{id}/content`` with the caller's key) or a ``path`` on the asking client's machine,
+    which only that client can send (``llmos ask`` does)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str  # the route's form field
+    file_id: str | None = None
+    path: str | None = None
+
+    @classmethod
+    def of(cls, field: str, value: str) -> Upload:
+        return cls(field=field, file_id=value) if FILE_ID.match(value) else cls(field=field, path=value)
+
+
 class StepCall(BaseModel):
-    """One route call: what a plan step runs."""
+    """One route call: what a plan step runs (a JSON body, or form fields and one file)."""
 
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["GET", "POST", "PUT", "DELETE"]
     path: str
     body: dict[str, Any] | None = None
+    form: dict[str, str] | None = None
+    upload: Upload | None = None
 
 
 class Operation(BaseModel):
@@ -79,12 +106,23 @@ class Operation(BaseModel):
     params: tuple[Param, ...] = ()
     fixed: dict[str, Any] = Field(default_factory=dict)  # body fields every call carries
     changes: bool = True  # False: it only reads
+    upload_field: str | None = None  # a multipart route: its FILE parameter goes in this form field
 
     def describe(self, args: dict[str, Any]) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in args.items())
         return f"{self.summary} ({shown})" if shown else self.summary
 
+    def with_defaults(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``args`` plus the values that default to the file's name."""
+        out = dict(args)
+        for p in self.params:
+            if p.from_file and p.name not in out and "file" in out:
+                out[p.name] = file_stem(str(out["file"]))
+        return out
+
     def call(self, args: dict[str, Any]) -> StepCall:
+        if self.upload_field is not None:
+            return self._multipart(args)
         path, body = self.path, dict(self.fixed)
         for p in self.params:
             if p.name not in args:
@@ -96,6 +134,26 @@ class Operation(BaseModel):
         has_body = self.method != "GET" and (body or self.method in ("POST", "PUT"))
         return StepCall(method=self.method, path=path, body=body if has_body else None)
 
+    def _multipart(self, args: dict[str, Any]) -> StepCall:
+        path, form, upload = self.path, {k: str(v) for k, v in self.fixed.items()}, None
+        for p in self.params:
+            value = args.get(p.name)
+            if value is None:
+                continue
+            if p.kind == ParamKind.FILE:
+                upload = Upload.of(self.upload_field or "file", str(value))
+            elif p.where == "path":
+                path = path.replace("{" + p.name + "}", str(value))
+            else:
+                form[p.body_key or p.name] = str(value)
+        return StepCall(method=self.method, path=path, form=form or None, upload=upload)
+
+
+def file_stem(value: str) -> str:
+    """A dataset name from a file's name: "data/sst2_train.tsv" -> "sst2_train" (a file id stays itself)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", PurePath(value).stem).strip("-._")
+    return (stem or "data")[:64]
+
 
 def _model(desc: str = "the model", where: Literal["path", "body"] = "body") -> Param:
     return Param(name="model", kind=ParamKind.MODEL, description=desc, where=where)
@@ -104,6 +162,7 @@ def _model(desc: str = "the model", where: Literal["path", "body"] = "body") -> 
 _JOB = Param(name="job", kind=ParamKind.JOB, description="the job's id", where="path")
 _KB = Param(name="kb", kind=ParamKind.KB, description="the knowledge base", where="path")
 _DATASET = Param(name="dataset", kind=ParamKind.DATASET, description="the dataset to train on")
+_FILE = Param(name="file", kind=ParamKind.FILE, description="the file (a path or an uploaded file's id)")
 _METHOD = Param(name="method", kind=ParamKind.CHOICE, description="fine-tuning method", required=False,
                 choices=("full", "lora", "prefix", "prompt"))
 
@@ -183,6 +242,32 @@ OPERATIONS: tuple[Operation, ...] = (
               params=(Param(name="name", kind=ParamKind.TEXT, description="the new knowledge base's name"),),
               cues=(r"create", r"new", r"make"),
               examples=("create a knowledge base called faq", "make a new knowledge base named docs")),
+    Operation(name="add_documents", summary="add a document to a knowledge base", method="POST",
+              path="/v1/kb/{kb}/documents", params=(_KB, _FILE), upload_field="files",
+              cues=(r"add", r"index", r"ingest", r"put", r"documents?"),
+              examples=("add the file to the knowledge base", "index this document in the faq",
+                        "put the file into the knowledge base", "ingest the notes into the docs kb")),
+    Operation(name="import_dataset", summary="import a dataset from a file", method="POST", path="/v1/datasets",
+              params=(_FILE, Param(name="name", kind=ParamKind.TEXT, description="the dataset's name",
+                                   from_file=True, required=False)),
+              upload_field="file", cues=(r"import", r"upload", r"datasets?", r"training data"),
+              examples=("import the file as a dataset", "upload the file as training data called reviews",
+                        "make a dataset from the file", "load the csv file into a new dataset")),
+    Operation(name="create_key", summary="create an API key", method="POST", path="/admin/keys",
+              params=(Param(name="scopes", kind=ParamKind.SCOPES, description="what the key may do",
+                            choices=("read", "infer", "train", "admin")),
+                      Param(name="tenant", kind=ParamKind.TEXT, description="the tenant it acts for", required=False),
+                      Param(name="name", kind=ParamKind.TEXT, description="a label for the key", required=False)),
+              cues=(r"(api )?keys?", r"create", r"new", r"issue", r"generate", r"token"),
+              examples=("create an api key with the read scope", "make a new key for tenant acme that can infer",
+                        "issue an inference token for the team", "generate a train key called ci")),
+    Operation(name="list_keys", summary="list the API keys", method="GET", path="/admin/keys", changes=False,
+              cues=(r"(api )?keys", r"tokens"),
+              examples=("list the api keys", "which keys exist", "show all the access tokens")),
+    Operation(name="revoke_key", summary="revoke an API key", method="DELETE", path="/admin/keys/{key}",
+              params=(Param(name="key", kind=ParamKind.KEY, description="the key's id", where="path"),),
+              cues=(r"revoke", r"disable", r"invalidate", r"deactivate"),
+              examples=("revoke the key", "disable api key key_1234", "invalidate that access token")),
 )
 
 BY_NAME: dict[str, Operation] = {op.name: op for op in OPERATIONS}

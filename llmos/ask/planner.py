@@ -115,6 +115,7 @@ def _grounded(done: dict[str, object], known: dict[str, object], part: str) -> b
 
 
 def _step(op: Operation, args: dict[str, object]) -> PlanStep:
+    args = op.with_defaults(args)
     return PlanStep(operation=op.name, summary=op.describe(args), arguments=args, call=op.call(args),
                     changes=op.changes)
 

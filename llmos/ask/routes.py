@@ -18,6 +18,7 @@ from llmos.ask.execute import run_steps
 from llmos.ask.planner import Planner
 from llmos.ask.plans import Plans
 from llmos.ask.types import AskIn, AskOut
+from llmos.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/ask", tags=["ask"])
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -39,11 +40,16 @@ class AskService:
 
 async def _plan(request: Request, body: AskIn, caller: Caller) -> AskOut:
     state = request.app.state
-    entities = await run_in_threadpool(gather, state.runtime, getattr(state, "jobs", None), caller.tenant)
+    entities = await run_in_threadpool(gather, state.runtime, getattr(state, "jobs", None), caller.tenant,
+                                       body.local_files)
     return await AskService.of(request).planner.plan(body.text, entities, caller.tenant, caller.scopes)
 
 
 async def _run(request: Request, plan: AskOut, caller: Caller) -> AskOut:
+    local = [s.call.upload.path for s in plan.steps if s.call.upload is not None and s.call.upload.path]
+    if local:  # the files are on the asking machine: only its client can send them
+        raise InvalidInput(f"this plan uploads {', '.join(local)} from the machine that asked: run it with "
+                           "`llmos ask` there, or upload the file to /v1/files and name its id", param="plan_id")
     results = await run_steps(request.app, bearer_token(request.scope), plan.steps, db=request.app.state.runtime.db,
                               actor=caller.key_id or "local", tenant=caller.tenant, plan_id=plan.id or "-")
     ran = [f"{plan.steps[r.step].summary}: {'done' if r.ok else f'failed ({_why(r.result)})'}" for r in results]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,9 @@ class AskIn(BaseModel):
 
     text: str = Field(min_length=1, max_length=MAX_REQUEST_CHARS, description="what to do, in plain language")
     confirm: bool = Field(False, description="run the plan at once instead of returning it for confirmation")
+    local_files: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(default_factory=list, max_length=16,
+                                   description="paths written in text that exist on the asking client's machine "
+                                               "(llmos ask sends them; only that client can upload them)")
 
 
 class PlanStep(BaseModel):

@@ -50,6 +50,7 @@ RULES: tuple[Rule, ...] = (
     _r("/docs", "GET", OPEN),
     _r("/redoc", "GET", OPEN, exact=True),
     _r("/metrics", "GET", ADMIN, exact=True),  # labels name every tenant's models
+    _r("/admin/keys", "*", ADMIN),  # create, list, revoke keys of any tenant: the operator's
     _r("/admin", "*", ADMIN),
     _r("/v1/models", "GET", READ, INFER, TRAIN),
     _r("/v1/chat/completions", "POST", INFER, exact=True),

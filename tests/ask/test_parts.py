@@ -59,9 +59,9 @@ def test_arguments_come_from_the_words_and_missing_names_are_questions(names: En
 
 
 def test_each_operation_makes_its_routes_call() -> None:
-    assert BY_NAME["pause_job"].call({"job": JOB}).model_dump() == {
+    assert BY_NAME["pause_job"].call({"job": JOB}).model_dump(exclude_none=True) == {
         "method": "POST", "path": f"/v1/jobs/{JOB}/pause", "body": {}}
-    assert BY_NAME["set_loop"].call({"model": "bot", "canary_share": 0.1}).model_dump() == {
+    assert BY_NAME["set_loop"].call({"model": "bot", "canary_share": 0.1}).model_dump(exclude_none=True) == {
         "method": "PUT", "path": "/v1/loop/bot", "body": {"canary_share": 0.1}}
     assert BY_NAME["list_models"].call({}).body is None
     for op in OPERATIONS:  # every path parameter is filled
@@ -110,3 +110,51 @@ def test_a_request_of_separators_alone_is_a_question() -> None:
 
     answer = asyncio.run(Planner(kernel=None).plan(" ; . ", Entities(), "t", {"read"}))  # type: ignore[arg-type]
     assert answer.status == "question" and answer.steps == []
+
+
+def test_paths_in_the_words_are_found_as_written() -> None:
+    from llmos.ask.paths import path_tokens
+
+    assert path_tokens("import ./data/sst2.tsv as reviews, then add 'notes.md' to faq.") == ["./data/sst2.tsv",
+                                                                                            "notes.md"]
+    assert path_tokens("load minilm-l6 and see https://example.org/x.html") == []
+
+
+def test_file_steps_are_multipart_calls_of_their_routes() -> None:
+    from llmos.ask.ops import BY_NAME
+
+    imp = BY_NAME["import_dataset"]
+    args = imp.with_defaults({"file": "/tmp/in/sst2 sample.tsv"})
+    assert args["name"] == "sst2-sample"
+    call = imp.call(args)
+    assert (call.method, call.path, call.body, call.form) == ("POST", "/v1/datasets", None, {"name": "sst2-sample"})
+    assert call.upload is not None and call.upload.path == "/tmp/in/sst2 sample.tsv" and call.upload.field == "file"
+    fid = "file-" + "ab" * 12
+    add = BY_NAME["add_documents"].call({"kb": "faq", "file": fid})
+    assert add.path == "/v1/kb/faq/documents" and add.upload is not None
+    assert (add.upload.field, add.upload.file_id, add.upload.path) == ("files", fid, None)
+
+
+def test_key_and_file_arguments_come_from_the_words(names: Entities) -> None:
+    from llmos.ask.ops import BY_NAME
+
+    create = BY_NAME["create_key"]
+    text = "create a key for tenant acme-ops with read and inference scopes named ci"
+    filled = fill(create, text, names.mentions(text), names)
+    assert filled.question is None and filled.sets == [{"scopes": ["read", "infer"], "tenant": "acme-ops",
+                                                        "name": "ci"}]
+    vague = fill(create, "create a new api key", [], names)
+    assert vague.question is not None and "scopes" in vague.question and vague.sets == []
+    revoke = "revoke key_0123456789abcdef"
+    assert fill(BY_NAME["revoke_key"], revoke, names.mentions(revoke), names).sets == [{"key": "key_0123456789abcdef"}]
+    missing = "import ./nowhere/rows.csv as rows"
+    asked = fill(BY_NAME["import_dataset"], missing, names.mentions(missing), names)
+    assert asked.question is not None and "./nowhere/rows.csv" in asked.question
+
+
+def test_a_path_the_client_found_is_a_file_mention(names: Entities) -> None:
+    names.names[ParamKind.FILE] = {"./rows.csv": ["./rows.csv"]}
+    text = "import ./rows.csv as rows"
+    found = [m for m in names.mentions(text) if m.kind == ParamKind.FILE]
+    assert [(m.value, text[m.start:m.end]) for m in found] == [("./rows.csv", "./rows.csv")]
+    assert names.unknown_paths(text) == []

@@ -80,6 +80,7 @@ MODEL_ROUTES: dict[tuple[str, str], list[tuple[str, Body]]] = {
 NO_MODEL = {  # routes that take no model name (ids, datasets, listings of the caller's own things)
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
     ("GET", "/health"), ("GET", "/admin/ps"), ("GET", "/admin/alerts"), ("GET", "/metrics"),
+    ("POST", "/admin/keys"), ("GET", "/admin/keys"), ("DELETE", "/admin/keys/{key_id}"),
     ("POST", "/v1/datasets"), ("GET", "/v1/datasets"), ("GET", "/v1/datasets/{name}"),
     ("POST", "/v1/datasets/{name}/clean"), ("POST", "/v1/datasets/{name}/split"),
     ("POST", "/v1/datasets/{name}/augment"), ("GET", "/v1/models"),
