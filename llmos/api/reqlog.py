@@ -40,6 +40,13 @@ class LogEntry:
         return f"{self.owner}/{self.model}" if self.owner else self.model
 
 
+def learns(app_state: Any, name: str, tenant: str) -> bool:
+    """Whether ``tenant``'s ``name`` has a feedback-loop policy: then its inputs and outputs are kept to
+    learn from corrections."""
+    loop = getattr(app_state, "loop", None)
+    return loop is not None and loop.learns(name, tenant)
+
+
 def _write(runtime: Runtime, e: LogEntry) -> None:
     keep = runtime.settings.log_prompts or e.keep
     with runtime.db.session() as s:

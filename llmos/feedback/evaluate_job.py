@@ -42,6 +42,8 @@ class GateRule(BaseModel):
 
     margin: float = Field(ge=0, le=1)
     val_tolerance: float = Field(ge=0, le=1)
+    confidence: float = Field(0.9, ge=0.5, lt=1, description="of the paired gain's lower bound")
+    seed: int = Field(0, ge=0, description="seeds the bootstrap")
 
 
 class EvaluateSpec(BaseModel):
@@ -79,11 +81,11 @@ class EvaluateResult(BaseModel):
     gate: GateResult | None = None
 
 
-def gate_spec(registry: Registry, candidate: str, serving: str, dataset: str, margin: float, val_tolerance: float,
+def gate_spec(registry: Registry, candidate: str, serving: str, dataset: str, rule: GateRule,
               tenant: str) -> EvaluateSpec:
     """The spec of a gate: candidate against the serving version on the round dataset's splits."""
     models = [candidate, serving]
-    return EvaluateSpec(models=models, dataset=dataset, gate=GateRule(margin=margin, val_tolerance=val_tolerance),
+    return EvaluateSpec(models=models, dataset=dataset, gate=rule,
                         base=largest_weights(registry, models, tenant).ref, tenant=tenant)
 
 
@@ -134,7 +136,9 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
     result = EvaluateResult(metric=metric, rows=counts, scores=scores, reports=found)
     if parsed.gate is not None and len(parsed.models) >= 2:
         cand, serv = parsed.models[:2]
-        result.gate = decide(metric, scores[cand], scores[serv], counts, parsed.gate.margin, parsed.gate.val_tolerance)
+        rule = parsed.gate
+        result.gate = decide(metric, found[cand], found[serv], counts, rule.margin, rule.val_tolerance,
+                             rule.confidence, rule.seed)
         ctx.log(f"gate {'passed' if result.gate.passed else 'rejected'}: {result.gate.reason}")
     return result
 

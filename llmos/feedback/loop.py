@@ -30,8 +30,9 @@ from llmos.feedback.items import FeedbackStore
 from llmos.jobs import JobRunner, JobState
 from llmos.feedback.canary import CanaryRouter, arm_stats, judge
 from llmos.feedback.canary_signals import record_canary_outcome
+from llmos.feedback.rated import confirmed, preferred_over_rejected, rated, with_rejected
 from llmos.feedback.rounds import build_round
-from llmos.feedback.evaluate_job import KIND as EVALUATE, EvaluateResult, EvaluateSpec, gate_spec
+from llmos.feedback.evaluate_job import KIND as EVALUATE, EvaluateResult, EvaluateSpec, GateRule, gate_spec
 from llmos.feedback.policy import Policies, PolicyState
 from llmos.runtime import Runtime
 from llmos.store.manifest import ModelInfo
@@ -138,8 +139,10 @@ class Loop:
             raise Conflict(f"{serving.ref} was not trained by llmos: no dataset in its lineage to retrain from")
         root = p.root_dataset or f"{lin.dataset.name}@{lin.dataset.version}"
         datasets = Datasets.of(self.runtime, p.tenant)
-        examples = self.feedback.examples(p.name, p.tenant, upto=upto)
-        built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed)
+        answers = rated(self.db, p.name, p.tenant, upto=upto)
+        examples = with_rejected(self.feedback.examples(p.name, p.tenant, upto=upto), answers)
+        built = build_round(datasets, p.name, root, examples + preferred_over_rejected(answers), p.settings.holdout,
+                            p.settings.seed, confirmed(answers), p.settings.thumbs_up_train)
         hp = {k: v for k, v in (lin.hyperparameters or {}).items() if k in Hyperparameters.model_fields}
         hp.update(p.settings.hyperparameters)
         owner = self.registry.owner(p.name, p.tenant)  # a public name's loop was set by an admin
@@ -167,8 +170,10 @@ class Loop:
                                 reason="the serving version changed while the candidate trained (rollback or "
                                        "re-tag); the candidate is not promoted")
         dataset = str(job.spec.get("dataset", ""))
-        spec = gate_spec(self.registry, candidate, _version(self.registry, serving) or serving.ref, dataset,
-                         p.settings.margin, p.settings.val_tolerance, p.tenant)
+        rule = GateRule(margin=p.settings.margin, val_tolerance=p.settings.val_tolerance,
+                        confidence=p.settings.confidence, seed=p.settings.seed)
+        spec = gate_spec(self.registry, candidate, _version(self.registry, serving) or serving.ref, dataset, rule,
+                         p.tenant)
         gate_job = self.jobs.submit(EVALUATE, spec.model_dump(mode="json"), tenant=p.tenant)
         self.policies.update(p.name, p.tenant, expect="training", state="gating", job_id=gate_job,
                              candidate=candidate)

@@ -27,7 +27,11 @@ class LoopSettings(BaseModel):
 
     min_feedback: int = Field(20, ge=1, description="new corrected items that start a retrain")
     holdout: float = Field(0.2, ge=0.05, le=0.5, description="share of the feedback kept aside for the gate")
-    margin: float = Field(0.01, ge=0, le=1, description="how much better on held-out feedback a candidate must be")
+    margin: float = Field(0.01, ge=0, le=1, description="how much better on the fair held-out rows a candidate "
+                                                        "must be, at the lower bound of its paired gain")
+    confidence: float = Field(0.9, ge=0.5, lt=1, description="confidence of that lower bound (paired bootstrap)")
+    thumbs_up_train: bool = Field(False, description="chat: answers rated +1 join the training rows (never the "
+                                                     "held-out ones)")
     val_tolerance: float = Field(0.0, ge=0, le=1, description="how far the original validation score may fall")
     canary_share: float = Field(0.2, gt=0, lt=1, description="share of traffic the candidate gets in its canary")
     canary_min: int = Field(30, ge=1, description="candidate requests before the canary is judged")
