@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 
 from llmos.db.engine import Database
 from llmos.db.tables import LoopPolicy
 from llmos.errors import InvalidInput, NotFound
 from llmos.store.names import parse_ref
+from llmos.train.methods import method_names
 
 
 class LoopSettings(BaseModel):
@@ -32,12 +33,22 @@ class LoopSettings(BaseModel):
     confidence: float = Field(0.9, ge=0.5, lt=1, description="confidence of that lower bound (paired bootstrap)")
     thumbs_up_train: bool = Field(False, description="chat: answers rated +1 join the training rows (never the "
                                                      "held-out ones)")
+    method: str | None = Field(None, description="the retrain's method (default: the serving version's); `dpo` "
+                                                 "trains a chat model on its preference pairs")
+    min_pairs: int = Field(4, ge=1, description="with method dpo: trained preference pairs a round waits for")
     val_tolerance: float = Field(0.0, ge=0, le=1, description="how far the original validation score may fall")
     canary_share: float = Field(0.2, gt=0, lt=1, description="share of traffic the candidate gets in its canary")
     canary_min: int = Field(30, ge=1, description="candidate requests before the canary is judged")
     seed: int = Field(0, ge=0, description="seeds the held-out choice and the canary split")
     enabled: bool = True
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="overrides for the retrain job")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str | None) -> str | None:
+        if value is not None and value not in method_names():
+            raise ValueError(f"unknown method {value!r}; use one of {', '.join(method_names())}")
+        return value
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> "LoopSettings":

@@ -31,6 +31,7 @@ class Rated:
     corrected: bool
     inputs: list[str]
     outputs: list[Any]  # one logged answer per input
+    cut_off: bool = False  # the answer did not finish (a stream the client left): never a confirmed answer
 
 
 def rated(db: Database, name: str, tenant: str, *, upto: int | None = None) -> list[Rated]:
@@ -49,7 +50,8 @@ def rated(db: Database, name: str, tenant: str, *, upto: int | None = None) -> l
             outputs = r.output if r.route in ("classify", "tag") and isinstance(r.output, list) else [r.output]
             if len(outputs) != len(inputs):
                 continue
-            out.append(Rated(f.id, r.id, r.model, r.route, int(f.rating), f.correction is not None, inputs, outputs))
+            out.append(Rated(f.id, r.id, r.model, r.route, int(f.rating), f.correction is not None, inputs, outputs,
+                             cut_off=r.status != 200))
     return out
 
 
@@ -57,7 +59,7 @@ def confirmed(answers: list[Rated]) -> list[Example]:
     """Thumbs-up answers without a correction, as examples whose target is the logged answer."""
     out = []
     for a in answers:
-        if a.rating > 0 and not a.corrected:
+        if a.rating > 0 and not a.corrected and not a.cut_off:
             out.extend(Example(a.feedback_id, a.request_id, a.model, a.route, text, _target(a.route, answer))
                        for text, answer in zip(a.inputs, a.outputs) if answer is not None)
     return out
@@ -73,7 +75,7 @@ def with_rejected(examples: list[Example], answers: list[Rated]) -> list[Example
 def preferred_over_rejected(answers: list[Rated]) -> list[Example]:
     """Thumbs-down answers without a correction, paired with a confirmed answer to the same input."""
     good = {(a.route, a.inputs[0]): a for a in answers
-            if a.rating > 0 and not a.corrected and a.route in TEXT_ROUTES}
+            if a.rating > 0 and not a.corrected and not a.cut_off and a.route in TEXT_ROUTES}
     out = []
     for a in answers:
         match = good.get((a.route, a.inputs[0])) if a.rating < 0 and not a.corrected else None

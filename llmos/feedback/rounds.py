@@ -26,6 +26,10 @@ from llmos.feedback.shapes import TEXT_ROUTES, Example, to_rows
 VALIDATION_SHARE = 0.1  # carved from a root without a validation split
 
 
+class RoundWaits(Exception):
+    """A round cannot start yet for want of rows of one kind; the message says which and how many."""
+
+
 @dataclass
 class RoundData:
     dataset: DatasetInfo
@@ -68,6 +72,15 @@ def build_round(datasets: Datasets, name: str, root_ref: str, examples: list[Exa
                                     "confirmed_held_out_rows": len(held_good), "preference_pairs": pairs})
     info = datasets.register_rows(f"{name}-feedback", rows, parent=root, derivation=derivation)
     return RoundData(info, len(trained), len(held), pairs)
+
+
+def trained_pairs(examples: list[Example], holdout: float, seed: int) -> int:
+    """How many preference pairs a round of ``examples`` would train on (newest per input, training side)."""
+    latest: dict[str, Example] = {}
+    for e in examples:
+        if e.route in TEXT_ROUTES:
+            latest[input_text(to_rows([e])[0])] = e
+    return sum(1 for text, e in latest.items() if e.rejected and stable_fraction(seed, text) >= holdout)
 
 
 def _latest(task: Task, examples: list[Example]) -> dict[str, Row]:

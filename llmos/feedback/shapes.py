@@ -51,8 +51,13 @@ def expected_shape(route: str, n_inputs: int, labels: list[str]) -> str:
     return f"requests of route {route!r} take a rating and a comment, not a correction"
 
 
-def normalise(route: str, correction: Any, inputs: list[str] | None, n_inputs: int, labels: list[str]) -> Any:
-    """The stored form of ``correction``; InvalidInput naming the expected shape when it does not fit."""
+CHARS_PER_TOKEN = 4  # a context of N tokens holds about 4N characters of text: the bound on a text correction
+
+
+def normalise(route: str, correction: Any, inputs: list[str] | None, n_inputs: int, labels: list[str],
+              max_chars: int | None = None) -> Any:
+    """The stored form of ``correction``; InvalidInput naming the expected shape when it does not fit (a text
+    correction longer than ``max_chars``, what the model's context holds, included)."""
     def bad(why: str = "") -> InvalidInput:
         return InvalidInput(f"{why}{'; ' if why else ''}{expected_shape(route, n_inputs, labels)}",
                             param="correction")
@@ -75,6 +80,9 @@ def normalise(route: str, correction: Any, inputs: list[str] | None, n_inputs: i
         return [None if spans is None else _spans(spans, (inputs or [None] * n_inputs)[i], types, bad)
                 for i, spans in enumerate(items)]
     if route in TEXT_ROUTES and isinstance(correction, str) and correction.strip():
+        if max_chars is not None and len(correction) > max_chars:
+            raise InvalidInput(f"the correction has {len(correction)} characters, more than the model's context holds "
+                               f"(at most {max_chars}); send the better answer alone", param="correction")
         return correction
     raise bad()
 
