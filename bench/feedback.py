@@ -11,6 +11,7 @@ follows. Printed: accuracy on held-out rows (never trained on, never corrected) 
 
     .venv/bin/python bench/feedback.py                         # the full run (20 intents)
     .venv/bin/python bench/feedback.py --smoke                 # 4 intents, 10/20 corrections, 1 epoch
+    .venv/bin/python bench/feedback.py --chat                  # the chat run (bench/feedback_chat.py)
 """
 
 from __future__ import annotations
@@ -81,7 +82,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=4)
     ap.add_argument("--held-out", type=int, default=20, help="held-out rows per intent")
     ap.add_argument("--home", default=None)
+    ap.add_argument("--chat", action="store_true", help="the chat run: SmolLM2 on NQ-open (bench/feedback_chat.py)")
     a = ap.parse_args()
+    if a.chat:
+        from bench.feedback_chat import chat_main
+
+        if "--checkpoints" not in sys.argv:
+            a.checkpoints = "50,100,200"
+        if "--seed-rows" not in sys.argv:
+            a.seed_rows = 20
+        if "--epochs" not in sys.argv:
+            a.epochs = 2
+        if "--held-out" not in sys.argv:
+            a.held_out = 100
+        return chat_main(a)
     if a.smoke:
         a.intents, a.checkpoints, a.epochs, a.held_out = 4, "10,20", 1, 10
     checkpoints = [int(c) for c in a.checkpoints.split(",")]

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmos.data.registry import Datasets
 from llmos.data.rows import Row
 from llmos.errors import InvalidInput
-from llmos.feedback.gate import GateResult, decide, reports
+from llmos.feedback.gate import GateResult, decide, report_settings, reports
 from llmos.kernel.core import Kernel
 from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
@@ -120,12 +120,13 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
     ctx.log(f"evaluating {', '.join(parsed.models)} on {parsed.dataset}: "
             + ", ".join(f"{name} {n} rows" for name, n in counts.items()))
     metric, found = "", {}
+    settings = report_settings(store.registry.get(parsed.models[0], tenant=parsed.tenant))  # one for every model
     kernel = Kernel(ctx.settings, store.registry)  # serves prompt tasks; loads nothing until one is scored
     try:
         for i, ref in enumerate(parsed.models):
             ctx.progress(i, len(parsed.models))
             ctx.pause_point()
-            metric, found[ref] = reports(store.registry, ref, splits, kernel, tenant=parsed.tenant)
+            metric, found[ref] = reports(store.registry, ref, splits, kernel, tenant=parsed.tenant, settings=settings)
             found[ref] = {s: r.model_copy(update={"model": ref, "dataset": parsed.dataset,
                                                   "split": parsed.splits[s] or "all"}) for s, r in found[ref].items()}
             ctx.log(f"{ref}: " + ", ".join(f"{s} {metric} {r.metric(metric):.4f}" for s, r in found[ref].items()))

@@ -20,7 +20,7 @@ from llmos.data.rows import Row
 from llmos.feedback.stats import PairedGain, paired_gain
 from llmos.kernel.core import Kernel
 from llmos.prompt_tasks.evaluate import evaluate_prompt_task
-from llmos.store.manifest import is_prompt_task
+from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.names import DEFAULT_TENANT
 from llmos.store.registry import Registry
 from llmos.train.config import Hyperparameters, resolve
@@ -46,7 +46,7 @@ class GateResult(BaseModel):
 
 
 def reports(registry: Registry, ref: str, splits: dict[str, list[Row]], kernel: Kernel | None = None,
-            tenant: str | None = DEFAULT_TENANT) -> tuple[str, dict[str, EvalReport]]:
+            tenant: str | None = DEFAULT_TENANT, settings: Hyperparameters | None = None) -> tuple[str, dict[str, EvalReport]]:
     """The task's main metric and stored model ``ref``'s report (``ref`` read in ``tenant``'s namespace)
     on each non-empty split (loaded once). A prompt task is served by ``kernel`` (default: an in-process
     one, closed at the end)."""
@@ -63,9 +63,20 @@ def reports(registry: Registry, ref: str, splits: dict[str, list[Row]], kernel: 
                 kernel.close()
     loaded = load_trained(registry, info.key)
     task = get_task(loaded.task)
-    cfg = resolve(Hyperparameters(), loaded.task, "full", loaded.info.manifest.context_length)
+    cfg = resolve(settings or report_settings(info), loaded.task, "full", loaded.info.manifest.context_length)
     return metric, {split: task.report(loaded.model, loaded.tokenizer, rows, loaded.labels, cfg, loaded.chat_template)
                     for split, rows in splits.items() if rows}
+
+
+REPORT_SETTINGS = ("report_rows", "max_new_tokens", "max_length", "batch_size")
+
+
+def report_settings(info: ModelInfo) -> Hyperparameters:
+    """The report settings a version was trained with (how many answers to generate, how long). The gate
+    scores both versions with the candidate's, so their rows pair up and a small model's gate is as quick
+    as its training report."""
+    hp = info.manifest.lineage.hyperparameters or {}
+    return Hyperparameters(**{k: hp[k] for k in REPORT_SETTINGS if hp.get(k) is not None})
 
 
 def scores(registry: Registry, ref: str, splits: dict[str, list[Row]],

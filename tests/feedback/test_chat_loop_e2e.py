@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # three real LoRA fi
 SEED = {"max_steps": 2, "max_length": 128, "batch_size": 4, "learning_rate": 1e-4, "lora_r": 4,
         "report_rows": 2, "max_new_tokens": 16}
 ROUND = {"epochs": 3, "max_length": 128, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8,
-         "early_stopping_patience": 0, "report_rows": 6, "max_new_tokens": 32}
+         "early_stopping_patience": 0, "report_rows": 24, "max_new_tokens": 32}
 SYSTEM = "You are a coding assistant. Answer with code only."
 
 

@@ -14,6 +14,7 @@ from llmos.data.rows import SftRow
 from llmos.db.tables import RequestLog
 from llmos.errors import InvalidInput
 from llmos.feedback import FeedbackIn, FeedbackStore
+from llmos.feedback.policy import LoopSettings
 from llmos.feedback.rated import confirmed, preferred_over_rejected, rated, with_rejected
 from llmos.feedback.rounds import build_round, stable_fraction, trained_pairs
 from llmos.feedback.shapes import conversation
@@ -116,3 +117,11 @@ def test_a_logged_chat_prompt_reads_back_as_its_text_turns() -> None:
     assert turns is not None and [(t.role, t.content) for t in turns] == [("system", "s"), ("user", "q"),
                                                                            ("user", "q2")]
     assert conversation("a chat logged as plain text") is None
+
+
+def test_a_judge_model_is_refused_with_a_clear_message_and_methods_are_checked() -> None:
+    with pytest.raises(InvalidInput, match="judge model in the gate is not built"):
+        LoopSettings.parse({"judge": "smollm2-135m-instruct"})
+    with pytest.raises(InvalidInput, match="unknown method 'dpx'"):
+        LoopSettings.parse({"method": "dpx"})
+    assert LoopSettings.parse({"method": "dpo"}).min_pairs == 4
