@@ -125,3 +125,27 @@ def test_a_judge_model_is_refused_with_a_clear_message_and_methods_are_checked()
     with pytest.raises(InvalidInput, match="unknown method 'dpx'"):
         LoopSettings.parse({"method": "dpx"})
     assert LoopSettings.parse({"method": "dpo"}).min_pairs == 4
+
+
+def test_a_dpo_round_waits_for_pairs_and_says_why_once(runtime: Runtime) -> None:
+    from llmos.feedback import Loop
+    from llmos.jobs import JobRunner
+    from llmos.store.manifest import Lineage, LineageBase, LineageDataset, ManifestData
+
+    lineage = Lineage(base=LineageBase(ref="smollm2-135m-instruct:latest"), method="lora", task="sft",
+                      dataset=LineageDataset(name="helper-data", version=1))
+    runtime.store.registry.add("helper:v1", ManifestData(files=[], architecture="LlamaForCausalLM", tasks=["generate"],
+                                                         source="t", lineage=lineage), tenant="default")
+    runtime.store.registry.tag("helper:v1", "helper:latest")
+    loop = Loop(runtime, JobRunner(runtime))  # nothing is queued: the round waits before planning
+    loop.policies.set("helper", "default", {"min_feedback": 2, "method": "dpo", "min_pairs": 4})
+    store = FeedbackStore(runtime.db, runtime.store.registry)
+    for i in range(3):  # corrections without a thumbs-down: no rejected answer, no pair
+        chat(runtime, f"req-{i}", f"Question {i}?", "Not sure.")
+        store.submit(FeedbackIn(request_id=f"req-{i}", correction=f"Answer {i}."), "default")
+    assert loop.tick() == ["loop.waiting"]
+    assert loop.tick() == []  # the same reason is recorded once
+    state = loop.policies.get("helper", "default")
+    assert (state.state, state.feedback_cutoff) == ("idle", 0)  # the feedback is kept for the round
+    event = loop.history("helper", "default")["events"][-1]
+    assert event["action"] == "loop.waiting" and "waits for 4 trained preference pairs" in event["reason"]
