@@ -184,12 +184,4 @@ register_method(FullMethod())
 register_method(LoraMethod())
 register_method(PromptMethod())
 register_method(PrefixMethod())
-
-
-def _register_preference() -> None:
-    from llmos.train.preference import DpoMethod  # its own module: the method needs TRL's trainer
-
-    register_method(DpoMethod())
-
-
-_register_preference()
+# dpo registers itself from llmos.train.preference (imported by llmos.train), as sft does in task_kinds

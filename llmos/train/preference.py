@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.data.rows import Row, SftRow, Task
 from llmos.errors import InvalidInput
-from llmos.train.methods import LoraMethod
+from llmos.train.methods import LoraMethod, register_method
 
 if TYPE_CHECKING:
     from llmos.store.manifest import ModelInfo
@@ -112,3 +112,6 @@ def _divergence_guard() -> Any:
                                          "nothing was published (try a lower learning_rate)")
 
     return DivergenceGuard()
+
+
+register_method(DpoMethod())
