@@ -21,6 +21,7 @@ run as in the daemon (``llmos.feedback.zero_shot.build_first_round``: corrected 
 held-out rows beside a reference: the same base fine-tuned on the gold labels of all S rows sent.
 
     .venv/bin/python bench/feedback.py --zero-shot             # 20 intents, 200 / 400 / 800 rows sent
+    .venv/bin/python bench/feedback.py --chat                  # the chat run (bench/feedback_chat.py)
 """
 
 from __future__ import annotations
@@ -174,9 +175,22 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=4)
     ap.add_argument("--held-out", type=int, default=20, help="held-out rows per intent")
     ap.add_argument("--home", default=None)
+    ap.add_argument("--chat", action="store_true", help="the chat run: SmolLM2 on NQ-open (bench/feedback_chat.py)")
     a = ap.parse_args()
     if a.zero_shot:
         return zero_shot(a)
+    if a.chat:
+        from bench.feedback_chat import chat_main
+
+        if "--checkpoints" not in sys.argv:
+            a.checkpoints = "50,100,200"
+        if "--seed-rows" not in sys.argv:
+            a.seed_rows = 20
+        if "--epochs" not in sys.argv:
+            a.epochs = 2
+        if "--held-out" not in sys.argv:
+            a.held_out = 100
+        return chat_main(a)
     if a.smoke:
         a.intents, a.checkpoints, a.epochs, a.held_out = 4, "10,20", 1, 10
     checkpoints = [int(c) for c in a.checkpoints.split(",")]

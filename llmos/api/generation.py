@@ -80,7 +80,9 @@ def sampling(body: SamplingIn, prompt_len: int, context: int | None, cap: int | 
 
 def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int], caller: Caller,
              route: str, prompt_text: str, constraint: OutputConstraint | None = None,
-             tools: ToolPlan | None = None) -> Job:
+             tools: ToolPlan | None = None, *, request_id: str | None = None, keep: bool = False) -> Job:
+    """The kernel requests of one generation; ``request_id`` (the id the canary split used) names the
+    first choice and the response; ``keep`` logs prompt and output for the feedback loop."""
     if body.n > kernel.settings.max_queue:  # could never be queued at once: not a retry-later 503
         raise InvalidInput(f"n {body.n} is more than this daemon queues per model ({kernel.settings.max_queue}, "
                            "LLMOS_MAX_QUEUE)", param="n")
@@ -97,14 +99,16 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
             params.max_tokens = max(1, min(params.max_tokens, (left - len(ids)) // body.n))
     choices = []
     for i in range(body.n):
-        req = Request(model=resolved.key, prompt_ids=ids, params=replace(params, seed=choice_seed(params.seed, i)),
+        named = {"id": request_id} if request_id is not None and i == 0 else {}
+        req = Request(**named, model=resolved.key, prompt_ids=ids,
+                      params=replace(params, seed=choice_seed(params.seed, i)),
                       adapter=resolved.adapter, tenant=_queue_tenant(body, caller),
                       priority=body.priority if caller.priority is None else caller.priority,
                       background=caller.background)
         choices.append(Choice(i, req, tools))
     log = LogEntry(choices[0].req.id, route, resolved.exact, caller, adapter=resolved.adapter,
                    owner=resolved.info.tenant,
-                   prompt_tokens=len(ids), prompt=prompt_text)
+                   prompt_tokens=len(ids), prompt=prompt_text, keep=keep)
     return Job(choices, resolved, log)
 
 

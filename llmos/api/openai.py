@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Annotated
 
 import numpy as np
@@ -19,6 +20,7 @@ from llmos.api.grounded import ground_chat
 from llmos.api.generation import Job, check_prompt_size, created, make_job, respond_once, respond_stream, usage
 from llmos.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingsIn
 from llmos.api.reqlog import LogEntry, learns, record
+from llmos.engines.base import ChatMessage
 from llmos.engines.types import TokenLogprobs
 from llmos.kernel.core import Kernel
 from llmos.kernel.request import new_request_id
@@ -56,7 +58,8 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
                            caller: CallerDep, request: Request) -> Response:
     plan = tools.plan(body)
     needs = "a tool call inside a free reply" if plan.constraint is not None and plan.constraint.trigger else None
-    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant,
+    rid = new_request_id()  # before resolving: a canary splits traffic by request id
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", key=rid, tenant=caller.tenant,
                                                               needs=needs))
     messages = tools.chat_messages(body.messages)
     citations = None
@@ -68,8 +71,8 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
         await kernel.check_constraint(resolved, plan.constraint)
     codec = await run_in_threadpool(kernel.codec, resolved)
     ids = codec.encode_chat(messages, plan.offered or None)
-    job = make_job(kernel, body, resolved, ids, caller, "chat", prompt_text, plan.constraint, plan)
-    job.log.keep = learns(request, resolved.info.name, caller.tenant)
+    job = make_job(kernel, body, resolved, ids, caller, "chat", conversation_json(messages), plan.constraint, plan,
+                   request_id=rid, keep=learns(request, resolved.info.name, caller.tenant))
     if citations is not None:
         job.citations = job.log.citations = [c.to_json() for c in citations]
     if body.stream:
@@ -77,6 +80,12 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
         include = bool(body.stream_options and body.stream_options.include_usage)
         return await respond_stream(kernel, runtime, job, _chat_chunk, first, include)
     return await respond_once(kernel, runtime, job, _chat_body)
+
+
+def conversation_json(messages: list[ChatMessage]) -> str:
+    """The logged form of a chat's prompt: its text turns as a JSON list of ``{"role", "content"}``
+    (what a correction of the answer is learned with; ``llmos.feedback.shapes.conversation``)."""
+    return json.dumps([{"role": m.role, "content": m.content} for m in messages], ensure_ascii=False)
 
 
 def _chat_chunk(job: Job, choice: Choice, delta: Delta, finish: str | None, *, role: bool = False) -> dict[str, object]:
@@ -112,11 +121,12 @@ def _chat_body(job: Job) -> dict[str, object]:
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep, caller: CallerDep,
                       request: Request) -> Response:
-    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", tenant=caller.tenant))
+    rid = new_request_id()  # before resolving: a canary splits traffic by request id
+    resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", key=rid, tenant=caller.tenant))
     check_prompt_size(kernel, body.text())
     codec = await run_in_threadpool(kernel.codec, resolved)
-    job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text())
-    job.log.keep = learns(request, resolved.info.name, caller.tenant)
+    job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text(),
+                   request_id=rid, keep=learns(request, resolved.info.name, caller.tenant))
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
         return await respond_stream(kernel, runtime, job, _completion_chunk, [], include)

@@ -8,7 +8,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "label": ("label", "category", "intent", "class", "target", "sentiment", "labels"),
     "instruction": ("instruction", "prompt", "question", "query"),
     "input": ("input", "context"),
-    "output": ("output", "response", "completion", "answer", "answers"),
+    "output": ("output", "response", "completion", "answer", "answers", "chosen"),
+    "rejected": ("rejected", "rejected_response"),  # a worse answer: the row is a preference pair too
     "messages": ("messages", "conversations", "conversation", "chat"),
     "tokens": ("tokens", "words"),
     "tags": ("tags", "ner_tags", "ner", "pos_tags", "labels"),

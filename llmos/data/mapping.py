@@ -21,7 +21,7 @@ from llmos.data.rows import ClassifyRow, Row, SftRow, TagRow, Task, parse_task
 from llmos.errors import ImportFailed, InvalidInput
 
 FIELDS: dict[Task, tuple[str, ...]] = {Task.classify: ("text", "label"), Task.tag: ("tokens", "tags"),
-                                       Task.sft: ("instruction", "input", "output", "messages")}
+                                       Task.sft: ("instruction", "input", "output", "messages", "rejected")}
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
           "model": "assistant", "system": "system"}
 _INT = re.compile(r"^-?\d+$")
@@ -218,14 +218,15 @@ def _sft_rows(table: RawTable, mapping: dict[str, str], name: str) -> Mapped:
     multi = 0
     for line, rec in table.records:
         try:
+            rejected = _text(rec.get(mapping["rejected"]), "rejected", name, line) if "rejected" in mapping else ""
             if "messages" in mapping:
-                rows.append(SftRow(messages=_messages(rec.get(mapping["messages"]), name, line)))
+                rows.append(SftRow(messages=_messages(rec.get(mapping["messages"]), name, line), rejected=rejected))
                 continue
             output, alternatives = _output(rec.get(mapping["output"]), name, line)
             multi += alternatives > 1
             inp = _text(rec.get(mapping["input"]), "input", name, line) if "input" in mapping else ""
             rows.append(SftRow(instruction=_text(rec.get(mapping["instruction"]), "instruction", name, line),
-                               input=inp, output=output))
+                               input=inp, output=output, rejected=rejected))
         except ValidationError as exc:
             raise ImportFailed(f"{name}: line {line}: {exc.errors()[0]['msg']}", line=line) from None
     warnings = [f"{multi} row(s) list several answers; the first one is the training target"] if multi else []

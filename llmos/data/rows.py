@@ -60,6 +60,7 @@ class SftRow(_Row):
     input: str = ""
     output: str = ""
     messages: list[ChatMessage] = Field(default_factory=list)
+    rejected: str = ""  # a worse answer to the same prompt: with it the row is a preference pair too
 
     @model_validator(mode="after")
     def _one_shape(self) -> "SftRow":

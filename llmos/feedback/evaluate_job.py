@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmos.data.registry import Datasets
 from llmos.data.rows import Row
 from llmos.errors import InvalidInput
-from llmos.feedback.gate import GateResult, decide, reports
+from llmos.feedback.gate import GateResult, decide, report_settings, reports
 from llmos.kernel.core import Kernel
 from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
@@ -42,6 +42,8 @@ class GateRule(BaseModel):
 
     margin: float = Field(ge=0, le=1)
     val_tolerance: float = Field(ge=0, le=1)
+    confidence: float = Field(0.9, ge=0.5, lt=1, description="of the paired gain's lower bound")
+    seed: int = Field(0, ge=0, description="seeds the bootstrap")
 
 
 class EvaluateSpec(BaseModel):
@@ -79,11 +81,11 @@ class EvaluateResult(BaseModel):
     gate: GateResult | None = None
 
 
-def gate_spec(registry: Registry, candidate: str, serving: str, dataset: str, margin: float, val_tolerance: float,
+def gate_spec(registry: Registry, candidate: str, serving: str, dataset: str, rule: GateRule,
               tenant: str) -> EvaluateSpec:
     """The spec of a gate: candidate against the serving version on the round dataset's splits."""
     models = [candidate, serving]
-    return EvaluateSpec(models=models, dataset=dataset, gate=GateRule(margin=margin, val_tolerance=val_tolerance),
+    return EvaluateSpec(models=models, dataset=dataset, gate=rule,
                         base=largest_weights(registry, models, tenant).ref, tenant=tenant)
 
 
@@ -118,12 +120,13 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
     ctx.log(f"evaluating {', '.join(parsed.models)} on {parsed.dataset}: "
             + ", ".join(f"{name} {n} rows" for name, n in counts.items()))
     metric, found = "", {}
+    settings = report_settings(store.registry.get(parsed.models[0], tenant=parsed.tenant))  # one for every model
     kernel = Kernel(ctx.settings, store.registry)  # serves prompt tasks; loads nothing until one is scored
     try:
         for i, ref in enumerate(parsed.models):
             ctx.progress(i, len(parsed.models))
             ctx.pause_point()
-            metric, found[ref] = reports(store.registry, ref, splits, kernel, tenant=parsed.tenant)
+            metric, found[ref] = reports(store.registry, ref, splits, kernel, tenant=parsed.tenant, settings=settings)
             found[ref] = {s: r.model_copy(update={"model": ref, "dataset": parsed.dataset,
                                                   "split": parsed.splits[s] or "all"}) for s, r in found[ref].items()}
             ctx.log(f"{ref}: " + ", ".join(f"{s} {metric} {r.metric(metric):.4f}" for s, r in found[ref].items()))
@@ -134,7 +137,9 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
     result = EvaluateResult(metric=metric, rows=counts, scores=scores, reports=found)
     if parsed.gate is not None and len(parsed.models) >= 2:
         cand, serv = parsed.models[:2]
-        result.gate = decide(metric, scores[cand], scores[serv], counts, parsed.gate.margin, parsed.gate.val_tolerance)
+        rule = parsed.gate
+        result.gate = decide(metric, found[cand], found[serv], counts, rule.margin, rule.val_tolerance,
+                             rule.confidence, rule.seed)
         ctx.log(f"gate {'passed' if result.gate.passed else 'rejected'}: {result.gate.reason}")
     return result
 

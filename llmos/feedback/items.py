@@ -17,8 +17,11 @@ from sqlalchemy import null, select, update
 from llmos.db.engine import Database
 from llmos.db.tables import Feedback, RequestLog
 from llmos.errors import InvalidInput, NotFound
-from llmos.feedback.shapes import Example, inputs_of, normalise
+from llmos.feedback.shapes import CHARS_PER_TOKEN, Example, inputs_of, normalise
 from llmos.store.registry import Registry
+
+
+CUT_OFF = 499  # the request log's status of an answer whose client went away mid-stream
 
 
 class FeedbackIn(BaseModel):
@@ -47,6 +50,7 @@ class FeedbackOut(BaseModel):
     created_at: datetime
     citations: list[dict[str, Any]] | None = None  # the passages a grounded answer was given, from its request
     changed: bool = True  # False when the same feedback was already stored
+    cut_off: bool = False  # the answer it rates was cut off (a stream the client left): kept, never confirmed
 
 
 class FeedbackStore:
@@ -83,7 +87,8 @@ class FeedbackStore:
         n = _inputs(req)
         info = self.registry.find(req.model, tenant=req.tenant)
         labels = list(info.manifest.labels) if info is not None else []
-        return normalise(req.route, correction, inputs, n, labels)
+        context = info.manifest.context_length if info is not None else None
+        return normalise(req.route, correction, inputs, n, labels, context * CHARS_PER_TOKEN if context else None)
 
     def list(self, tenant: str, *, model: str | None = None, after: int = 0, limit: int = 1000) -> list[FeedbackOut]:
         """Oldest first; ``model`` is a name (every version) or ``name:tag``."""
@@ -202,4 +207,4 @@ def _answer(route: str, output: Any) -> Any:
 def _out(f: Feedback, r: RequestLog, changed: bool = True) -> FeedbackOut:
     return FeedbackOut(id=f.id, request_id=f.request_id, model=r.model, route=r.route, rating=f.rating,
                        correction=f.correction, comment=f.comment, created_at=f.created_at,
-                       citations=r.citations, changed=changed)
+                       citations=r.citations, changed=changed, cut_off=r.status == CUT_OFF)

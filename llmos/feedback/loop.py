@@ -30,8 +30,9 @@ from llmos.feedback.items import FeedbackStore, corrected_items, erase_old_text
 from llmos.jobs import JobRunner, JobState
 from llmos.feedback.canary import CanaryRouter, Verdict, arm_stats, judge
 from llmos.feedback.canary_signals import record_canary_outcome
-from llmos.feedback.rounds import build_round
-from llmos.feedback.evaluate_job import KIND as EVALUATE, EvaluateResult, EvaluateSpec, gate_spec
+from llmos.feedback.rated import confirmed, preferred_over_rejected, rated, with_rejected
+from llmos.feedback.rounds import RoundWaits, build_round, trained_pairs
+from llmos.feedback.evaluate_job import KIND as EVALUATE, EvaluateResult, EvaluateSpec, GateRule, gate_spec
 from llmos.feedback.policy import Policies, PolicyState
 from llmos.feedback.zero_shot import build_first_round, first_base
 from llmos.runtime import Runtime
@@ -128,6 +129,8 @@ class Loop:
             plan, root = self._retrain_plan(p, serving, upto)
             spec = plan.spec
             job_id = self.jobs.submit("train", plan.job_spec(), tenant=p.tenant)
+        except RoundWaits as why:  # the feedback stays unused: the round starts once enough has come
+            return self._wait(p, str(why))
         except LlmosError as exc:  # the feedback is not used up: the next round (on more of it) includes it
             self.policies.update(p.name, p.tenant, round_cutoff=upto)
             return self._decide(p, "loop.retrain_failed", reason=exc.message, feedback=len(new),
@@ -149,14 +152,24 @@ class Loop:
             raise Conflict(f"{serving.ref} was not trained by llmos: no dataset in its lineage to retrain from")
         root = p.root_dataset or f"{lin.dataset.name}@{lin.dataset.version}"
         datasets = Datasets.of(self.runtime, p.tenant)
-        examples = self.feedback.examples(p.name, p.tenant, upto=upto)
-        built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed)
+        answers = rated(self.db, p.name, p.tenant, upto=upto)
+        examples = with_rejected(self.feedback.examples(p.name, p.tenant, upto=upto), answers)
+        examples += preferred_over_rejected(answers)
+        method = p.settings.method or lin.method
+        if method == "dpo":
+            found = trained_pairs(examples, p.settings.holdout, p.settings.seed)
+            if found < p.settings.min_pairs:
+                raise RoundWaits(f"method dpo waits for {p.settings.min_pairs} trained preference pairs (a thumbs-down "
+                                 f"answer with its correction, or beside a thumbs-up answer to the same prompt); "
+                                 f"{found} so far")
+        built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed,
+                            confirmed(answers), p.settings.thumbs_up_train)
         hp = {k: v for k, v in (lin.hyperparameters or {}).items()
               if k in Hyperparameters.model_fields and k not in FITTED_TO_DATA}
         hp.update(p.settings.hyperparameters)
         owner = self.registry.owner(p.name, p.tenant)  # a public name's loop was set by an admin
         spec = TrainSpec.parse({"base": lin.base.ref, "dataset": built.dataset.ref, "task": lin.task,
-                                "method": lin.method, "hyperparameters": hp,
+                                "method": method, "hyperparameters": hp,
                                 "name": self.registry.next_version(p.name, owner), "tenant": p.tenant,
                                 "publish": owner is None})
         return plan_training(TrainEnv(self.registry, datasets), spec), root  # every problem surfaces now
@@ -176,6 +189,14 @@ class Loop:
                                 "publish": owner is None})
         return plan_training(TrainEnv(self.registry, datasets), spec)
 
+    def _wait(self, p: PolicyState, reason: str) -> str | None:
+        """Record why a round waits, once per reason (the loop's status shows the latest)."""
+        last = next((e for e in list_audit(self.db, tenant=p.tenant, limit=200)
+                     if e.target == p.name and e.action.startswith("loop.")), None)
+        if last is not None and last.action == "loop.waiting" and last.detail.get("reason") == reason:
+            return None
+        return self._decide(p, "loop.waiting", reason=reason)
+
     def _after_training(self, p: PolicyState) -> str | None:
         job = self.jobs.get(p.job_id) if p.job_id else None
         if job is not None and not job.state.final:
@@ -194,8 +215,10 @@ class Loop:
                                 reason="the serving version changed while the candidate trained (rollback or "
                                        "re-tag); the candidate is not promoted")
         dataset = str(job.spec.get("dataset", ""))
-        spec = gate_spec(self.registry, candidate, _version(self.registry, serving) or serving.ref, dataset,
-                         p.settings.margin, p.settings.val_tolerance, p.tenant)
+        rule = GateRule(margin=p.settings.margin, val_tolerance=p.settings.val_tolerance,
+                        confidence=p.settings.confidence, seed=p.settings.seed)
+        spec = gate_spec(self.registry, candidate, _version(self.registry, serving) or serving.ref, dataset, rule,
+                         p.tenant)
         gate_job = self.jobs.submit(EVALUATE, spec.model_dump(mode="json"), tenant=p.tenant)
         self.policies.update(p.name, p.tenant, expect="training", state="gating", job_id=gate_job,
                              candidate=candidate)

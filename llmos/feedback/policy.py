@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 
 from llmos.db.engine import Database
 from llmos.db.tables import LoopPolicy
 from llmos.errors import InvalidInput, NotFound
 from llmos.store.names import parse_ref
+from llmos.train.methods import method_names
 
 
 class LoopSettings(BaseModel):
@@ -27,7 +28,16 @@ class LoopSettings(BaseModel):
 
     min_feedback: int = Field(20, ge=1, description="new corrected items that start a retrain")
     holdout: float = Field(0.2, ge=0.05, le=0.5, description="share of the feedback kept aside for the gate")
-    margin: float = Field(0.01, ge=0, le=1, description="how much better on held-out feedback a candidate must be")
+    margin: float = Field(0.01, ge=0, le=1, description="how much better on the fair held-out rows a candidate "
+                                                        "must be, at the lower bound of its paired gain")
+    confidence: float = Field(0.9, ge=0.5, lt=1, description="confidence of that lower bound (paired bootstrap)")
+    thumbs_up_train: bool = Field(False, description="chat: answers rated +1 join the training rows (never the "
+                                                     "held-out ones)")
+    method: str | None = Field(None, description="the retrain's method (default: the serving version's); `dpo` "
+                                                 "trains a chat model on its preference pairs")
+    min_pairs: int = Field(4, ge=1, description="with method dpo: trained preference pairs a round waits for")
+    judge: str | None = Field(None, description="a stored chat model that compares the two versions' answers in "
+                                                "the gate (not built: setting it is refused)")
     val_tolerance: float = Field(0.0, ge=0, le=1, description="how far the original validation score may fall")
     canary_share: float = Field(0.2, gt=0, lt=1, description="share of traffic the candidate gets in its canary")
     canary_min: int = Field(30, ge=1, description="rated items on the candidate's arm before the canary is judged")
@@ -40,6 +50,21 @@ class LoopSettings(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="overrides for the retrain job")
     first_base: str | None = Field(None, min_length=1, description="a prompt task's first fine-tuned version trains "
                                    "from this model (default: the task's base when it is an encoder, else minilm-l6)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str | None) -> str | None:
+        if value is not None and value not in method_names():
+            raise ValueError(f"unknown method {value!r}; use one of {', '.join(method_names())}")
+        return value
+
+    @field_validator("judge")
+    @classmethod
+    def _no_judge_yet(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("a judge model in the gate is not built yet; the generation gate compares chrF and "
+                             "answer loss on held-out corrections. Leave judge unset")
+        return value
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> "LoopSettings":

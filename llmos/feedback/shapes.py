@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llmos.data.rows import ClassifyRow, Row, SftRow, TagRow
+from llmos.data.rows import ChatMessage, ClassifyRow, Row, SftRow, TagRow
 from llmos.errors import InvalidInput
 
 TEXT_ROUTES = ("chat", "completion")
@@ -32,8 +32,9 @@ class Example:
     request_id: str
     model: str  # the version that answered (``name:tag``)
     route: str
-    text: str
+    text: str  # a chat's input is its conversation as logged (``conversation`` reads it back)
     target: Any  # a label, a list of spans, or an answer text
+    rejected: str = ""  # chat / completion: a worse answer to the same input (a preference pair)
 
 
 def expected_shape(route: str, n_inputs: int, labels: list[str]) -> str:
@@ -50,8 +51,13 @@ def expected_shape(route: str, n_inputs: int, labels: list[str]) -> str:
     return f"requests of route {route!r} take a rating and a comment, not a correction"
 
 
-def normalise(route: str, correction: Any, inputs: list[str] | None, n_inputs: int, labels: list[str]) -> Any:
-    """The stored form of ``correction``; InvalidInput naming the expected shape when it does not fit."""
+CHARS_PER_TOKEN = 4  # a context of N tokens holds about 4N characters of text: the bound on a text correction
+
+
+def normalise(route: str, correction: Any, inputs: list[str] | None, n_inputs: int, labels: list[str],
+              max_chars: int | None = None) -> Any:
+    """The stored form of ``correction``; InvalidInput naming the expected shape when it does not fit (a text
+    correction longer than ``max_chars``, what the model's context holds, included)."""
     def bad(why: str = "") -> InvalidInput:
         return InvalidInput(f"{why}{'; ' if why else ''}{expected_shape(route, n_inputs, labels)}",
                             param="correction")
@@ -74,6 +80,9 @@ def normalise(route: str, correction: Any, inputs: list[str] | None, n_inputs: i
         return [None if spans is None else _spans(spans, (inputs or [None] * n_inputs)[i], types, bad)
                 for i, spans in enumerate(items)]
     if route in TEXT_ROUTES and isinstance(correction, str) and correction.strip():
+        if max_chars is not None and len(correction) > max_chars:
+            raise InvalidInput(f"the correction has {len(correction)} characters, more than the model's context holds "
+                               f"(at most {max_chars}); send the better answer alone", param="correction")
         return correction
     raise bad()
 
@@ -118,8 +127,30 @@ def to_rows(examples: list[Example]) -> list[Row]:
             if tokens:
                 rows.append(TagRow(tokens=tokens, tags=tags))
         else:
-            rows.append(SftRow(instruction=e.text, output=e.target))
+            rows.append(answer_row(e.route, e.text, e.target, e.rejected))
     return rows
+
+
+def answer_row(route: str, text: str, answer: str, rejected: str = "") -> SftRow:
+    """The SFT row of a better answer: the logged conversation (a chat) or prompt (a completion), then it."""
+    turns = conversation(text) if route == "chat" else None
+    if turns is None:
+        return SftRow(instruction=text, output=answer, rejected=rejected)
+    return SftRow(messages=[*turns, ChatMessage(role="assistant", content=answer)], rejected=rejected)
+
+
+def conversation(text: str) -> list[ChatMessage] | None:
+    """The text turns of a logged chat prompt (a JSON list of ``{"role", "content"}``), or None when the
+    prompt is not one (a chat logged as plain text). Tool turns are left out: SFT rows hold text turns."""
+    try:
+        turns = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        return None
+    kept = [ChatMessage(role=t["role"], content=str(t.get("content") or "")) for t in turns
+            if t.get("role") in ("system", "user", "assistant")]
+    return kept if kept and kept[-1].role != "assistant" else None
 
 
 def spans_to_tags(text: str, spans: list[dict[str, Any]]) -> tuple[list[str], list[str]]:

@@ -124,7 +124,7 @@ DEFAULTS: dict[Task, TaskDefaults] = {
                                 min_steps=1500),
     Task.tag: TaskDefaults(4, 32, 128, 0.06, {"full": 1e-4, "lora": 2e-3, "prompt": 1e-2, "prefix": 1e-2},
                            min_steps=1000),
-    Task.sft: TaskDefaults(2, 8, 512, 0.03, {"full": 3e-5, "lora": 2e-4}),
+    Task.sft: TaskDefaults(2, 8, 512, 0.03, {"full": 3e-5, "lora": 2e-4, "dpo": 1e-4}),
 }
 DEFAULT_LR = 1e-4
 MAX_STRETCHED_EPOCHS = 20

@@ -72,7 +72,8 @@ def score_classes(gold: Sequence[str], guess: Sequence[str], labels: list[str]) 
     macro_f1 = sum(c.f1 for c in per_class.values()) / max(1, len(per_class))
     matrix = ConfusionMatrix(labels=names, matrix=confusion_matrix(gold, guess, labels=names).tolist())
     return EvalReport(task="classify", rows=len(gold), metrics={"accuracy": accuracy, "macro_f1": macro_f1},
-                      per_class=per_class, unseen_labels=dict(unseen), confusion_matrix=matrix)
+                      per_class=per_class, unseen_labels=dict(unseen), confusion_matrix=matrix,
+                      per_row=[float(g == p) for g, p in zip(gold, guess)])
 
 
 def _prf(entry: dict[str, float]) -> ClassScores:
@@ -123,7 +124,16 @@ def score_tags(gold: list[list[str]], guess: list[list[str]], labels: list[str])
                "precision": float(precision_score(gold, guess, zero_division=0)),
                "recall": float(recall_score(gold, guess, zero_division=0)), "token_accuracy": token_acc}
     return EvalReport(task="tag", rows=len(gold), tokens=tokens, metrics=metrics, per_entity=entities,
-                      unseen_tags=dict(unseen))
+                      unseen_tags=dict(unseen), per_row=[_row_f1(g, p) for g, p in zip(gold, guess)])
+
+
+def _row_f1(gold: list[str], guess: list[str]) -> float:
+    """One sentence's entity F1 (1.0 when neither side has an entity: nothing was missed or invented)."""
+    from seqeval.metrics import f1_score
+
+    if all(t == "O" for t in gold) and all(t == "O" for t in guess):
+        return 1.0
+    return float(f1_score([gold], [guess], zero_division=0))
 
 
 @torch.inference_mode()

@@ -81,6 +81,7 @@ def run_plan(plan: TrainPlan, env: TrainEnv, reporter: "Reporter", work_dir: Pat
         train=task.encode(plan.splits.train, tokenizer, plan.labels, cfg, template),
         validation=task.encode(plan.splits.validation, tokenizer, plan.labels, cfg, template),
         greater_is_better=task.greater_is_better, compute_metrics=task.compute_metrics(plan.labels))
+    inputs = method.inputs(inputs, plan.splits.train, tokenizer, template)
     outcome = train(inputs, reporter)
     reporter.log(f"trained {outcome.global_step} steps; evaluating on the {plan.splits.report_split} split")
     report = task.report(outcome.model, tokenizer, plan.splits.report, plan.labels, cfg, template)

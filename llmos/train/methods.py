@@ -26,7 +26,11 @@ from llmos.errors import InvalidInput
 from llmos.registry import Registry
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmos.data.rows import Row
     from llmos.store.manifest import ModelInfo
+    from llmos.train.runner import TrainInputs
     from llmos.train.config import TrainConfig
     from llmos.train.task_kinds import TrainTask
 
@@ -42,9 +46,17 @@ class Method(ABC):
     def check(self, task: "TrainTask", base: "ModelInfo") -> None:
         """Raise InvalidInput when this method cannot fine-tune ``base`` for ``task`` (or serve the result)."""
 
+    def check_rows(self, train: "Sequence[Row]", where: str) -> None:
+        """Raise InvalidInput when the training rows cannot train with this method."""
+
     @abstractmethod
     def wrap(self, model: Any, task: "TrainTask", cfg: "TrainConfig") -> Any:
         """The model to train (with only the trainable weights requiring gradients)."""
+
+    def inputs(self, inputs: "TrainInputs", train: "Sequence[Row]", tokenizer: Any, template: str | None) -> "TrainInputs":
+        """What the one training loop runs: the task's encoded rows and Trainer, or (a method with a loss of
+        its own, such as the preference method) its own rows and Trainer subclass."""
+        return inputs
 
     def result_kind(self, task: "TrainTask") -> str:
         """"model" (full weights) or "adapter" (weights over the base)."""
@@ -172,3 +184,4 @@ register_method(FullMethod())
 register_method(LoraMethod())
 register_method(PromptMethod())
 register_method(PrefixMethod())
+# dpo registers itself from llmos.train.preference (imported by llmos.train), as sft does in task_kinds

@@ -120,6 +120,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     config = fit_to_data(config, spec.hyperparameters, task.name, len(splits.train))
     labels = task.label_set(splits.train)
     task.check_rows(splits.train, labels, f"dataset {dataset.ref}")
+    method.check_rows(splits.train, f"dataset {dataset.ref}")
     pinned = spec.model_copy(update={"dataset": dataset.ref, "task": task.name, "method": method.name})
     return TrainPlan(pinned, base, dataset, task, method, config, output, owner, labels, splits)
 

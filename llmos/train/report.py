@@ -78,13 +78,17 @@ class EvalReport(BaseModel):
     dataset: str | None = None
     split: str | None = None
     training: TrainingSummary | None = None  # a training job's report
+    # Each row's score, in row order, for paired comparisons (the loop's gate): classify 1/0 for a right
+    # label, tag the row's entity F1, sft chrF of the greedy answer (its generated rows only).
+    per_row: list[float] | None = None
 
     def metric(self, name: str) -> float:
         return float(self.metrics[name])
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON data: the sections it has, in field order."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if getattr(self, k) is not None}
+        return {k: v for k, v in self.model_dump(mode="json", exclude={"per_row"}).items()
+                if getattr(self, k) is not None}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)

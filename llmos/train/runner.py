@@ -95,6 +95,9 @@ class TrainInputs:
     metric: str = "loss"  # validation metric picking the best checkpoint
     greater_is_better: bool = False
     compute_metrics: Callable[[Any], dict[str, float]] | None = None
+    # A method with a loss of its own builds its Trainer (a CheckpointingTrainer subclass) from these
+    # inputs and the run's output folder; None: the plain CheckpointingTrainer on the encoded rows.
+    make_trainer: Callable[["TrainInputs", Path], "CheckpointingTrainer"] | None = None
 
 
 @dataclass
@@ -109,8 +112,10 @@ class TrainOutcome:
     metrics: dict[str, float] = field(default_factory=dict)  # Trainer's: train_runtime, samples per second...
 
 
-def training_args(cfg: TrainConfig, out: Path, metric: str, greater_is_better: bool, **overrides: Any) -> TrainingArguments:
-    """The Trainer settings of a run; ``bench/train.py`` gives a plain Trainer the same ones."""
+def training_args(cfg: TrainConfig, out: Path, metric: str, greater_is_better: bool, *,
+                  args_class: type[TrainingArguments] = TrainingArguments, **overrides: Any) -> TrainingArguments:
+    """The Trainer settings of a run; ``bench/train.py`` gives a plain Trainer the same ones. A method with
+    a Trainer of its own passes that Trainer's arguments class (a TrainingArguments subclass)."""
     strategy = "steps" if cfg.eval_steps else "epoch"
     cuda = torch.cuda.is_available()
     values: dict[str, Any] = dict(
@@ -126,7 +131,7 @@ def training_args(cfg: TrainConfig, out: Path, metric: str, greater_is_better: b
         prediction_loss_only=metric == "loss", save_only_model=False,
     )
     values.update(overrides)
-    return TrainingArguments(**values)
+    return args_class(**values)
 
 
 class CheckpointingTrainer(Trainer):
@@ -245,15 +250,18 @@ class JobCallback(TrainerCallback):
 
 def build_trainer(inputs: TrainInputs, reporter: Reporter) -> tuple[CheckpointingTrainer, JobCallback]:
     cfg = inputs.config
-    args = training_args(cfg, reporter.checkpoint_dir / "trainer", inputs.metric, inputs.greater_is_better)
-    trainer = CheckpointingTrainer(
-        model=inputs.model, args=args, data_collator=inputs.collator,
-        train_dataset=ListDataset(inputs.train), eval_dataset=ListDataset(inputs.validation),
-        compute_metrics=inputs.compute_metrics,
-        preprocess_logits_for_metrics=_argmax if inputs.compute_metrics else None,
-    )
+    out = reporter.checkpoint_dir / "trainer"
+    if inputs.make_trainer is not None:
+        trainer = inputs.make_trainer(inputs, out)
+    else:
+        trainer = CheckpointingTrainer(
+            model=inputs.model, args=training_args(cfg, out, inputs.metric, inputs.greater_is_better),
+            data_collator=inputs.collator, train_dataset=ListDataset(inputs.train),
+            eval_dataset=ListDataset(inputs.validation), compute_metrics=inputs.compute_metrics,
+            preprocess_logits_for_metrics=_argmax if inputs.compute_metrics else None,
+        )
     trainer.remove_callback(PrinterCallback)  # JobCallback reports; a line per step in the log is noise
-    if cfg.early_stopping_patience:
+    if cfg.early_stopping_patience and trainer.args.eval_strategy != "no":
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     callback = JobCallback(trainer, reporter, inputs.metric, cfg.checkpoint_steps)
     trainer.add_callback(callback)

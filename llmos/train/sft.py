@@ -116,7 +116,8 @@ register_task(SftTask())
 
 # -- the sft report ------------------------------------------------------------------------------------------
 def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: str | None, cfg: Any) -> "EvalReport":
-    """Teacher-forced answer loss, then greedy answers scored by exact match and token F1."""
+    """Teacher-forced answer loss, then greedy answers scored by exact match, token F1 and chrF (sacrebleu,
+    0..1; also per row, for the loop's paired gate)."""
     from llmos.train.evaluate import REPORT_SAMPLES, generate, normalise_answer, token_f1
     from llmos.train.report import EvalReport, SampleAnswer
 
@@ -128,11 +129,20 @@ def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: s
     refs = [target_text(r) for r in sample]
     em = sum(normalise_answer(a) == normalise_answer(r) for a, r in zip(answers, refs)) / max(1, len(refs))
     f1 = sum(token_f1(a, r) for a, r in zip(answers, refs)) / max(1, len(refs))
+    chrf = chrf_scores(answers, refs)
     samples = [SampleAnswer(prompt=r.to_messages()[-2].content if len(r.to_messages()) > 1 else "", reference=ref,
                             generated=a) for r, ref, a in list(zip(sample, refs, answers))[:REPORT_SAMPLES]]
     return EvalReport(task="sft", rows=len(chats), generated_rows=len(sample), samples=samples,
                       metrics={"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "exact_match": em,
-                               "token_f1": f1})
+                               "token_f1": f1, "chrf": sum(chrf) / max(1, len(chrf))}, per_row=chrf)
+
+
+def chrf_scores(answers: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """Sentence-level chrF of each answer against its reference, scaled to 0..1."""
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF()
+    return [chrf.sentence_score(a, [r]).score / 100 for a, r in zip(answers, refs)]
 
 
 def answer_loss(model: Any, tokenizer: Any, rows: Sequence[SftRow], chat_template: str | None, max_length: int,
