@@ -30,8 +30,8 @@ def client(builtin_runtime: Runtime, tmp_path: Path) -> Iterator[tuple[TestClien
     home.add_builtin(SMOL)
     reg = home.rt.store.registry
     smol = reg.get(SMOL).manifest
-    for tag in ("v1", "v2"):
-        reg.add(f"helper:{tag}", smol)
+    for tag in ("v1", "v2"):  # two versions, two manifests (a response names the version by its digest)
+        reg.add(f"helper:{tag}", smol.model_copy(update={"source": f"{smol.source} ({tag})"}))
     reg.tag("helper:v1", "helper:latest")
     kernel = Kernel(home.rt.settings, reg, engine_factory=lambda ref: FakeEngine(ref, eos_after=3))
     with TestClient(create_app(home.rt, kernel)) as c:
@@ -60,10 +60,10 @@ def test_chat_and_completion_requests_are_split_by_request_id(client: tuple[Test
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["id"] == r.headers["X-Request-Id"]
-            expected = "helper:v2" if to_candidate(SALT, body["id"], SHARE) else "helper"
+            expected = "helper:v2" if to_candidate(SALT, body["id"], SHARE) else "helper:v1"
             assert body["model"] == expected
             seen[body["id"]] = expected
-    assert set(seen.values()) == {"helper", "helper:v2"}  # both arms answered
+    assert set(seen.values()) == {"helper:v1", "helper:v2"}  # both arms answered, each naming its version
     pinned = c.post("/v1/chat/completions", json={"model": "helper:v1", "max_tokens": 2,
                                                   "messages": [{"role": "user", "content": "hi"}]}).json()
     assert pinned["model"] == "helper:v1"  # a named version is never rerouted
