@@ -3,6 +3,7 @@ policy (or under LLMOS_LOG_PROMPTS), and only for LLMOS_PROMPT_RETENTION_DAYS.""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 from fastapi.testclient import TestClient
@@ -32,7 +33,8 @@ def test_chat_text_is_kept_only_while_the_model_has_a_loop_policy(fake_client: T
         assert r.status_code == 200, r.text
         kept = fake_client.post("/v1/chat/completions", json=CHAT).json()
         row = logged(builtin_runtime, kept["id"])
-        assert row.prompt == "my card never arrived" and row.output == kept["choices"][0]["message"]["content"]
+        assert json.loads(row.prompt) == CHAT["messages"]  # the conversation's turns, to train on
+        assert row.output == kept["choices"][0]["message"]["content"]
         done = fake_client.post("/v1/completions", json={"model": SMOL, "prompt": "Dear support,", "max_tokens": 2})
         assert logged(builtin_runtime, done.json()["id"]).prompt == "Dear support,"
     finally:  # the session's shared store: no policy may outlive this test
