@@ -20,13 +20,16 @@ def ps(url: Url = None, as_json: Annotated[bool, typer.Option("--json")] = False
         print_json(data)
         return
     # REFS: requests holding the engine; WAIT / RUN: sequences queued / decoding
-    table = new_table("MODEL", "ENGINE", "DEVICE", "MEMORY", "REFS", "WAIT", "RUN", "TOK/S", "UNLOAD IN", wrap=["MODEL"])
+    # DEVICE only where there is a choice of device: on one host it is always the host (the devices table says so)
+    placed = len(data.get("devices") or []) > 1
+    table = new_table("MODEL", "ENGINE", *(["DEVICE"] if placed else []), "MEMORY", "REFS", "WAIT", "RUN", "TOK/S",
+                      "UNLOAD IN", wrap=["MODEL"])
     routed = []
     for m in data["models"]:
         q = m["queue"] or {}
         engine = m.get("engine", "hf")
-        table.add_row(m["model"], engine, m.get("device") or "-", size(m["footprint_bytes"]) if m["loaded"] else "-",
-                      str(m["in_use"]),
+        table.add_row(m["model"], engine, *([m.get("device") or "-"] if placed else []),
+                      size(m["footprint_bytes"]) if m["loaded"] else "-", str(m["in_use"]),
                       str(q.get("waiting", 0)), str(q.get("running", 0)), f"{q.get('tokens_per_s') or 0:.1f}",
                       duration(m["expires_in_s"]))
         routed += [f"{m['model']} on {engine}: {why}" for why in m.get("routed", [])]

@@ -26,8 +26,17 @@ def grammar_fields(c: OutputConstraint) -> dict[str, Any]:
         raise InvalidInput("the llama.cpp engine applies grammars from the first token; a tool call inside a "
                            "free reply runs on the hf engine", param="tool_choice")
     parts = [_literal(c.prefix), "value", _literal(c.suffix)]
-    grammar = "%llguidance {}\nstart: " + " ".join(p for p in parts if p) + f"\nvalue: %json {c.json_schema}\n"
+    grammar = "%llguidance {}\nstart: " + " ".join(p for p in parts if p) + f"\nvalue: %json {_compact(c.json_schema)}\n"
     return {"grammar": grammar}
+
+
+def _compact(schema: str) -> str:
+    """The schema with llguidance told to emit compact JSON: with free whitespace between tokens a
+    sampled reply can spend its whole token budget on blank lines and end cut off, not parseable."""
+    parsed = json.loads(schema)
+    if isinstance(parsed, dict):
+        parsed = {**parsed, "x-guidance": {**parsed.get("x-guidance", {}), "whitespace_flexible": False}}
+    return json.dumps(parsed)
 
 
 def _literal(text: str) -> str:

@@ -100,9 +100,9 @@ def test_chat_corrections_train_gate_canary_and_promote(daemon: Daemon, home: Lo
         out = ask(daemon, row["instruction"])
         arms[out["model"]] = arms.get(out["model"], 0) + 1
         daemon.ok("/v1/feedback", {"request_id": out["id"], "rating": 1 if out["model"] == candidate else -1})
-        if arms.get(candidate, 0) >= 2:
+        if len(arms) == 2 and min(arms.values()) >= 2:
             break
-    assert set(arms) == {"helper", candidate}
+    assert set(arms) == {"helper:v1", candidate}  # each arm's answers name its version
     assert tick(daemon) == ["loop.promoted"]
     assert ask(daemon, code[0]["instruction"], "helper:latest")["model"] == "helper"
     assert history(daemon)["serving"] == candidate

@@ -174,9 +174,11 @@ CANARY = {"candidate": "crash-clf:v2", "serving": "crash-clf:v1", "share": 0.5, 
 
 
 def start_canary(home: Path, result: str) -> None:
-    """Half of crash-clf's traffic goes to a candidate (v2: the same weights under a second tag)."""
+    """Half of crash-clf's traffic goes to a candidate (v2: the same weights in a manifest of its own, so a
+    response names the version that answered)."""
     rt = open_home(home)
-    rt.store.registry.tag(result, "crash-clf:v2")
+    trained = rt.store.registry.get(result).manifest
+    rt.store.registry.add("crash-clf:v2", trained.model_copy(update={"source": f"{trained.source} (candidate)"}))
     Policies(rt.db).set("crash-clf", "default", {"canary_share": 0.5})
     with rt.db.session() as s:
         row = s.get(LoopPolicy, ("default", "crash-clf"))
@@ -203,7 +205,7 @@ def check_canary_split(home: Path, ids: list[str]) -> None:
         assert (row.state, row.canary) == ("canary", CANARY)
     rt.close()
     assert len(routed) == len(ids)
-    assert set(routed.values()) == {"crash-clf:v2", "crash-clf:latest"}  # both arms served
+    assert set(routed.values()) == {"crash-clf:v2", "crash-clf:v1"}  # both arms served, each naming its version
     for rid, model in routed.items():
         assert (model == "crash-clf:v2") == to_candidate(CANARY["salt"], rid, CANARY["share"]), (rid, model)
 

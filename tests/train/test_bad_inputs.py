@@ -60,7 +60,7 @@ def refused(daemon: Daemon, status: int, match: str, **body: object) -> dict:
     ({"hyperparameters": {"lr": 0.1}}, 400, "hyperparameters.lr: Extra inputs are not permitted (got 0.1); known hyperparameters: epochs, learning_rate"),
     ({"hyperparameters": {"epochs": -1}}, 400, "hyperparameters.epochs: Input should be greater than 0"),
     ({"hyperparameters": {"batch_size": "many"}}, 400, "hyperparameters.batch_size"),
-    ({"method": "dreambooth"}, 400, "unknown method 'dreambooth'; known methods: full, lora, prefix, prompt"),
+    ({"method": "dreambooth"}, 400, "unknown method 'dreambooth'; known methods: dpo, full, lora, prefix, prompt"),
     ({"method": "prefix"}, 400, "needs a decoder model"),
     ({"name": MINILM}, 409, "not a fine-tuned series"),  # never re-point another model's latest
     ({"name": f"{MINILM}:latest"}, 409, "already exists"),

@@ -64,7 +64,7 @@ def test_a_chat_file_trains_a_lora_adapter_that_serves_chat_by_its_name(client: 
     assert steps and steps[0].data["step"] == 2  # type: ignore[index]  # 18 training rows / 9 a batch
     reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=8, temperature=0,
                                            messages=[{"role": "user", "content": "Print hello in Python."}])
-    assert reply.model == done.fine_tuned_model and reply.choices[0].message.content
+    assert reply.model == f"{done.fine_tuned_model}:v1" and reply.choices[0].message.content  # the exact version
 
 
 def test_a_classification_file_with_a_validation_file_trains_minilm(client: OpenAI, daemon: Daemon,
