@@ -208,8 +208,9 @@ def main() -> int:
            "LLMOS_KEEP_ALIVE": "3600", "LLMOS_MAX_BATCH": str(max(args.clients, big)),
            "LLMOS_LOOP_INTERVAL": "0"}
     log = log_path.open("w")
+    # cwd: the tree this script belongs to, so ``-m llmos`` runs its llmos (the cwd comes first on sys.path)
     proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
     http = httpx.Client(base_url=url, timeout=600)
     rc = 0
     try:
