@@ -31,9 +31,8 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-
-from common import Result, drive, free_port, stop, wait_healthy  # noqa: E402
+import httpx
+from common import Result, drive, free_port, stop, wait_healthy
 
 SMOL = "smollm2-135m-instruct"
 TERMINAL = ("succeeded", "failed", "cancelled")
