@@ -18,7 +18,7 @@ from transformers.cache_utils import DynamicCache
 from llmos.engines.adapters import AdapterSet
 from llmos.engines.base import ChatMessage, Engine, EngineInfo, Span
 from llmos.engines.encoder_tasks import class_probs, mean_pool, tag_spans
-from llmos.engines.hf_loading import load_model
+from llmos.engines.hf_loading import cache_kwarg, load_model
 from llmos.engines.livebatch import LiveBatch
 from llmos.engines.logprobs import TokenTexts, step_logprobs
 from llmos.engines.prompts import chat_prompt_ids
@@ -61,6 +61,7 @@ class HFEngine(Engine):
         self._device = _parse_device(device)
         self._m = load_model(path, tasks=tasks, chat_template=chat_template, dtype=dtype, device=self._device)
         self._config = self._m.model.config
+        self._cache_kw = cache_kwarg(self._m.model)  # "cache", or "past_key_values" before transformers renamed it
         self._vocab = self._m.model.get_input_embeddings().num_embeddings
         self._adapters = AdapterSet(self._m.model, self._device)
         pad = self._m.tokenizer.pad_token_id
@@ -142,7 +143,7 @@ class HFEngine(Engine):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
+            **{self._cache_kw: cache},
             use_cache=True,
             logits_to_keep=1,  # only the last position is sampled: skip the vocab projection elsewhere
             **self._adapters.forward_kwargs(adapters),
@@ -277,7 +278,7 @@ class HFEngine(Engine):
         lengths = mask.sum(dim=-1, keepdim=True)
         cache, extra = self._new_cache(), self._adapters.forward_kwargs([adapter] * rows)
         out = self._adapters.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                   cache=cache, use_cache=True, logits_to_keep=1, **extra)
+                                   use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}, **extra)
         first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         scores: list[list[list[float]]] = [[] for _ in contexts]
         for cont in continuations:
@@ -286,8 +287,8 @@ class HFEngine(Engine):
                 step = torch.tensor(cont[:-1], device=self._device).expand(rows, -1)
                 more = self._adapters.model(
                     input_ids=step, attention_mask=torch.cat([mask, torch.ones_like(step)], dim=-1),
-                    position_ids=lengths + torch.arange(len(cont) - 1, device=self._device), cache=cache,
-                    use_cache=True, **extra).logits.float().log_softmax(dim=-1)
+                    position_ids=lengths + torch.arange(len(cont) - 1, device=self._device),
+                    use_cache=True, **{self._cache_kw: cache}, **extra).logits.float().log_softmax(dim=-1)
                 targets = torch.tensor(cont[1:], device=self._device).expand(rows, -1).unsqueeze(-1)
                 logprobs += list(more.gather(-1, targets).squeeze(-1).unbind(dim=-1))
                 cache.crop(-(len(cont) - 1))  # back to the contexts alone

@@ -6,6 +6,7 @@ code off: a model folder is data the store checked, never code to run.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,15 @@ def resolve_kind(config: PretrainedConfig, tasks: list[str] | None) -> str:
             tasks=list(KIND_TASKS[kind]),
         )
     return kind
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The name under which ``model``'s forward pass takes its KV cache: ``cache`` in the transformers
+    releases that renamed it, ``past_key_values`` before (a wrong name is swallowed by ``**kwargs`` and
+    the cache stays empty, so it is read off the signature, not guessed from the version)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def parse_dtype(dtype: str) -> torch.dtype:

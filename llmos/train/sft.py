@@ -62,6 +62,11 @@ class SftTask(TrainTask):
     def collator(self, tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         from transformers import DataCollatorForSeq2Seq
 
+        if tokenizer.pad_token_id is None:  # some GGUF conversions leave a chat model without one
+            if tokenizer.eos_token is None:
+                raise InvalidInput("the model's tokenizer has neither a padding nor an end token to pad "
+                                   "batches with", param="model")
+            tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked and carry no labels
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, padding=True)
 
     def report(self, model: Any, tokenizer: Any, rows: Sequence[Row], labels: list[str], cfg: "TrainConfig",
