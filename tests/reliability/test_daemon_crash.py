@@ -177,8 +177,9 @@ def start_canary(home: Path, result: str) -> None:
     """Half of crash-clf's traffic goes to a candidate (v2: the same weights in a manifest of its own, so a
     response names the version that answered)."""
     rt = open_home(home)
-    trained = rt.store.registry.get(result).manifest
-    rt.store.registry.add("crash-clf:v2", trained.model_copy(update={"source": f"{trained.source} (candidate)"}))
+    trained = rt.store.registry.get(result)
+    rt.store.registry.add("crash-clf:v2", trained.manifest.model_copy(
+        update={"source": f"{trained.manifest.source} (candidate)"}), tenant=trained.tenant)
     Policies(rt.db).set("crash-clf", "default", {"canary_share": 0.5})
     with rt.db.session() as s:
         row = s.get(LoopPolicy, ("default", "crash-clf"))
