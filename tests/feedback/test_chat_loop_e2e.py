@@ -104,7 +104,7 @@ def test_chat_corrections_train_gate_canary_and_promote(daemon: Daemon, home: Lo
             break
     assert set(arms) == {"helper:v1", candidate}  # each arm's answers name its version
     assert tick(daemon) == ["loop.promoted"]
-    assert ask(daemon, code[0]["instruction"], "helper:latest")["model"] == "helper"
+    assert ask(daemon, code[0]["instruction"], "helper:latest")["model"] == candidate  # the promoted version answers
     assert history(daemon)["serving"] == candidate
 
 
@@ -125,5 +125,5 @@ def test_a_poisoned_chat_round_is_rejected_then_a_rollback_restores_v1(daemon: D
     r = daemon.post("/v1/loop/helper/rollback", {})
     assert r.status_code == 200, r.text
     assert r.json()["serving"] == "helper:v1"
-    assert ask(daemon, code[0]["instruction"])["model"] == "helper"
+    assert ask(daemon, code[0]["instruction"])["model"] == "helper:v1"  # the restored version answers
     assert history(daemon)["serving"] == "helper:v1"
