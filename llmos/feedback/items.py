@@ -104,14 +104,8 @@ class FeedbackStore:
         q = (select(Feedback, RequestLog).join(RequestLog, RequestLog.id == Feedback.request_id)
              .where(Feedback.tenant == tenant, Feedback.correction.is_not(None), RequestLog.model.like(f"{name}:%"))
              .order_by(Feedback.id))
-        if upto is not None:
-            q = q.where(Feedback.id <= upto)
-        out: list[Example] = []
-        with self.db.session() as s:
-            for f, r in s.execute(q):
-                if f.correction is not None:  # a JSON null (rating-only feedback) passes the SQL filter
-                    out.extend(_examples(f, r))
-        return out
+        # a JSON null (rating-only feedback) passes the SQL filter
+        return self._collect(q, upto, lambda f, r: _examples(f, r) if f.correction is not None else [])
 
     def confirmed(self, name: str, tenant: str, *, upto: int | None = None) -> list[Example]:
         """Answers of any version of ``name`` a user confirmed (feedback id <= ``upto``), oldest first:
@@ -121,13 +115,14 @@ class FeedbackStore:
              .where(Feedback.tenant == tenant, RequestLog.model.like(f"{name}:%"),
                     RequestLog.route.in_(("classify", "tag")))
              .order_by(Feedback.id))
+        return self._collect(q, upto, _confirmed)
+
+    def _collect(self, q: Any, upto: int | None, convert: Any) -> list[Example]:
+        """``convert(feedback, request_log)`` over the query's rows (feedback id <= ``upto``), in order."""
         if upto is not None:
             q = q.where(Feedback.id <= upto)
-        out: list[Example] = []
         with self.db.session() as s:
-            for f, r in s.execute(q):
-                out.extend(_confirmed(f, r))
-        return out
+            return [e for f, r in s.execute(q) for e in convert(f, r)]
 
     def last_id(self) -> int:
         with self.db.session() as s:
