@@ -220,8 +220,10 @@ class Loop:
         spec = gate_spec(self.registry, candidate, _version(self.registry, serving) or serving.ref, dataset, rule,
                          p.tenant)
         gate_job = self.jobs.submit(EVALUATE, spec.model_dump(mode="json"), tenant=p.tenant)
-        self.policies.update(p.name, p.tenant, expect="training", state="gating", job_id=gate_job,
-                             candidate=candidate)
+        if not self.policies.update(p.name, p.tenant, expect="training", state="gating", job_id=gate_job,
+                                    candidate=candidate):
+            self.jobs.cancel(gate_job)  # a rollback or another daemon moved the round on first
+            return None
         return self._decide(p, "loop.gate_started", job=gate_job, candidate=candidate, serving=spec.models[1],
                             dataset=dataset)
 

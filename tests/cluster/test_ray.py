@@ -67,7 +67,9 @@ def test_the_openai_client_is_served_by_actors_and_a_dead_worker_s_model_is_plac
     assert again.choices[0].message.content == text
     assert placed(url)[SMOL].startswith("node-") and placed(url)[SMOL] != where[SMOL]
 
-    # A node that comes back (Ray gives it a new id) becomes a device again.
+    # A node that comes back (Ray gives it a new id) becomes a device again. Ray first marks the killed
+    # node dead (its health check), so that the count of live workers below means the new one.
+    wait_until(lambda: alive_workers() == 1, "the killed worker marked dead", interval=0.2)
     ray_cluster.add_worker()
     wait_until(lambda: alive_workers() == 2, "a worker node back", interval=0.2)
     wait_until(lambda: len([d for d in httpx.get(url + "/admin/ps").json()["devices"] if d["kind"] == "node"]) == 3,

@@ -101,6 +101,9 @@ def test_a_prompt_tasks_first_round_trains_from_the_feedback_alone(home: LoopHom
     assert 10 <= report["feedback_held_out_rows"] <= 30 and ds.counts.splits["validation"] == 0
     event = loop.history("intent0", "default")["events"][-1]
     assert event["action"] == "loop.retrain" and event["zero_shot"] and event["serving"] == "intent0:v1"
+    # The module's daemon shares this home: its runner must not pick up the queued round, nor its loop tick it.
+    jobs.cancel(state.job_id)
+    loop.policies.set("intent0", "default", {"enabled": False})
 
 
 def test_a_generator_prompt_task_starts_from_the_encoder_unless_the_policy_names_a_base(home: LoopHome) -> None:
