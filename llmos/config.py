@@ -83,8 +83,12 @@ class Settings(BaseSettings):
         "preference (llama.cpp for a stored GGUF, transformers otherwise)")
     llamacpp_threads: int = Field(default=0, ge=0, le=512, description="CPU threads of each llama.cpp engine; 0: "
                                   "the cores not busy with other work when it loads (at least 1)")
-    llamacpp_kv_tokens: int = Field(default=0, ge=0, description="KV-cache cells of each llama.cpp engine, shared by "
-                                    "its slots; 0: the larger of the model's context and 1024 per slot")
+    llamacpp_kv_tokens: int = Field(default=0, ge=0, description="KV-cache cells of each llama.cpp engine; 0: with a "
+                                    "shared cache the larger of the model's context and 1024 per slot, per slot 1024 each")
+    llamacpp_kv: Literal["shared", "per-slot"] = Field(
+        default="shared", description="llama.cpp's KV cache: shared (any one request may use the model's whole "
+        "context) or per-slot (each slot its own equal share, which caps a request at that share; faster with many "
+        "concurrent requests, since a sequence attends over its own cells only)")
     log_prompts: bool = Field(default=False, description="store prompt and output text in the request log")
     prompt_retention_days: float = Field(default=90.0, ge=0, description="prompt and output text in the request log "
                                          "(kept for a model's feedback loop, or by log_prompts) is erased after this "

@@ -92,5 +92,6 @@ class ClusterLoader:
             return {"max_batch_size": self.settings.max_batch, "dtype": self.settings.dtype, "device": "cpu",
                     "torch_threads": threads}
         return {"max_batch_size": self.settings.max_batch, "threads": self.settings.llamacpp_threads or threads,
-                "kv_tokens": self.settings.llamacpp_kv_tokens, "context_length": base.manifest.context_length,
+                "kv_tokens": self.settings.llamacpp_kv_tokens, "kv_layout": self.settings.llamacpp_kv,
+                "context_length": base.manifest.context_length,
                 "lora_cache": f"{self.settings.cluster_cache}/lora-gguf"}

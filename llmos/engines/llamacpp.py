@@ -41,7 +41,8 @@ from llmos.engines.types import OutputConstraint, RequestStatus, SamplingParams,
 log = logging.getLogger("llmos.engines.llamacpp")
 
 SPARE_SLOTS = 2  # a released slot frees at its next token: room for the kernel's next admission meanwhile
-KV_TOKENS_PER_SLOT = 1024  # cache cells per slot when sizing the shared cache
+KV_TOKENS_PER_SLOT = 1024  # cache cells per slot when sizing the cache
+KV_PAD = 256  # llama.cpp sizes a slot's cells in multiples of this
 _FINISH = {"stop": RequestStatus.FINISHED_STOPPED, "length": RequestStatus.FINISHED_LENGTH}
 
 
@@ -132,7 +133,7 @@ class LlamaCppEngine(Engine):
     def __init__(self, path: str | Path, *, name: str, tasks: list[str] | None = None,
                  chat_template: str | None = None, max_batch_size: int = 16, threads: int = 0,
                  kv_tokens: int = 0, context_length: int | None = None, lora_cache: str | Path | None = None,
-                 gpu_layers: int = 0, main_gpu: int = 0, **_: object) -> None:
+                 gpu_layers: int = 0, main_gpu: int = 0, kv_layout: str = "shared", **_: object) -> None:
         folder = Path(path)
         self.name = name
         self.gguf = find_gguf(folder)
@@ -141,10 +142,15 @@ class LlamaCppEngine(Engine):
         self.tasks = [t for t in (tasks or ["generate"]) if t == "generate"]
         self.context_length = min(context_length or self.shape.context_length, self.shape.context_length)
         self.slots = max_batch_size + SPARE_SLOTS
-        kv = kv_tokens or max(self.context_length, self.slots * KV_TOKENS_PER_SLOT)
+        per_slot = kv_layout == "per-slot"
+        kv = kv_tokens or (self.slots * KV_TOKENS_PER_SLOT if per_slot else
+                           max(self.context_length, self.slots * KV_TOKENS_PER_SLOT))
+        if per_slot:  # a request fits in its slot's share (llama.cpp pads it to 256 cells) or is refused
+            share = max(kv // self.slots // KV_PAD, 1) * KV_PAD
+            kv, self.context_length = share * self.slots, min(self.context_length, share)
         self._tokenizer, self._chat_template = _tokenizer(folder), chat_template
         self._config = ServerConfig(self.gguf, self.slots, kv, threads or default_threads(), gpu_layers=gpu_layers,
-                                    main_gpu=main_gpu)
+                                    main_gpu=main_gpu, per_slot=per_slot)
         self._server: LlamaServer | None = LlamaServer(self._config)
         self._lora_cache = Path(lora_cache) if lora_cache is not None else None
         self._adapters: dict[str, tuple[str, Path]] = {}  # name -> (its folder, its LoRA GGUF), in server order

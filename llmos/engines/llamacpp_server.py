@@ -82,11 +82,12 @@ def check_architecture(path: Path, arch: str) -> None:
 class ServerConfig:
     gguf: Path
     slots: int  # sequences llama.cpp decodes together
-    kv_tokens: int  # cache cells shared by all slots (unified KV cache)
+    kv_tokens: int  # cache cells of all slots together
     threads: int
     loras: tuple[Path, ...] = ()  # LoRA GGUFs loaded unapplied; a request picks its own by index
     gpu_layers: int = 0  # layers offloaded to a GPU (-1: all); 0 on the host or with a CPU-only build
     main_gpu: int = 0  # the CUDA ordinal offloaded layers go to
+    per_slot: bool = False  # each slot its own kv_tokens / slots cells, instead of one pool they share
 
 
 def kv_bytes(shape: GgufShape, tokens: int) -> int:
@@ -131,7 +132,9 @@ class LlamaServer:
         params.model.path = str(config.gguf)
         params.n_parallel = config.slots
         params.n_ctx = config.kv_tokens
-        params.kv_unified = True  # slots share the cells: a short chat does not hold a long one's room
+        # Shared: a short chat does not hold a long one's room, but every sequence's attention runs over
+        # every cell in use (measured: 64 clients decode ~30% slower than with per-slot cells).
+        params.kv_unified = not config.per_slot
         params.cache_prompt = True  # a slot keeps its prompt's cache: a shared prefix is not recomputed
         params.cpuparams.n_threads = config.threads
         params.cpuparams_batch.n_threads = config.threads

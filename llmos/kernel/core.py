@@ -195,6 +195,7 @@ class Kernel:
                                dtype=self.settings.gpu_dtype if gpu else self.settings.dtype)
         return load_engine(self.registry, model_key, backend=engine, max_batch_size=self.settings.max_batch,
                            threads=self.settings.llamacpp_threads, kv_tokens=self.settings.llamacpp_kv_tokens,
+                           kv_layout=self.settings.llamacpp_kv,
                            lora_cache=self.settings.lora_gguf_dir, gpu_layers=-1 if gpu else 0,
                            main_gpu=device.index or 0,
                            context_length=self.registry.get_key(model_key).manifest.context_length)

@@ -94,6 +94,21 @@ def test_prompt_over_the_context_fails_that_sequence_only(llama: LlamaCppEngine)
     assert got["ok"][-1].status == RequestStatus.FINISHED_LENGTH and _tokens(got["ok"]) == 4
 
 
+def test_per_slot_cells_cap_a_request_at_its_slots_share(smollm2_dir: Path) -> None:
+    engine = LlamaCppEngine(smollm2_dir, name="smol-slots", tasks=["generate"], max_batch_size=2, kv_layout="per-slot",
+                            kv_tokens=4 * 256 + 100)
+    try:
+        assert engine.slots == 4 and engine.context_length == 256  # 1,124 cells over 4 slots, in llama.cpp's steps
+        assert engine.info().context_length == 256
+        too_long = [28] * 300
+        got = _collect(engine, [SequenceSpec("big", too_long, SamplingParams(max_tokens=4)),
+                                SequenceSpec("ok", engine.encode("Hello"), SamplingParams(max_tokens=4))])
+        assert got["big"][-1].status == RequestStatus.FINISHED_ERROR and "context" in (got["big"][-1].error or "")
+        assert got["ok"][-1].status == RequestStatus.FINISHED_LENGTH and _tokens(got["ok"]) == 4
+    finally:
+        engine.close()
+
+
 def test_cli_stream_and_what_it_refuses(llama: LlamaCppEngine) -> None:
     outs = list(stream(llama, llama.encode("The capital of France is"), SamplingParams(max_tokens=5)))
     assert outs[-1].finished and _tokens(outs) == 5 and _text(outs).strip()
