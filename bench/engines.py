@@ -1,10 +1,16 @@
-"""llmos's two engines against llama.cpp's own server, from ONE run, each server alone, the same
+"""llmos's two engines against llama.cpp's own server and ``transformers serve``, from ONE run, each server alone, the same
 streaming chat load (code_alpaca instructions, greedy) at 1 client (3 requests one after another) and
 at N concurrent clients:
 
-- llmos on the llama.cpp engine (the built-in SmolLM2's Q4_1 GGUF, LLMOS_ENGINE=llamacpp),
+- llmos on the llama.cpp engine (the built-in SmolLM2's Q4_1 GGUF, LLMOS_ENGINE=llamacpp), with its
+  default shared KV cache and again with LLMOS_LLAMACPP_KV=per-slot,
 - llmos on the transformers engine (the same weights dequantised to fp32, LLMOS_ENGINE=hf),
-- llama.cpp's own server (the binding's server, on its HTTP port) on the same GGUF file.
+- llama.cpp's own server (the binding's server, on its HTTP port) on the same GGUF file,
+- ``transformers serve --continuous-batching`` on the fp32 weights.
+
+Before the timed runs every server is warmed up with as many other instructions as it has slots, so
+each is measured in use, not cold. ``--threads`` fixes llama.cpp's threads in both llama.cpp servers
+(default: each picks by the load average, as llmos does); ``--only`` runs some of the servers.
 
 Prints tokens/s, time to first token p50 / p95, the ratios the targets are stated in, and the CPU
 flags. Loopback only.
@@ -60,7 +66,10 @@ def merge(results: list[Result]) -> Result:
 
 
 def load(url: str, model: str, prompts: list[str], clients: list[int], max_tokens: int, count) -> dict[int, Result]:  # type: ignore[no-untyped-def]
-    drive(url, [model] * 2, prompts[:2], 4, count)  # warm-up: loads the model
+    """Warm-up first: the model loaded and every slot used once, by other instructions than the timed
+    ones (a server in use, not a cold one: each keeps what its slots cached as it would)."""
+    slots = max(clients)
+    drive(url, [model] * slots, instructions(2 * slots)[slots:], 4, count)
     out = {}
     for n in clients:
         if n == 1:  # one client: three requests, each alone
@@ -70,11 +79,11 @@ def load(url: str, model: str, prompts: list[str], clients: list[int], max_token
     return out
 
 
-def llmos_server(home: Path, engine: str, slots: int, args, prompts, count) -> dict[int, Result]:  # type: ignore[no-untyped-def]
+def llmos_server(home: Path, engine: str, slots: int, args, prompts, count, kv: str = "shared") -> dict[int, Result]:  # type: ignore[no-untyped-def]
     port = free_port()
     proc = start([sys.executable, "-m", "llmos", "serve", "--port", str(port)],
-                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(slots), "LLMOS_ENGINE": engine,
-                  "LLMOS_MAX_QUEUE": str(max(64, slots))})
+                 {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(slots), "LLMOS_ENGINE": engine, "LLMOS_LLAMACPP_KV": kv,
+                  "LLMOS_MAX_QUEUE": str(max(64, slots)), "LLMOS_LLAMACPP_THREADS": str(args.threads or 0)})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
@@ -86,11 +95,26 @@ def llmos_server(home: Path, engine: str, slots: int, args, prompts, count) -> d
 def llama_server(gguf: Path, slots: int, args, prompts, count) -> dict[int, Result]:  # type: ignore[no-untyped-def]
     port = free_port()
     kv = max(8192, slots * 1024)
-    proc = start([sys.executable, "-c", SERVER, str(gguf), str(port), str(slots), str(kv), str(default_threads())])
+    proc = start([sys.executable, "-c", SERVER, str(gguf), str(port), str(slots), str(kv), str(args.threads or default_threads())])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
         return load(url, BASE, prompts, args.clients, args.max_tokens, count)
+    finally:
+        stop(proc)
+
+
+def transformers_serve(folder: Path, slots: int, args, prompts, count) -> dict[int, Result]:  # type: ignore[no-untyped-def]
+    """``transformers serve --continuous-batching`` on the same weights in fp32, its paged cache
+    bounded (its default sizes it from host RAM): 4 blocks per client."""
+    port = free_port()
+    proc = start([str(Path(sys.executable).parent / "transformers"), "serve", str(folder), "--continuous-batching",
+                  "--device", "cpu", "--port", str(port), "--dtype", "float32",
+                  "--cb-num-blocks", str(max(64, 4 * slots)), "--cb-max-batch-tokens", "512"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        return load(url, str(folder), prompts, args.clients, args.max_tokens, count)
     finally:
         stop(proc)
 
@@ -139,6 +163,26 @@ def line(name: str, r: Result) -> str:
             f"TTFT p50 {r.p50:5.2f} s  p95 {r.pct(0.95):5.2f} s")
 
 
+def ratios(runs: dict[str, dict[int, Result]], clients: list[int]) -> None:
+    fast, slots, server, hf, tfserve = (runs.get(k) for k in ("llamacpp", "slots", "server", "hf", "tfserve"))
+    for n in clients:
+        parts = []
+        if fast and server:
+            parts.append(f"llmos(llama.cpp) / llama.cpp server tok/s {fast[n].tok_s / server[n].tok_s:.2f}x, "
+                         f"TTFT p95 {fast[n].pct(0.95) / server[n].pct(0.95):.2f}x")
+        if slots and server:
+            parts.append(f"llmos(llama.cpp, per-slot KV) / llama.cpp server tok/s {slots[n].tok_s / server[n].tok_s:.2f}x, "
+                         f"TTFT p95 {slots[n].pct(0.95) / server[n].pct(0.95):.2f}x")
+        if fast and hf:
+            parts.append(f"llmos(llama.cpp) / llmos(transformers) tok/s {fast[n].tok_s / hf[n].tok_s:.2f}x")
+        if hf and tfserve:
+            parts.append(f"llmos(transformers) / transformers serve tok/s {hf[n].tok_s / tfserve[n].tok_s:.2f}x")
+        if fast and tfserve:
+            parts.append(f"llmos(llama.cpp) / transformers serve tok/s {fast[n].tok_s / tfserve[n].tok_s:.2f}x")
+        if parts:
+            print(f"ratio {n:>3} clients: " + "; ".join(parts))
+
+
 def cpu_flags() -> str:
     for text in Path("/proc/cpuinfo").read_text().splitlines():
         if text.startswith("flags"):
@@ -151,6 +195,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--home", help="llmos home (default: a fresh temporary one)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="llama.cpp threads of both llama.cpp servers (default 0: each picks by the load, as llmos does)")
+    ap.add_argument("--only", nargs="+", choices=["llamacpp", "slots", "server", "hf", "tfserve"], help="run only these servers")
     ap.add_argument("--adapters", type=int, default=4, help="LoRA adapters in the adapter run (0: no such run)")
     ap.add_argument("--adapters-only", action="store_true", help="run only the adapter comparison")
     args = ap.parse_args()
@@ -178,20 +225,22 @@ def main() -> None:
     if args.adapters_only:
         print(f"cpu flags: {cpu_flags()}")
         return
+    servers = {"llamacpp": ("llmos, llama.cpp engine", lambda: llmos_server(home, "llamacpp", slots, args, prompts, count)),
+               "slots": ("llmos, llama.cpp engine, per-slot KV",
+                         lambda: llmos_server(home, "llamacpp", slots, args, prompts, count, kv="per-slot")),
+               "server": ("llama.cpp server", lambda: llama_server(folder / "model.gguf", slots, args, prompts, count)),
+               "hf": ("llmos, transformers engine", lambda: llmos_server(home, "hf", slots, args, prompts, count)),
+               "tfserve": ("transformers serve CB", lambda: transformers_serve(folder, slots, args, prompts, count))}
     runs = {}
-    for name, fn in (("llmos, llama.cpp engine", lambda: llmos_server(home, "llamacpp", slots, args, prompts, count)),
-                     ("llama.cpp server", lambda: llama_server(folder / "model.gguf", slots, args, prompts, count)),
-                     ("llmos, transformers engine", lambda: llmos_server(home, "hf", slots, args, prompts, count))):
-        print(f"{name}: starting, load average {os.getloadavg()[0]:.2f}, llama.cpp threads now {default_threads()}",
-              flush=True)
-        runs[name] = fn()
-        for n, r in runs[name].items():
+    for key, (name, fn) in servers.items():
+        if args.only and key not in args.only:
+            continue
+        print(f"{name}: starting, load average {os.getloadavg()[0]:.2f}, llama.cpp threads "
+              f"{args.threads or default_threads()}", flush=True)
+        runs[key] = fn()
+        for n, r in runs[key].items():
             print(line(f"{name}, {n} client{'s' if n > 1 else ''}", r), flush=True)
-    fast, server, hf = (runs[k] for k in runs)
-    for n in args.clients:
-        print(f"ratio {n:>3} clients: llmos(llama.cpp) / llama.cpp server tok/s {fast[n].tok_s / server[n].tok_s:.2f}x, "
-              f"TTFT p95 {fast[n].pct(0.95) / server[n].pct(0.95):.2f}x; "
-              f"llmos(llama.cpp) / llmos(transformers) tok/s {fast[n].tok_s / hf[n].tok_s:.2f}x")
+    ratios(runs, args.clients)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"cpu flags: {cpu_flags()}")
 
