@@ -22,6 +22,7 @@ so both engines see the same prompt ids.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -43,6 +44,7 @@ log = logging.getLogger("llmos.engines.llamacpp")
 SPARE_SLOTS = 2  # a released slot frees at its next token: room for the kernel's next admission meanwhile
 KV_TOKENS_PER_SLOT = 1024  # cache cells per slot when sizing the cache
 KV_PAD = 256  # llama.cpp sizes a slot's cells in multiples of this
+PROMPT_CACHE_SHARE = 0.5  # host RAM for prompts saved out of idle slots, as a share of the KV cache's size
 _FINISH = {"stop": RequestStatus.FINISHED_STOPPED, "length": RequestStatus.FINISHED_LENGTH}
 
 
@@ -149,13 +151,14 @@ class LlamaCppEngine(Engine):
             share = max(kv // self.slots // KV_PAD, 1) * KV_PAD
             kv, self.context_length = share * self.slots, min(self.context_length, share)
         self._tokenizer, self._chat_template = _tokenizer(folder), chat_template
+        self._kv_bytes = kv_bytes(self.shape, kv)
         self._config = ServerConfig(self.gguf, self.slots, kv, threads or default_threads(), gpu_layers=gpu_layers,
-                                    main_gpu=main_gpu, per_slot=per_slot)
+                                    main_gpu=main_gpu, per_slot=per_slot,
+                                    prompt_cache_mib=math.ceil(self._kv_bytes * PROMPT_CACHE_SHARE / 2**20))
         self._server: LlamaServer | None = LlamaServer(self._config)
         self._lora_cache = Path(lora_cache) if lora_cache is not None else None
         self._adapters: dict[str, tuple[str, Path]] = {}  # name -> (its folder, its LoRA GGUF), in server order
         self._draining: list[LlamaServer] = []  # older contexts still finishing their sequences
-        self._kv_bytes = kv_bytes(self.shape, kv)
         self._streams: dict[str, _Stream] = {}
         self._checked: set[tuple[str, str, str, str]] = set()  # constraints llama.cpp has parsed
         self._lock = threading.Condition()
@@ -169,7 +172,8 @@ class LlamaCppEngine(Engine):
         if self._server is None:
             return 0
         loras = sum(path.stat().st_size for _, path in self._adapters.values())
-        return self.gguf.stat().st_size + self._kv_bytes * (1 + len(self._draining)) + loras
+        per_context = self._kv_bytes + self._config.prompt_cache_mib * 2**20
+        return self.gguf.stat().st_size + per_context * (1 + len(self._draining)) + loras
 
     def encode(self, text: str) -> list[int]:
         return list(self._require_tokenizer().encode(text))

@@ -88,6 +88,7 @@ class ServerConfig:
     gpu_layers: int = 0  # layers offloaded to a GPU (-1: all); 0 on the host or with a CPU-only build
     main_gpu: int = 0  # the CUDA ordinal offloaded layers go to
     per_slot: bool = False  # each slot its own kv_tokens / slots cells, instead of one pool they share
+    prompt_cache_mib: int = 0  # host RAM for prompts saved out of idle slots (0: none)
 
 
 def kv_bytes(shape: GgufShape, tokens: int) -> int:
@@ -136,6 +137,9 @@ class LlamaServer:
         # every cell in use (measured: 64 clients decode ~30% slower than with per-slot cells).
         params.kv_unified = not config.per_slot
         params.cache_prompt = True  # a slot keeps its prompt's cache: a shared prefix is not recomputed
+        # Prompts moved out of idle slots into host RAM (llama.cpp's own default is 8 GiB per context,
+        # outside any budget): bounded, and counted in the engine's footprint.
+        params.cache_ram_mib = config.prompt_cache_mib
         params.cpuparams.n_threads = config.threads
         params.cpuparams_batch.n_threads = config.threads
         params.n_threads_http = 1

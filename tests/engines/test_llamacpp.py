@@ -117,3 +117,6 @@ def test_cli_stream_and_what_it_refuses(llama: LlamaCppEngine) -> None:
     with pytest.raises(WrongTask):
         llama.add_adapter("a", "/nowhere")
     assert llama.info().tasks == ["generate"] and llama.footprint() > llama.gguf.stat().st_size
+    # llama.cpp's host prompt cache (its default: 8 GiB per context) is bounded and counted
+    cache = llama._config.prompt_cache_mib * 2**20  # noqa: SLF001
+    assert 0 < cache <= llama._kv_bytes and llama.footprint() >= llama.gguf.stat().st_size + llama._kv_bytes + cache  # noqa: SLF001
