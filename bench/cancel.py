@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -33,7 +34,10 @@ async def dropped(client: httpx.AsyncClient, url: str, prompt: str) -> bool:
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
-            if line.startswith("data: ") and '"content"' in line:
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if (choices[0].get("delta") or {}).get("content"):  # a real token, not the role's empty first chunk
                 return True  # leaving the block closes the connection mid-stream
     return False
 
