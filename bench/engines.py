@@ -145,7 +145,7 @@ def adapter_run(home: Path, adapters: list[str], n: int, args, prompts, count) -
     port = free_port()
     proc = start([sys.executable, "-m", "llmos", "serve", "--port", str(port)],
                  {"LLMOS_HOME": str(home), "LLMOS_MAX_BATCH": str(n), "LLMOS_ENGINE": "llamacpp",
-                  "LLMOS_MAX_QUEUE": str(max(64, n))})
+                  "LLMOS_MAX_QUEUE": str(max(64, n)), "LLMOS_LLAMACPP_THREADS": str(args.threads or 0)})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)

@@ -86,7 +86,7 @@ def make_job(kernel: Kernel, body: SamplingIn, resolved: Resolved, ids: list[int
     if body.n > kernel.settings.max_queue:  # could never be queued at once: not a retry-later 503
         raise InvalidInput(f"n {body.n} is more than this daemon queues per model ({kernel.settings.max_queue}, "
                            "LLMOS_MAX_QUEUE)", param="n")
-    params = sampling(body, len(ids), resolved.base.manifest.context_length, kernel.settings.max_tokens)
+    params = sampling(body, len(ids), kernel.context_length(resolved), kernel.settings.max_tokens)
     params.constraint = constraint
     quota = caller.quota
     if quota is not None:

@@ -44,8 +44,15 @@ log = logging.getLogger("llmos.engines.llamacpp")
 SPARE_SLOTS = 2  # a released slot frees at its next token: room for the kernel's next admission meanwhile
 KV_TOKENS_PER_SLOT = 1024  # cache cells per slot when sizing the cache
 KV_PAD = 256  # llama.cpp sizes a slot's cells in multiples of this
+KV_LAYOUTS = ("shared", "per-slot")
 PROMPT_CACHE_SHARE = 0.5  # host RAM for prompts saved out of idle slots, as a share of the KV cache's size
 _FINISH = {"stop": RequestStatus.FINISHED_STOPPED, "length": RequestStatus.FINISHED_LENGTH}
+
+
+def slot_share(slots: int, kv_tokens: int = 0) -> int:
+    """The cells each slot gets with a per-slot KV cache (``kv_tokens`` 0: 1024 each), in llama.cpp's
+    steps of 256: the longest request (prompt and answer) such an engine takes."""
+    return max((kv_tokens or slots * KV_TOKENS_PER_SLOT) // slots // KV_PAD, 1) * KV_PAD
 
 
 def find_gguf(folder: Path) -> Path:
@@ -136,6 +143,8 @@ class LlamaCppEngine(Engine):
                  chat_template: str | None = None, max_batch_size: int = 16, threads: int = 0,
                  kv_tokens: int = 0, context_length: int | None = None, lora_cache: str | Path | None = None,
                  gpu_layers: int = 0, main_gpu: int = 0, kv_layout: str = "shared", **_: object) -> None:
+        if kv_layout not in KV_LAYOUTS:
+            raise InvalidInput(f"unknown KV layout {kv_layout!r}; one of: {', '.join(KV_LAYOUTS)}")
         folder = Path(path)
         self.name = name
         self.gguf = find_gguf(folder)
@@ -145,10 +154,9 @@ class LlamaCppEngine(Engine):
         self.context_length = min(context_length or self.shape.context_length, self.shape.context_length)
         self.slots = max_batch_size + SPARE_SLOTS
         per_slot = kv_layout == "per-slot"
-        kv = kv_tokens or (self.slots * KV_TOKENS_PER_SLOT if per_slot else
-                           max(self.context_length, self.slots * KV_TOKENS_PER_SLOT))
-        if per_slot:  # a request fits in its slot's share (llama.cpp pads it to 256 cells) or is refused
-            share = max(kv // self.slots // KV_PAD, 1) * KV_PAD
+        kv = kv_tokens or max(self.context_length, self.slots * KV_TOKENS_PER_SLOT)
+        if per_slot:  # a request fits in its slot's share or is refused
+            share = slot_share(self.slots, kv_tokens)
             kv, self.context_length = share * self.slots, min(self.context_length, share)
         self._tokenizer, self._chat_template = _tokenizer(folder), chat_template
         self._kv_bytes = kv_bytes(self.shape, kv)

@@ -16,6 +16,7 @@ from typing import Any
 
 from llmos.config import Settings
 from llmos.engines.base import Engine
+from llmos.engines.llamacpp import SPARE_SLOTS, slot_share
 from llmos.engines.llamacpp_lora import read_config as read_adapter_config
 from llmos.engines.llamacpp_lora import unsupported as unsupported_lora
 from llmos.engines.loader import base_of, load_engine, runs_on
@@ -24,7 +25,7 @@ from llmos.kernel.codec import CodecCache, PromptCodec
 from llmos.kernel.devices import CUDA, Device, DeviceProbe, budgets, can_use, cpu_note, cpu_only, probe_devices
 from llmos.kernel.pool import DevicePool, DeviceState
 from llmos.engines.types import OutputConstraint, StepOutput
-from llmos.kernel.placement import HF, engine_key, place, preferred, split_key
+from llmos.kernel.placement import HF, LLAMACPP, engine_key, place, preferred, split_key
 from llmos.kernel.request import Request
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
@@ -352,6 +353,15 @@ class Kernel:
         base = base_of(self.registry, self._pinned(self.registry.get(name, tenant=tenant)))
         keys = [k for k in [m.model for m in self.resources.snapshot()] if split_key(k)[0] == base.key]
         return any([self.resources.unload(k) for k in keys or [base.key]])
+
+    def context_length(self, r: Resolved) -> int:
+        """The most tokens (prompt and answer) a request to ``r`` may use: the model's context, or less
+        on a llama.cpp engine whose slots each hold their own share of the KV cache."""
+        context = r.base.manifest.context_length or 2048
+        if r.engine == LLAMACPP and self.settings.llamacpp_kv == "per-slot":
+            slots = self.settings.max_batch + SPARE_SLOTS
+            context = min(context, slot_share(slots, self.settings.llamacpp_kv_tokens))
+        return context
 
     def ps(self) -> list[ModelState]:
         loaded = {m.model: m for m in self.resources.snapshot()}

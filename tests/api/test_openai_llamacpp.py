@@ -92,6 +92,20 @@ def test_context_overflow_is_a_400(client: OpenAI) -> None:
     assert "context" in str(err.value)
 
 
+def test_per_slot_kv_refuses_at_the_edge_what_a_slot_cannot_hold(builtin_runtime: Runtime) -> None:
+    settings = builtin_runtime.settings.model_copy(update={"engine": "auto", "max_batch": 2, "llamacpp_kv": "per-slot",
+                                                           "llamacpp_kv_tokens": 4 * 256})
+    kernel = Kernel(settings, builtin_runtime.store.registry)
+    with serving(create_app(builtin_runtime, kernel)) as url:
+        api = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as err:  # fits the model's context, not a slot's 256 cells
+            api.completions.create(model=SMOL, prompt="x " * 400, max_tokens=4)
+        assert "context of 256" in str(err.value)
+        with pytest.raises(openai.BadRequestError) as err:
+            api.completions.create(model=SMOL, prompt="Hello", max_tokens=300)
+        assert "ask for at most" in str(err.value)
+
+
 def test_client_gone_mid_decode_frees_the_slot(daemon: tuple[str, Kernel]) -> None:
     url, kernel = daemon
     stats = kernel.worker(KEY).scheduler.stats
