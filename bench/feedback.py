@@ -115,9 +115,9 @@ def simulate_user(traffic: list[tuple[str, str]], said: list[str], start_id: int
     for (text, gold), answer in zip(traffic, said):
         sent += 1
         if answer == gold:
-            confirmed.append(Example(sent, f"sim-{sent}", "zs:v1", "classify", text, answer))
+            confirmed.append(Example(sent, f"sim-{sent}", "zs:v0", "classify", text, answer))
         elif len(corrected) + 1 <= sent // 4:
-            corrected.append(Example(sent, f"sim-{sent}", "zs:v1", "classify", text, gold))
+            corrected.append(Example(sent, f"sim-{sent}", "zs:v0", "classify", text, gold))
         else:
             bare += 1
     return bare

@@ -26,7 +26,7 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 class PromptTaskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, description="name (stored as name:v1, v2... and name:latest) or name:tag")
+    name: str = Field(min_length=1, description="name (stored as name:v0, v1... and name:latest) or name:tag")
     base: str = Field(min_length=1, description="the generator or encoder it runs on")
     kind: Literal["classify", "extract"] = "classify"
     labels: list[str] = Field(description="class labels, or entity types for extraction")

@@ -51,7 +51,7 @@ def _examples(path: Path | None) -> list[dict[str, Any]]:
 
 @app.command()
 def create(
-    name: Annotated[str, typer.Argument(help="NAME (stored as NAME:v1, v2... and NAME:latest) or NAME:TAG")],
+    name: Annotated[str, typer.Argument(help="NAME (stored as NAME:v0, v1... and NAME:latest) or NAME:TAG")],
     base: Annotated[str, typer.Option(help="the generator or encoder it runs on")],
     labels: Annotated[str, typer.Option(help="comma-separated class labels (or entity types with --extract)")],
     extract: Annotated[bool, typer.Option("--extract", help="extract entity spans instead of classifying "

@@ -171,7 +171,7 @@ class Loop:
         spec = TrainSpec.parse({"base": lin.base.ref, "dataset": built.dataset.ref, "task": lin.task,
                                 "method": method, "hyperparameters": hp,
                                 "name": self.registry.next_version(p.name, owner), "tenant": p.tenant,
-                                "publish": owner is None})
+                                "publish": owner is None, "start_from": _continued(self.registry, serving, method)})
         return plan_training(TrainEnv(self.registry, datasets), spec), root  # every problem surfaces now
 
     def _first_round_plan(self, p: PolicyState, task: ModelInfo, upto: int) -> TrainPlan:
@@ -360,6 +360,16 @@ def measured_on(info: ModelInfo, name: str) -> str | None:
         return f"held-out feedback of {ref} ({rows}; a round's set, it grows each round)"
     split = lin.eval_split or "validation"
     return f"{'validation' if split == 'validation' else split + ' split'} of {ref} ({rows})"
+
+
+def _continued(registry: Any, serving: ModelInfo, method: str) -> str | None:
+    """A preference round refines the serving LoRA adapter (and takes it as DPO's reference) rather than
+    a fresh adapter over the base: the pairs teach which answer is better, not the task from scratch.
+    Other methods retrain from the base on the whole round dataset."""
+    lin = serving.manifest.lineage
+    if method != "dpo" or serving.manifest.kind != "adapter" or (lin.peft_type or "") != "LORA":
+        return None
+    return _version(registry, serving)
 
 
 def _version(registry: Any, info: ModelInfo | None) -> str | None:

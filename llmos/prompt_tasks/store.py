@@ -2,8 +2,9 @@
 
 Such a manifest has no files: the spec lives in its lineage, the base's chat template is copied in
 (the template used to serve it is stored with it), and its tasks say which route serves it
-(``classify``, or ``tag`` for extraction). Without a tag a task is stored as ``name:v1``, ``v2``...
-with ``name:latest`` pointing at the newest, like a fine-tuning series, so a fine-tuned model can
+(``classify``, or ``tag`` for extraction). Without a tag a task is stored as ``name:v0``, ``v1``... (a
+series that starts as a prompt task is version 0, so the loop's first fine-tuned version is v1), with
+``name:latest`` pointing at the newest, like a fine-tuning series, so a fine-tuned model can
 later take over ``name:latest`` (the feedback loop's promotion) and the prompt version stays readable.
 """
 
@@ -75,6 +76,6 @@ def _next_version(registry: Registry, name: str, owner: str | None, replace: boo
     latest = tags.get("latest")
     in_series = latest is not None and any(tags[f"v{n}"].digest == latest.digest for n in versions)
     if latest is not None and not in_series and not replace:
-        raise Conflict(f"model {name} already exists and is not a versioned series (name:v1, name:v2...); "
+        raise Conflict(f"model {name} already exists and is not a versioned series (name:v0, name:v1...); "
                        "choose another name, give a tag, or pass replace to re-point name:latest")
-    return f"v{max(versions, default=0) + 1}"
+    return f"v{max(versions, default=-1) + 1}"

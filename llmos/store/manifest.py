@@ -70,6 +70,7 @@ class Lineage(_AsGiven):
     job_id: str | None = None  # the job that made it
     files: dict[str, str] | None = None  # role -> file in the manifest (report, loss curve)
     tuning: dict[str, Any] | None = None  # the study a tuning job promoted it from
+    started_from: LineageBase | None = None  # the adapter a LoRA run continued (its weights, not a fresh init)
     prompt_task: dict[str, Any] | None = None  # a prompt task's spec
     builtin: bool | None = None
     description: str | None = None

@@ -90,6 +90,8 @@ class TrainSpec(BaseModel):
     method: str | None = None  # default: full for classify/tag, lora for sft
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     name: str | None = None  # result name[:tag]; default: <base>-<dataset>
+    start_from: str | None = Field(None, min_length=1, description="a LoRA adapter over `base` whose weights the new "
+                                   "adapter starts from (methods lora and dpo; dpo also takes it as its reference)")
     tenant: str = "default"
     publish: bool = False  # the caller is an admin: a public name takes its results (the API sets this)
     trial: TrialLink | None = None  # set by a tuning job for its trials

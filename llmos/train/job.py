@@ -75,7 +75,9 @@ def run_plan(plan: TrainPlan, env: TrainEnv, reporter: "Reporter", work_dir: Pat
     base_dir = env.registry.snapshot(plan.base)
     template = plan.base.manifest.chat_template
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-    model = method.wrap(task.load_model(base_dir, plan.labels, tokenizer), task, cfg)
+    loaded = task.load_model(base_dir, plan.labels, tokenizer)
+    model = (method.continue_adapter(loaded, env.registry.snapshot(plan.start)) if plan.start is not None
+             else method.wrap(loaded, task, cfg))
     inputs = TrainInputs(
         model=model, config=cfg, collator=task.collator(tokenizer), metric=task.metric,
         train=task.encode(plan.splits.train, tokenizer, plan.labels, cfg, template),
@@ -137,7 +139,8 @@ def lineage(plan: TrainPlan, report: EvalReport, job_id: str | None) -> Lineage:
                    task=plan.task.name.value, method=plan.method.name, peft_type=plan.method.peft_type,
                    hyperparameters=plan.config.to_dict(), metrics=report.metrics, eval_split=report.split,
                    eval_rows=report.rows,
-                   training=training, job_id=job_id, files={"report": REPORT_FILE, "loss_curve": CURVE_FILE})
+                   training=training, job_id=job_id, files={"report": REPORT_FILE, "loss_curve": CURVE_FILE},
+                   **({"started_from": LineageBase(ref=plan.start.ref, digest=plan.start.digest)} if plan.start else {}))
 
 
 def publish(importer: "Importer", registry: Any, plan: TrainPlan, result: RunResult,

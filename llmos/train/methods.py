@@ -53,6 +53,13 @@ class Method(ABC):
     def wrap(self, model: Any, task: "TrainTask", cfg: "TrainConfig") -> Any:
         """The model to train (with only the trainable weights requiring gradients)."""
 
+    def continue_adapter(self, model: Any, folder: Path) -> Any:
+        """The model to train, starting from the stored adapter in ``folder`` (planning allows this for
+        LoRA methods alone): its weights and its LoRA settings, trainable."""
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, folder, is_trainable=True)
+
     def inputs(self, inputs: "TrainInputs", train: "Sequence[Row]", tokenizer: Any, template: str | None) -> "TrainInputs":
         """What the one training loop runs: the task's encoded rows and Trainer, or (a method with a loss of
         its own, such as the preference method) its own rows and Trainer subclass."""

@@ -83,6 +83,7 @@ class TrainPlan:
     owner: str | None  # whose namespace the result goes to (None: public)
     labels: list[str]
     splits: Splits
+    start: ModelInfo | None = None  # a LoRA adapter over ``base`` the new adapter starts from
 
     def record(self) -> PlanRecord:
         """The plan as data, for the job's spec."""
@@ -90,7 +91,8 @@ class TrainPlan:
                             context_length=self.base.manifest.context_length)
         return PlanRecord(base=base, dataset=PlannedDataset(ref=self.dataset.ref, digest=self.dataset.digest),
                           task=self.task.name, method=self.method.name, config=self.config, output=self.output,
-                          labels=self.labels, splits=self.splits.picks)
+                          labels=self.labels, splits=self.splits.picks,
+                          start_from=PlannedModel(ref=self.start.ref, digest=self.start.digest) if self.start else None)
 
     def job_spec(self) -> dict[str, Any]:
         """The ``train`` job's spec: the pinned request and the plan the runner reads back."""
@@ -113,6 +115,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     task.check_base(base)
     method = get_method(spec.method or DEFAULT_METHOD[task.name])
     method.check(task, base)
+    start = _start(env.registry, spec, base, method) if spec.start_from else None
     output, owner = _output(env.registry, spec, base, dataset)
     config = resolve(spec.hyperparameters, task.name, method.name, base.manifest.context_length)
     rows = list(env.datasets.rows(dataset.name, dataset.version))
@@ -122,7 +125,7 @@ def plan_training(env: TrainEnv, spec: TrainSpec) -> TrainPlan:
     task.check_rows(splits.train, labels, f"dataset {dataset.ref}")
     method.check_rows(splits.train, f"dataset {dataset.ref}")
     pinned = spec.model_copy(update={"dataset": dataset.ref, "task": task.name, "method": method.name})
-    return TrainPlan(pinned, base, dataset, task, method, config, output, owner, labels, splits)
+    return TrainPlan(pinned, base, dataset, task, method, config, output, owner, labels, splits, start)
 
 
 def load_plan(env: TrainEnv, spec: TrainSpec, record: PlanRecord, *, rows: bool = True) -> TrainPlan:
@@ -139,8 +142,35 @@ def load_plan(env: TrainEnv, spec: TrainSpec, record: PlanRecord, *, rows: bool 
     found = list(env.datasets.rows(dataset.name, dataset.version)) if rows else []
     splits = select_splits(found, record.splits, dataset.ref) if rows else Splits([], [], [], record.splits)
     owner = env.registry.check_write(parse_ref(record.output).name, spec.tenant, admin=spec.publish)
+    start = _pinned(env, record.start_from) if record.start_from is not None else None
     return TrainPlan(spec, base, dataset, get_task(record.task), get_method(record.method), record.config,
-                     record.output, owner, list(record.labels), splits)
+                     record.output, owner, list(record.labels), splits, start)
+
+
+def _pinned(env: TrainEnv, planned: PlannedModel) -> ModelInfo:
+    info = env.registry.get(planned.ref, tenant=env.datasets.tenant)
+    if info.digest != planned.digest:
+        raise Conflict(f"model {planned.ref} changed since the job was planned ({planned.digest[:19]} -> "
+                       f"{info.digest[:19]}); submit the job again", param="start_from")
+    return info
+
+
+def _start(registry: Registry, spec: TrainSpec, base: ModelInfo, method: Method) -> ModelInfo:
+    """The adapter a LoRA run starts from: a LoRA adapter (in the caller's tenant) over exactly ``base``."""
+    assert spec.start_from is not None
+    start = registry.get(spec.start_from, tenant=spec.tenant)
+    if method.peft_type != "LORA":
+        raise InvalidInput(f"start_from continues a LoRA adapter; method {method.name} trains no LoRA adapter "
+                           "(use lora or dpo)", param="start_from")
+    lin = start.manifest.lineage
+    if start.manifest.kind != "adapter" or (lin.peft_type or "LORA") != "LORA":
+        raise InvalidInput(f"start_from must name a LoRA adapter; {start.ref} is a {start.manifest.kind}",
+                           param="start_from")
+    over = lin.base.digest if lin.base is not None and lin.base.digest else (start.manifest.parent or "").rpartition("@")[2]
+    if over != base.digest:
+        raise InvalidInput(f"adapter {start.ref} was trained over {start.manifest.parent or 'another model'}, not "
+                           f"{base.ref}; start it over its own base", param="start_from")
+    return start
 
 
 def _base(registry: Registry, ref: str, tenant: str) -> ModelInfo:

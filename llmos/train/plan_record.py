@@ -92,6 +92,7 @@ class PlanRecord(BaseModel):
     output: str  # name, or name:tag when the user gave one
     labels: list[str]
     splits: PlannedSplits
+    start_from: PlannedModel | None = None  # the adapter the new one starts from
 
     def with_hyperparameters(self, hp: Hyperparameters) -> "PlanRecord":
         """The same plan with other knobs (a tuning trial): the rows do not depend on the knobs a study may

@@ -4,8 +4,11 @@ A preference pair is an sft row that also names a ``rejected`` answer (the loop 
 thumbs-down answer and its correction, or a thumbs-down and a thumbs-up answer to the same prompt).
 The method trains LoRA adapters, like ``lora``, with TRL's DPO loss plus the SFT loss of the chosen
 answer (``loss_type=["sigmoid", "sft"]``): the chosen answer is learned as an answer and the rejected
-one pushed below it. The reference model is the base itself (the adapter switched off), so nothing
-but the adapter is held twice in memory.
+one pushed below it. A fresh adapter's reference model is the base itself (the adapter switched off).
+A run that continues a stored adapter (``start_from``: the loop's rounds start from the serving
+adapter, so preference training refines what SFT taught rather than starting over) takes that adapter
+as its reference: TRL keeps a frozen copy of it beside the trained one, and only the trained one is
+saved. Either way nothing but an adapter is held twice in memory.
 
 It runs inside the one training loop (``llmos.train.runner``): ``inputs`` swaps the task's encoded rows
 for the pairs and the plain Trainer for ``PreferenceTrainer`` (TRL's DPOTrainer with llmos's atomic
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 BETA = 0.1  # DPO's temperature: how far the adapter may move from the base (TRL's default)
 LOSSES = ["sigmoid", "sft"]  # DPO's pairwise loss plus the chosen answer's SFT loss
+REFERENCE = "ref"  # the adapter name TRL gives its frozen copy of a pretrained adapter (the reference model)
 
 
 class DpoMethod(LoraMethod):
@@ -56,6 +60,12 @@ class DpoMethod(LoraMethod):
         rows = Dataset.from_list([pair_record(r) for r in pairs(train)])
         return replace(inputs, train=rows, validation=[], collator=None, metric="loss", greater_is_better=False,
                        compute_metrics=None, make_trainer=_trainer_maker(tokenizer))
+
+
+    def save(self, model: Any, task: "TrainTask", out: Path) -> Any:
+        if REFERENCE in getattr(model, "peft_config", {}):
+            model.delete_adapter(REFERENCE)  # TRL's frozen copy of the adapter a run started from
+        return super().save(model, task, out)
 
 
 def pairs(rows: Sequence[Row]) -> list[SftRow]:

@@ -21,6 +21,7 @@ from llmos.feedback.shapes import conversation
 from llmos.runtime import Runtime
 
 SYSTEM = "You are a helpful coding assistant."
+TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
 
 
 @pytest.fixture
@@ -149,3 +150,36 @@ def test_a_dpo_round_waits_for_pairs_and_says_why_once(runtime: Runtime) -> None
     assert (state.state, state.feedback_cutoff) == ("idle", 0)  # the feedback is kept for the round
     event = loop.history("helper", "default")["events"][-1]
     assert event["action"] == "loop.waiting" and "waits for 4 trained preference pairs" in event["reason"]
+
+
+def test_a_dpo_round_continues_the_serving_lora_adapter(runtime: Runtime, code: list[dict[str, str]],
+                                                         tmp_path: Path) -> None:
+    """A preference round refines the serving adapter (DPO's reference too), not a fresh one over the base."""
+    from llmos.feedback import Loop
+    from llmos.jobs import JobRunner
+    from llmos.store.manifest import Lineage, LineageBase, LineageDataset, ManifestData
+
+    reg = runtime.store.registry
+    base = reg.add("smollm2-135m-instruct:latest", ManifestData(files=[], architecture="LlamaForCausalLM",
+                                                                 tasks=["generate"], source="t",
+                                                                 context_length=2048, chat_template=TEMPLATE))
+    lineage = Lineage(base=LineageBase(ref=base.ref, digest=base.digest), method="lora", peft_type="LORA",
+                      task="sft", dataset=LineageDataset(name="helper-data", version=1))
+    reg.add("helper:v1", ManifestData(kind="adapter", files=[], architecture="LlamaForCausalLM",
+                                      tasks=["generate"], source="t", lineage=lineage), tenant="default")
+    reg.tag("helper:v1", "helper:latest")
+    root(runtime, code, tmp_path)
+    jobs = JobRunner(runtime)  # no supervisor: the round's job is only queued
+    loop = Loop(runtime, jobs)
+    loop.policies.set("helper", "default", {"min_feedback": 4, "method": "dpo", "min_pairs": 2, "holdout": 0.2})
+    store = FeedbackStore(runtime.db, reg)
+    for i, r in enumerate(code[10:30]):  # thumbs-down answers with their corrections: preference pairs
+        chat(runtime, f"req-{i}", r["instruction"], "I am not sure.")
+        store.submit(FeedbackIn(request_id=f"req-{i}", rating=-1, correction=r["output"]), "default")
+    assert loop.tick() == ["loop.retrain"], loop.history("helper", "default")["events"][-1]
+    state = loop.policies.get("helper", "default")
+    spec = jobs.get(state.job_id).spec
+    assert spec["method"] == "dpo" and spec["base"] == base.ref and spec["start_from"] == "helper:v1"
+    assert spec["plan"]["start_from"] == {"ref": "helper:v1", "digest": reg.get("helper:v1").digest,
+                                          "context_length": None}
+    jobs.cancel(state.job_id)

@@ -69,31 +69,31 @@ def test_the_gate_is_an_evaluate_job_whose_verdict_drives_the_loop(gate_home: Lo
     reg = gate_home.rt.store.registry
     create_prompt_task(reg, "senti", MINILM, kind="classify", labels=["negative", "positive"], descriptions=SWAPPED)
     create_prompt_task(reg, "senti", MINILM, kind="classify", labels=["negative", "positive"], descriptions=RIGHT)
-    reg.tag("senti:v1", "senti:latest", replace=True)  # the swapped version serves
+    reg.tag("senti:v0", "senti:latest", replace=True)  # the swapped version serves
     dataset = round_dataset(gate_home, datasets)
     jobs = gate_home.runner()
     loop = Loop(gate_home.rt, jobs)
     loop.policies.set("senti", "default", {"margin": 0.05})
 
-    trained(gate_home, loop, "job-round-1", "senti:v2", dataset)
+    trained(gate_home, loop, "job-round-1", "senti:v1", dataset)
     actions, info, spec, result = gate(loop, jobs)
     assert actions == ["loop.gate_passed", "loop.canary_started"]
-    assert spec.models == ["senti:v2", "senti:v1"] and spec.base == f"{MINILM}:latest" and spec.dataset == dataset
+    assert spec.models == ["senti:v1", "senti:v0"] and spec.base == f"{MINILM}:latest" and spec.dataset == dataset
     assert result.gate is not None and result.gate.passed and result.rows == {"validation": 24, "feedback": 24}
-    assert result.reports["senti:v2"]["feedback"].rows == 24  # full reports are kept with the scores
+    assert result.reports["senti:v1"]["feedback"].rows == 24  # full reports are kept with the scores
     event = loop.history("senti", "default")["events"][-2]
     assert event["action"] == "loop.gate_passed" and event["job"] == info.id
-    assert event["candidate_scores"] == result.scores["senti:v2"] == result.gate.candidate_scores
-    assert event["serving_scores"] == result.scores["senti:v1"]
+    assert event["candidate_scores"] == result.scores["senti:v1"] == result.gate.candidate_scores
+    assert event["serving_scores"] == result.scores["senti:v0"]
     assert loop.policies.get("senti", "default").state == "canary"
 
     # the other way round: the swapped version as the candidate is rejected, the serving version untouched
     loop.rollback("senti", "default", "alice")  # ends the canary
-    reg.tag("senti:v2", "senti:latest", replace=True)
-    trained(gate_home, loop, "job-round-2", "senti:v1", dataset)
+    reg.tag("senti:v1", "senti:latest", replace=True)
+    trained(gate_home, loop, "job-round-2", "senti:v0", dataset)
     actions, info, spec, result = gate(loop, jobs)
     assert actions == ["loop.gate_rejected"] and result.gate is not None and not result.gate.passed
     assert "< margin 0.05" in result.gate.reason
-    assert reg.get("senti:latest").digest == reg.get("senti:v2").digest
+    assert reg.get("senti:latest").digest == reg.get("senti:v1").digest
     state = loop.policies.get("senti", "default")
     assert (state.state, state.job_id, state.feedback_cutoff) == ("idle", None, 7)

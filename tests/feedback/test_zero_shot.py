@@ -88,7 +88,7 @@ def test_a_prompt_tasks_first_round_trains_from_the_feedback_alone(home: LoopHom
     assert corrected == 60  # every text of the three other intents
     assert loop.tick() == ["loop.retrain"]
     state = loop.policies.get("intent0", "default")
-    assert state.state == "training" and state.candidate == "intent0:v2" and state.root_dataset is None
+    assert state.state == "training" and state.candidate == "intent0:v1" and state.root_dataset is None
     spec = jobs.get(state.job_id).spec
     plan = spec["plan"]
     assert spec["base"] == f"{ENCODER}:latest" and plan["task"] == "classify" and plan["labels"] == sorted(INTENTS)
@@ -100,7 +100,7 @@ def test_a_prompt_tasks_first_round_trains_from_the_feedback_alone(home: LoopHom
     assert report["feedback_train_rows"] + report["feedback_held_out_rows"] == 80
     assert 10 <= report["feedback_held_out_rows"] <= 30 and ds.counts.splits["validation"] == 0
     event = loop.history("intent0", "default")["events"][-1]
-    assert event["action"] == "loop.retrain" and event["zero_shot"] and event["serving"] == "intent0:v1"
+    assert event["action"] == "loop.retrain" and event["zero_shot"] and event["serving"] == "intent0:v0"
     # The module's daemon shares this home: its runner must not pick up the queued round, nor its loop tick it.
     jobs.cancel(state.job_id)
     loop.policies.set("intent0", "default", {"enabled": False})
@@ -186,13 +186,13 @@ def test_zero_shot_start_through_the_daemon(daemon: Daemon, home: LoopHome, slic
         daemon.ok("/v1/feedback", {"request_id": out["id"], "rating": 1 if out["data"][0]["label"] == gold else -1})
     assert tick(daemon) == ["loop.promoted"]
     reg = home.rt.store.registry
-    assert reg.get("zs:latest").digest == reg.get("zs:v2").digest != reg.get(created["ref"]).digest
+    assert reg.get("zs:latest").digest == reg.get("zs:v1").digest != reg.get(created["ref"]).digest
     after = accuracy(daemon, slices.held_out, "zs")
     history = daemon.http.get("/v1/loop/zs/history").json()
     kinds = {v["ref"]: (v["kind"], v["serving"]) for v in history["versions"]}
-    assert kinds == {"zs:v1": ("prompt task", False), "zs:v2": ("fine-tuned", True)}
-    v2 = next(v for v in history["versions"] if v["ref"] == "zs:v2")
-    assert v2["measured"].startswith("held-out feedback of zs-feedback@1")
+    assert kinds == {"zs:v0": ("prompt task", False), "zs:v1": ("fine-tuned", True)}
+    v1 = next(v for v in history["versions"] if v["ref"] == "zs:v1")
+    assert v1["measured"].startswith("held-out feedback of zs-feedback@1")
     gate = next(e for e in history["events"] if e["action"] == "loop.gate_passed")
-    assert gate["serving"] == "zs:v1" and gate["rows"]["feedback"] > 0
+    assert gate["serving"] == "zs:v0" and gate["rows"]["feedback"] > 0
     assert after >= before, (before, after)

@@ -28,7 +28,7 @@ NER_SHOT = {"text": "Angela Merkel met Emmanuel Macron in Paris.", "entities": [
 
 def _accuracy(daemon: Daemon, model: str, rows: list[tuple[str, str]]) -> float:
     out = daemon.ok("/v1/classify", {"model": model, "input": [t for t, _ in rows]})
-    assert out["model"] == f"{model}:v1"  # the exact version that answered
+    assert out["model"] == f"{model}:v0"  # the exact version that answered
     for item in out["data"]:
         assert set(item["scores"]) == {"negative", "positive"}
         assert sum(item["scores"].values()) == pytest.approx(1.0)
@@ -40,7 +40,7 @@ def _accuracy(daemon: Daemon, model: str, rows: list[tuple[str, str]]) -> float:
 def test_zero_shot_sst2_with_the_generator_beats_chance(daemon: Daemon, datasets: Path) -> None:
     created = daemon.ok("/v1/prompt_tasks", {"name": "sst2-zero", "base": SMOL, "labels": ["negative", "positive"],
                                              "template": SENTIMENT})
-    assert created["method"] == "likelihood" and created["ref"] == "sst2-zero:v1" and created["calibrate"]
+    assert created["method"] == "likelihood" and created["ref"] == "sst2-zero:v0" and created["calibrate"]
     models = {m["id"]: m for m in daemon.http.get("/v1/models").json()["data"]}
     assert models["sst2-zero"]["kind"] == "prompt_task" and models["sst2-zero"]["tasks"] == ["classify"]
     # 40 dev rows: measured 0.775 (31/40); chance is 0.5 and 26/40 or more happens by chance 4% of the time
@@ -155,15 +155,15 @@ def test_wrong_route_and_repointing_latest(daemon: Daemon) -> None:
     # A second version moves mood:latest; a later model (e.g. a fine-tuned one) can take it over the same way.
     second = daemon.ok("/v1/prompt_tasks", {"name": "mood", "base": MINILM, "labels": ["calm", "angry"],
                                             "descriptions": {"angry": "furious shouting"}})
-    assert second["ref"] == "mood:v2"
+    assert second["ref"] == "mood:v1"
     reg = daemon.rt.store.registry
-    assert reg.get("mood").digest == reg.get("mood:v2").digest != reg.get("mood:v1").digest
+    assert reg.get("mood").digest == reg.get("mood:v1").digest != reg.get("mood:v0").digest
     daemon.ok("/v1/prompt_tasks", {"name": "mood-gen", "base": SMOL, "labels": ["calm", "angry"]})
     reg.tag("mood-gen:latest", "mood:latest", replace=True)  # what the feedback loop's promotion does
     assert daemon.http.get("/v1/prompt_tasks/mood").json()["method"] == "likelihood"
     out = daemon.ok("/v1/classify", {"model": "mood", "input": "I am furious, stop shouting at me!"})
     assert set(out["data"][0]["scores"]) == {"calm", "angry"}
-    assert daemon.http.get("/v1/prompt_tasks/mood:v1").json()["method"] == "similarity"  # still readable
+    assert daemon.http.get("/v1/prompt_tasks/mood:v0").json()["method"] == "similarity"  # still readable
 
 
 def llmos(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -181,7 +181,7 @@ def test_cli_creates_and_lists_prompt_tasks(daemon: Daemon, tmp_path: Path) -> N
                 str(shots), "-d", "spam=an advert for a prize", "--json")
     assert out.returncode == 0, out.stderr
     made = json.loads(out.stdout)
-    assert made["name"] == "spam-cli:v1" and len(made["examples"]) == 2 and made["descriptions"]["spam"]
+    assert made["name"] == "spam-cli:v0" and len(made["examples"]) == 2 and made["descriptions"]["spam"]
     listed = json.loads(llmos(home, "models", "list", "--json").stdout)
     assert {"name": "spam-cli:latest", "kind": "prompt_task"}.items() <= next(
         m for m in listed if m["name"] == "spam-cli:latest").items()

@@ -9,14 +9,15 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from llmos.data import ImportOptions
 from llmos.data.rows import Task
 from llmos.errors import InvalidInput
 from llmos.train.config import TrainSpec
-from llmos.train.job import publish, run_plan
+from llmos.train.job import RunResult, publish, run_plan
 from llmos.train.methods import get_method
-from llmos.train.plan import TrainEnv, plan_training
+from llmos.train.plan import TrainEnv, TrainPlan, plan_training
 from llmos.train.preference import _divergence_guard, pair_record
 from llmos.train.runner import NullReporter
 from llmos.train.task_kinds import get_task
@@ -44,9 +45,10 @@ def env(home: Home) -> TrainEnv:
     return TrainEnv(home.rt.store.registry, home.datasets)
 
 
-def spec(dataset: str, base: str = SMOL, **hp: object) -> TrainSpec:
-    return TrainSpec.parse({"base": base, "dataset": dataset, "method": "dpo", "name": "prefs-helper",
-                            "hyperparameters": dict(hp)})
+def spec(dataset: str, base: str = SMOL, method: str = "dpo", start_from: str | None = None,
+         **hp: object) -> TrainSpec:
+    return TrainSpec.parse({"base": base, "dataset": dataset, "method": method, "name": "prefs-helper",
+                            "hyperparameters": dict(hp), "start_from": start_from})
 
 
 def test_dpo_is_refused_without_pairs_or_for_a_classifier(home: Home, pairs_dataset: str) -> None:
@@ -73,12 +75,18 @@ def test_a_diverging_loss_fails_the_run() -> None:
         guard.on_log(None, State(), None, logs={"loss": math.nan})
 
 
-@pytest.mark.slow
-def test_dpo_trains_a_lora_adapter_in_the_one_loop(home: Home, pairs_dataset: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def dpo_run(home: Home, pairs_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainPlan, RunResult]:
+    tmp = tmp_path_factory.mktemp("dpo")
     plan = plan_training(env(home), spec(pairs_dataset, max_steps=2, batch_size=2, max_length=96, lora_r=4,
                                          report_rows=2, max_new_tokens=8))
+    return plan, run_plan(plan, env(home), NullReporter(tmp / "ckpt"), tmp)
+
+
+@pytest.mark.slow
+def test_dpo_trains_a_lora_adapter_in_the_one_loop(home: Home, dpo_run: tuple[TrainPlan, RunResult]) -> None:
+    plan, result = dpo_run
     assert plan.method is get_method("dpo") and len(plan.splits.train) >= 16
-    result = run_plan(plan, env(home), NullReporter(tmp_path / "ckpt"), tmp_path)
     assert result.kind == "adapter" and (result.folder / "adapter_model.safetensors").is_file()
     assert result.outcome is not None and result.outcome.global_step == 2
     losses = [h["loss"] for h in result.outcome.log_history if "loss" in h]
@@ -87,3 +95,42 @@ def test_dpo_trains_a_lora_adapter_in_the_one_loop(home: Home, pairs_dataset: st
     info = publish(home.rt.store.importer, home.rt.store.registry, plan, result, "job-dpo")
     assert info.manifest.kind == "adapter" and info.manifest.lineage.method == "dpo"
     assert info.manifest.chat_template == home.rt.store.registry.get(SMOL).manifest.chat_template
+    assert "started_from" not in info.manifest.lineage.model_dump()  # a fresh adapter records no start
+
+
+def test_start_from_must_be_a_lora_adapter_over_the_same_base(home: Home, pairs_dataset: str) -> None:
+    with pytest.raises(InvalidInput, match="must name a LoRA adapter") as bad:
+        plan_training(env(home), spec(pairs_dataset, start_from=SMOL))
+    assert bad.value.details["param"] == "start_from"
+    with pytest.raises(InvalidInput, match="trains no LoRA adapter"):
+        plan_training(env(home), spec(pairs_dataset, method="full", start_from=SMOL))
+
+
+@pytest.mark.slow
+def test_dpo_continues_a_stored_adapter_and_saves_it_alone(home: Home, dpo_run: tuple[TrainPlan, RunResult],
+                                                           tmp_path: Path) -> None:
+    """The loop's preference rounds start from the serving adapter: the run begins at its weights (not a
+    fresh LoRA, whose B matrices are zero) and publishes one adapter, not TRL's reference copy beside it."""
+    from safetensors.torch import load_file
+
+    plan, result = dpo_run
+    reg = home.rt.store.registry
+    started = publish(home.rt.store.importer, reg, plan, result, "job-dpo-start")
+    start = started.ref
+    smol = reg.get(SMOL)  # the same weights under another manifest: another base as far as lineage goes
+    reg.add("smol-twin:v1", smol.manifest.model_copy(update={"source": "twin"}))
+    with pytest.raises(InvalidInput, match="was trained over .* not smol-twin:v1"):
+        plan_training(env(home), spec(plan.dataset.ref, base="smol-twin:v1", start_from=start))
+    cont = plan_training(env(home), spec(plan.dataset.ref, start_from=start, max_steps=1, batch_size=2, max_length=96,
+                                         learning_rate=1e-9, report_rows=1, max_new_tokens=4))
+    assert cont.start is not None and cont.record().start_from is not None
+    again = run_plan(cont, env(home), NullReporter(tmp_path / "ckpt"), tmp_path)
+    assert not (again.folder / "ref").exists()  # only the trained adapter is saved
+    before = load_file(str(reg.snapshot(started) / "adapter_model.safetensors"))
+    after = load_file(str(again.folder / "adapter_model.safetensors"))
+    b = [k for k in before if "lora_B" in k]
+    assert b and set(after) == set(before)
+    assert max(float(before[k].abs().max()) for k in b) > 0  # the start was trained: its B is not zero
+    assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in b)  # one step at lr 1e-9 keeps it
+    info = publish(home.rt.store.importer, reg, cont, again, "job-dpo-cont")
+    assert info.manifest.lineage.started_from is not None and info.manifest.lineage.started_from.ref == start
