@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmos.api.bounds import NAME_MAX, Cursor, ModelFilter, PageSize
 from llmos.api.deps import Caller, get_caller
 from llmos.feedback.items import FeedbackIn, FeedbackOut
+from llmos.feedback.judge import check_judge
 from llmos.feedback.loop import Loop
 from llmos.store.names import parse_ref
 
@@ -61,6 +62,8 @@ def list_policies(loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
 def set_policy(name: str, body: dict[str, Any], loop: LoopDep, caller: CallerDep) -> dict[str, Any]:
     loop.registry.get(f"{parse_ref(name).name}:latest", tenant=caller.tenant)  # a served model it may see
     loop.registry.check_write(name, caller.tenant, admin=caller.admin)  # its retrains write under the name
+    if isinstance(body.get("judge"), str):
+        check_judge(loop.registry, body["judge"], caller.tenant)  # a chat model the caller may read
     policy = loop.policies.set(name, caller.tenant, body)
     loop.router.refresh()
     return policy.to_api()

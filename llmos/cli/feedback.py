@@ -14,6 +14,7 @@ import typer
 
 from llmos.cli.common import console, print_json, runtime
 from llmos.cli.tables import ago, new_table
+from llmos.feedback.judge import check_judge
 from llmos.feedback.shapes import Example
 from llmos.feedback.loop import Loop
 from llmos.feedback.policy import LoopSettings
@@ -89,6 +90,8 @@ def set_policy(
                                                                    "gate's verdict stands")] = None,
     first_base: Annotated[Optional[str], typer.Option(help="a prompt task's first fine-tuned version trains from "
                                                            "this model")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="chat models: a stored chat model that compares both "
+                                                      "versions' answers in the gate")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     enabled: Annotated[Optional[bool], typer.Option("--enabled/--disabled")] = None,
     hyperparameters: Annotated[Optional[str], typer.Option(help="JSON object of retrain overrides")] = None,
@@ -98,12 +101,15 @@ def set_policy(
     changes: dict[str, Any] = {k: v for k, v in {
         "min_feedback": min_feedback, "holdout": holdout, "margin": margin, "val_tolerance": val_tolerance,
         "canary_share": canary_share, "canary_min": canary_min, "canary_alpha": canary_alpha,
-        "canary_max_hours": canary_max_hours, "first_base": first_base, "seed": seed, "enabled": enabled}.items()
+        "canary_max_hours": canary_max_hours, "first_base": first_base, "judge": judge, "seed": seed,
+        "enabled": enabled}.items()
         if v is not None}
     if hyperparameters:
         changes["hyperparameters"] = json.loads(hyperparameters)
     loop = _loop()
     loop.registry.get(f"{name.split(':')[0]}:latest", tenant=tenant)
+    if judge:
+        check_judge(loop.registry, judge, tenant)
     print_json(loop.policies.set(name, tenant, changes).to_api())
 
 

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmos.data.registry import Datasets
 from llmos.data.rows import Row
 from llmos.errors import InvalidInput
-from llmos.feedback.gate import GateResult, decide, report_settings, reports
+from llmos.feedback.gate import FAIR_SPLITS, GateResult, decide, report_settings, reports
+from llmos.feedback.judge import judge_gate
 from llmos.kernel.core import Kernel
 from llmos.store.manifest import ModelInfo, is_prompt_task
 from llmos.store.registry import Registry
@@ -44,6 +45,7 @@ class GateRule(BaseModel):
     val_tolerance: float = Field(ge=0, le=1)
     confidence: float = Field(0.9, ge=0.5, lt=1, description="of the paired gain's lower bound")
     seed: int = Field(0, ge=0, description="seeds the bootstrap")
+    judge: str | None = Field(None, description="a stored chat model that compares both versions' answers")
 
 
 class EvaluateSpec(BaseModel):
@@ -83,10 +85,12 @@ class EvaluateResult(BaseModel):
 
 def gate_spec(registry: Registry, candidate: str, serving: str, dataset: str, rule: GateRule,
               tenant: str) -> EvaluateSpec:
-    """The spec of a gate: candidate against the serving version on the round dataset's splits."""
+    """The spec of a gate: candidate against the serving version on the round dataset's splits (the
+    judge, when there is one, counts among the models memory admission sizes the job by)."""
     models = [candidate, serving]
+    loaded = models + ([rule.judge] if rule.judge else [])
     return EvaluateSpec(models=models, dataset=dataset, gate=rule,
-                        base=largest_weights(registry, models, tenant).ref, tenant=tenant)
+                        base=largest_weights(registry, loaded, tenant).ref, tenant=tenant)
 
 
 def eval_spec(registry: Registry, datasets: Datasets, model: str, dataset: str, split: str | None,
@@ -138,8 +142,15 @@ def evaluate_job(ctx: "JobContext", spec: dict[str, Any]) -> EvaluateResult:
     if parsed.gate is not None and len(parsed.models) >= 2:
         cand, serv = parsed.models[:2]
         rule = parsed.gate
+        judged = None
+        if rule.judge is not None and any(r.answers is not None for r in found[cand].values()):
+            ctx.log(f"judge {rule.judge} compares the two versions' answers")
+            ctx.pause_point()
+            judged = judge_gate(store.registry, rule.judge, parsed.tenant, splits, found[cand], found[serv],
+                                FAIR_SPLITS, rule.confidence, rule.seed)
+            ctx.log(judged.describe())
         result.gate = decide(metric, found[cand], found[serv], counts, rule.margin, rule.val_tolerance,
-                             rule.confidence, rule.seed)
+                             rule.confidence, rule.seed, judged)
         ctx.log(f"gate {'passed' if result.gate.passed else 'rejected'}: {result.gate.reason}")
     return result
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from llmos.config import load_settings
 from llmos.data.rows import Row
+from llmos.feedback.judge import JudgeVerdict
 from llmos.feedback.stats import PairedGain, paired_gain
 from llmos.kernel.core import Kernel
 from llmos.prompt_tasks.evaluate import evaluate_prompt_task
@@ -40,6 +41,10 @@ class GateResult(BaseModel):
     lower_bound: float | None = None  # its one-sided bootstrap bound at ``confidence``
     paired_rows: int | None = None
     confidence: float | None = None
+    judge: str | None = None  # the judge model, when the policy names one
+    judge_preference: float | None = None  # its mean preference for the candidate's answers (0.5: none)
+    judge_upper: float | None = None  # the upper confidence bound of that preference
+    judge_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -96,12 +101,14 @@ def gate_metric(task: str, metric: str) -> str:
 
 
 def decide(metric: str, cand: dict[str, EvalReport], serv: dict[str, EvalReport], counts: dict[str, int],
-           margin: float, val_tolerance: float, confidence: float = 0.9, seed: int = 0) -> GateResult:
+           margin: float, val_tolerance: float, confidence: float = 0.9, seed: int = 0,
+           judged: JudgeVerdict | None = None) -> GateResult:
     """The verdict on both versions' reports of the splits ``feedback`` (held-out corrections and confirmed
     answers) and ``validation`` (the root's). The candidate passes when, over the rows of both splits,
     the lower ``confidence`` bound of its paired per-row gain is at least ``margin``; its validation
     score does not fall by more than ``val_tolerance``; and, for answers, its per-token loss of the
-    held-out corrections is not above the serving version's."""
+    held-out corrections is not above the serving version's. A judge (``judged``) vetoes a candidate
+    whose answers it confidently finds worse: the upper bound of its preference below 0.5."""
     task = next(iter(cand.values())).task if cand else ""
     metric = gate_metric(task, metric)
     c_scores = {s: r.metric(metric) for s, r in cand.items() if metric in r.metrics}
@@ -113,11 +120,17 @@ def decide(metric: str, cand: dict[str, EvalReport], serv: dict[str, EvalReport]
     gain = _paired(cand, serv, metric, confidence, seed)
     drop = s_scores.get("validation", 0.0) - c_scores.get("validation", 0.0)
     result = result.model_copy(update={"gain": gain.mean, "lower_bound": gain.lower, "paired_rows": gain.n})
+    if judged is not None:
+        result = result.model_copy(update={"judge": judged.judge, "judge_preference": judged.preference,
+                                           "judge_upper": judged.upper, "judge_rows": judged.rows})
     why = _refusal(metric, gain, margin, drop, val_tolerance, c_scores, s_scores, cand, serv)
+    if not why and judged is not None and judged.prefers_serving:
+        why = f"{judged.describe()}: it finds the serving version's answers better"
     if why:
         return result.model_copy(update={"reason": why})
+    judge_note = f"; {judged.describe()}" if judged is not None else ""
     return result.model_copy(update={"passed": True, "reason": f"fair held-out {metric} {gain.describe()}, "
-                                                               f"validation {-drop:+.4f}"})
+                                                               f"validation {-drop:+.4f}{judge_note}"})
 
 
 def _paired(cand: dict[str, EvalReport], serv: dict[str, EvalReport], metric: str, confidence: float,

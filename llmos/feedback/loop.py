@@ -216,7 +216,7 @@ class Loop:
                                        "re-tag); the candidate is not promoted")
         dataset = str(job.spec.get("dataset", ""))
         rule = GateRule(margin=p.settings.margin, val_tolerance=p.settings.val_tolerance,
-                        confidence=p.settings.confidence, seed=p.settings.seed)
+                        confidence=p.settings.confidence, seed=p.settings.seed, judge=p.settings.judge)
         spec = gate_spec(self.registry, candidate, _version(self.registry, serving) or serving.ref, dataset, rule,
                          p.tenant)
         gate_job = self.jobs.submit(EVALUATE, spec.model_dump(mode="json"), tenant=p.tenant)

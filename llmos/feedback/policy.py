@@ -36,8 +36,9 @@ class LoopSettings(BaseModel):
     method: str | None = Field(None, description="the retrain's method (default: the serving version's); `dpo` "
                                                  "trains a chat model on its preference pairs")
     min_pairs: int = Field(4, ge=1, description="with method dpo: trained preference pairs a round waits for")
-    judge: str | None = Field(None, description="a stored chat model that compares the two versions' answers in "
-                                                "the gate (not built: setting it is refused)")
+    judge: str | None = Field(None, min_length=1, description="chat models: a stored chat model that compares "
+                              "both versions' answers in the gate and vetoes a candidate it confidently finds "
+                              "worse (off by default: a 135M model is a weak judge)")
     val_tolerance: float = Field(0.0, ge=0, le=1, description="how far the original validation score may fall")
     canary_share: float = Field(0.2, gt=0, lt=1, description="share of traffic the candidate gets in its canary")
     canary_min: int = Field(30, ge=1, description="rated items on the candidate's arm before the canary is judged")
@@ -56,14 +57,6 @@ class LoopSettings(BaseModel):
     def _known_method(cls, value: str | None) -> str | None:
         if value is not None and value not in method_names():
             raise ValueError(f"unknown method {value!r}; use one of {', '.join(method_names())}")
-        return value
-
-    @field_validator("judge")
-    @classmethod
-    def _no_judge_yet(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError("a judge model in the gate is not built yet; the generation gate compares chrF and "
-                             "answer loss on held-out corrections. Leave judge unset")
         return value
 
     @classmethod

@@ -81,13 +81,14 @@ class EvalReport(BaseModel):
     # Each row's score, in row order, for paired comparisons (the loop's gate): classify 1/0 for a right
     # label, tag the row's entity F1, sft chrF of the greedy answer (its generated rows only).
     per_row: list[float] | None = None
+    answers: list[str] | None = None  # sft: every greedy answer, in row order (a gate's judge compares them)
 
     def metric(self, name: str) -> float:
         return float(self.metrics[name])
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON data: the sections it has, in field order."""
-        return {k: v for k, v in self.model_dump(mode="json", exclude={"per_row"}).items()
+        return {k: v for k, v in self.model_dump(mode="json", exclude={"per_row", "answers"}).items()
                 if getattr(self, k) is not None}
 
     def dumps(self) -> str:

@@ -139,7 +139,8 @@ def sft_report(model: Any, tokenizer: Any, rows: Sequence[Row], chat_template: s
                             generated=a) for r, ref, a in list(zip(sample, refs, answers))[:REPORT_SAMPLES]]
     return EvalReport(task="sft", rows=len(chats), generated_rows=len(sample), samples=samples,
                       metrics={"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "exact_match": em,
-                               "token_f1": f1, "chrf": sum(chrf) / max(1, len(chrf))}, per_row=chrf)
+                               "token_f1": f1, "chrf": sum(chrf) / max(1, len(chrf))}, per_row=chrf,
+                      answers=answers)
 
 
 def chrf_scores(answers: Sequence[str], refs: Sequence[str]) -> list[float]:
