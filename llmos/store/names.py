@@ -1,4 +1,9 @@
-"""Model names: ``name`` or ``name:tag``; the default tag is ``latest``."""
+"""Model names: ``name`` or ``name:tag``; the default tag is ``latest``.
+
+OpenAI's fine-tuned model names (``ft:BASE:SUFFIX:ID``, the suffix possibly empty) are read as the
+llmos name they stand for, ``ft-BASE[-SUFFIX]-ID``: the name a fine-tuning job's result is stored
+under, so a client can call the ``fine_tuned_model`` it read back as it would on OpenAI.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,14 @@ class ModelRef:
         return f"{self.name}:{self.tag}"
 
 
+def openai_ft_name(text: str) -> str | None:
+    """``ft:BASE:SUFFIX:ID`` as the stored name ``ft-BASE[-SUFFIX]-ID``; None for any other text."""
+    parts = text.split(":")
+    if len(parts) != 4 or parts[0] != "ft" or not parts[1] or not parts[3]:
+        return None
+    return "-".join(["ft", parts[1], *([parts[2]] if parts[2] else []), parts[3]])
+
+
 def _check(part: str, what: str, full: str) -> None:
     if not _PART.match(part) or ".." in part:
         raise InvalidName(
@@ -29,6 +42,10 @@ def _check(part: str, what: str, full: str) -> None:
 
 def parse_ref(text: str) -> ModelRef:
     """Parse ``name[:tag]``; raises InvalidName for anything that could escape a folder."""
+    alias = openai_ft_name(text) if isinstance(text, str) and text.startswith("ft:") else None
+    if alias is not None:
+        _check(alias, "name", text)
+        return ModelRef(alias, DEFAULT_TAG)
     if not isinstance(text, str) or not text or text.count(":") > 1:
         raise InvalidName(f"invalid model name {text!r}: expected NAME or NAME:TAG")
     name, colon, tag = text.partition(":")

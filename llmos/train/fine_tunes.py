@@ -9,8 +9,10 @@ fine-tune (``plan_training``: every other mistake is a 4xx too, before a job exi
 ``train`` job. Its OpenAI fields (files, suffix, seed, metadata, the hyperparameters as sent) are a
 ``fine_tuning_jobs`` row beside the job.
 
-The result is named ``ft-<base>[-<suffix>]-<8 hex>``: a plain llmos model name (one version, v1,
-and ``latest``), so the ``fine_tuned_model`` a client reads back is the ``model`` of its next chat.
+The result is OpenAI's ``ft:<base>:<suffix>:<8 hex>`` (the suffix may be empty), stored under the
+plain llmos name it stands for, ``ft-<base>[-<suffix>]-<8 hex>`` (one version, v1, and ``latest``;
+``llmos.store.names`` reads one as the other), so the ``fine_tuned_model`` a client reads back is the
+``model`` of its next chat.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ class FineTunes:
         validation = self._file(order.validation_file, "validation_file") if order.validation_file else None
         dataset = dataset_of(self.env.datasets, self.files, training, validation)
         name = result_name(order.model, order.suffix)
-        spec = TrainSpec.parse({"base": order.model, "dataset": dataset.ref, "name": name, "tenant": self.tenant,
+        spec = TrainSpec.parse({"base": order.model, "dataset": dataset.ref, "name": parse_ref(name).name,
+                                "tenant": self.tenant,
                                 "publish": self.admin, "hyperparameters": hyperparameters(order, dataset)})
         plan = plan_training(self.env, spec)
         job_id = self.jobs.submit(JOB_KIND, plan.job_spec(), tenant=self.tenant)
@@ -188,10 +191,8 @@ def _import(datasets: Datasets, files: Files, info: FileInfo, name: str, opts: I
 
 
 def result_name(model: str, suffix: str | None) -> str:
-    """``ft-<base name>[-<suffix>]-<8 hex>``: a valid llmos model name, new for every job."""
-    base = parse_ref(model).name
-    parts = ["ft", base, *([suffix] if suffix else []), secrets.token_hex(4)]
-    return "-".join(parts)
+    """OpenAI's ``ft:<base name>:<suffix>:<8 hex>``, new for every job (stored as ``ft-...``, see above)."""
+    return ":".join(["ft", parse_ref(model).name, suffix or "", secrets.token_hex(4)])
 
 
 def hyperparameters(order: FineTuneOrder, dataset: DatasetInfo) -> dict[str, Any]:

@@ -14,3 +14,14 @@ def test_default_tag() -> None:
 def test_bad_names_are_refused(bad: str) -> None:
     with pytest.raises(InvalidName):
         parse_ref(bad)
+
+
+def test_openais_fine_tuned_names_read_as_the_name_they_are_stored_under() -> None:
+    assert parse_ref("ft:smollm2-135m-instruct:code:3f9a1c2e") == ModelRef("ft-smollm2-135m-instruct-code-3f9a1c2e")
+    assert parse_ref("ft:all-minilm-l6-v2::0a1b2c3d") == ModelRef("ft-all-minilm-l6-v2-0a1b2c3d")  # no suffix
+
+
+@pytest.mark.parametrize("bad", ["ft:a:b:c:d", "ft::x:1", "ft:a:b:", "ft:../x:s:1", "ft:a:b c:1", "ft:a:b"])
+def test_malformed_fine_tuned_names_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidName):
+        parse_ref(bad)

@@ -56,7 +56,7 @@ def test_a_chat_file_trains_a_lora_adapter_that_serves_chat_by_its_name(client: 
     finished(daemon.jobs, job.id)
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.finished_at is not None and done.error is None
-    assert done.fine_tuned_model is not None and done.fine_tuned_model.startswith(f"ft-{SMOL}-code-")
+    assert done.fine_tuned_model is not None and done.fine_tuned_model.startswith(f"ft:{SMOL}:code:")  # OpenAI's form
     assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     assert events[0].message == "Job succeeded"  # newest first
@@ -64,7 +64,8 @@ def test_a_chat_file_trains_a_lora_adapter_that_serves_chat_by_its_name(client: 
     assert steps and steps[0].data["step"] == 2  # type: ignore[index]  # 18 training rows / 9 a batch
     reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=8, temperature=0,
                                            messages=[{"role": "user", "content": "Print hello in Python."}])
-    assert reply.model == f"{done.fine_tuned_model}:v1" and reply.choices[0].message.content  # the exact version
+    stored = done.fine_tuned_model.replace(":", "-")  # stored as ft-BASE-SUFFIX-ID
+    assert reply.model == f"{stored}:v1" and reply.choices[0].message.content  # the exact version that answered
 
 
 def test_a_classification_file_with_a_validation_file_trains_minilm(client: OpenAI, daemon: Daemon,
@@ -79,7 +80,7 @@ def test_a_classification_file_with_a_validation_file_trains_minilm(client: Open
     assert llmos["task"] == "classify" and llmos["method"] == "full" and job.validation_file == valid.id
     finished(daemon.jobs, job.id)
     done = client.fine_tuning.jobs.retrieve(job.id)
-    assert done.status == "succeeded" and done.fine_tuned_model.startswith(f"ft-{MINILM}-")  # type: ignore[union-attr]
+    assert done.status == "succeeded" and done.fine_tuned_model.startswith(f"ft:{MINILM}::")  # type: ignore[union-attr]
     checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
     assert [c.step_number for c in checkpoints] == [4, 2]  # every 2 steps and the last, newest first
     assert checkpoints[0].metrics.train_loss is not None and checkpoints[0].fine_tuning_job_id == job.id
