@@ -17,6 +17,7 @@ from sqlalchemy import null, select, update
 from llmos.db.engine import Database
 from llmos.db.tables import Feedback, RequestLog
 from llmos.errors import InvalidInput, NotFound
+from llmos.feedback.rated import confirmed, rated
 from llmos.feedback.shapes import CHARS_PER_TOKEN, Example, inputs_of, normalise
 from llmos.store.registry import Registry
 
@@ -108,14 +109,9 @@ class FeedbackStore:
         return self._collect(q, upto, lambda f, r: _examples(f, r) if f.correction is not None else [])
 
     def confirmed(self, name: str, tenant: str, *, upto: int | None = None) -> list[Example]:
-        """Answers of any version of ``name`` a user confirmed (feedback id <= ``upto``), oldest first:
-        a classify or tag answer rated +1 without a correction, and each row a correction list left
-        ``null`` ("that one was right"). The target is what the model answered."""
-        q = (select(Feedback, RequestLog).join(RequestLog, RequestLog.id == Feedback.request_id)
-             .where(Feedback.tenant == tenant, RequestLog.model.like(f"{name}:%"),
-                    RequestLog.route.in_(("classify", "tag")))
-             .order_by(Feedback.id))
-        return self._collect(q, upto, _confirmed)
+        """Classify and tag answers of any version of ``name`` a user confirmed (feedback id <= ``upto``),
+        oldest first (``llmos.feedback.rated.confirmed``): the zero-shot start learns from them."""
+        return confirmed(rated(self.db, name, tenant, upto=upto), routes=("classify", "tag"))
 
     def _collect(self, q: Any, upto: int | None, convert: Any) -> list[Example]:
         """``convert(feedback, request_log)`` over the query's rows (feedback id <= ``upto``), in order."""
@@ -176,27 +172,6 @@ def corrected_items(correction: Any, route: str) -> int:
     if route in ("classify", "tag") and isinstance(correction, list):
         return sum(1 for c in correction if c is not None)
     return 1
-
-
-def _confirmed(f: Feedback, r: RequestLog) -> list[Example]:
-    inputs, outputs = inputs_of(r.route, r.prompt), r.output
-    if inputs is None or not isinstance(outputs, list) or len(outputs) != len(inputs):
-        return []
-    if f.correction is None:
-        right = [f.rating == 1] * len(inputs)
-    elif isinstance(f.correction, list) and any(c is not None for c in f.correction):
-        right = [c is None for c in f.correction]  # a partial correction vouches for the rows it leaves
-    else:
-        return []
-    return [Example(f.id, r.id, r.model, r.route, text, _answer(r.route, out))
-            for text, out, ok in zip(inputs, outputs, right) if ok and out is not None]
-
-
-def _answer(route: str, output: Any) -> Any:
-    """A logged answer as a correction would state it (tag: spans without scores or text)."""
-    if route == "tag":
-        return [{"start": s["start"], "end": s["end"], "label": s["label"]} for s in output]
-    return output
 
 
 def _out(f: Feedback, r: RequestLog, changed: bool = True) -> FeedbackOut:
