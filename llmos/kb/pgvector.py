@@ -3,10 +3,10 @@
 Each base's vectors are rows of ``kb_vectors`` (see ``llmos.db.vectors``), written in the transaction
 that writes its chunks. Each base has its own HNSW index: an expression index over
 ``embedding::vector(<dim>)`` with ``vector_ip_ops`` (inner product over unit vectors = cosine), partial
-on ``kb_id = <id>``, the way pgvector's FAQ indexes vectors of several dimensions in one column. A query
-carries the same ``kb_id`` predicate, as a literal, so the planner can match the partial index; being
-partial, the index holds only that base's current chunks, so a query never returns fewer hits for
-having been filtered after the scan. The planner is told to use it (no sequential scan, no sort), small
+on ``kb_id = <id>`` (and the dimension), the way pgvector's FAQ indexes vectors of several dimensions
+in one column. A query carries the same predicate, as literals, so the planner can match the partial
+index; being partial, the index holds only that base's current chunks, so a query never returns fewer
+hits for having been filtered after the scan. The planner is told to use it (no sequential scan, no sort), small
 bases too, where its cost model would pick an exact scan or the ``kb_id`` b-tree plus a sort: searches
 behave the same at every size.
 
@@ -60,7 +60,7 @@ def search_sql(kb_id: int, dim: int) -> str:
     index's expression and operator, its WHERE the index's predicate."""
     d = int(dim)
     return (f"SELECT chunk_id, (embedding::vector({d})) <#> CAST(:q AS vector({d})) AS distance FROM {TABLE} "
-            f"WHERE kb_id = {int(kb_id)} ORDER BY distance LIMIT :n")
+            f"WHERE {_predicate(kb_id, d)} ORDER BY distance LIMIT :n")
 
 
 def literal(vector: np.ndarray) -> str:
@@ -140,6 +140,10 @@ class PgVersionIndex:
         self._keywords, self._vectors, self.kb_id = keywords, vectors, kb_id
 
     @property
+    def ids(self) -> np.ndarray:
+        return self._keywords.ids
+
+    @property
     def size(self) -> int:
         return self._keywords.size
 
@@ -154,9 +158,9 @@ class PgVersionIndex:
 def _prepared(s: Session, kb_id: int, query: np.ndarray, n: int) -> tuple[TextClause, dict[str, object]]:
     """The search statement, after the transaction's settings: sorting and sequential scans disabled, so
     the only plan left that is not penalised is the base's HNSW index, whose scan returns rows in order."""
-    s.execute(text("SET LOCAL enable_seqscan = off"))
-    s.execute(text("SET LOCAL enable_sort = off"))
-    s.execute(text(f"SET LOCAL hnsw.ef_search = {min(MAX_EF_SEARCH, max(EF_SEARCH, int(n)))}"))
+    ef = min(MAX_EF_SEARCH, max(EF_SEARCH, int(n)))
+    s.execute(text("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true), "
+                   f"set_config('hnsw.ef_search', '{ef}', true)"))  # one round trip; true: this transaction only
     return text(search_sql(kb_id, int(query.shape[-1]))), {"q": literal(query.reshape(-1)), "n": int(n)}
 
 
@@ -174,7 +178,14 @@ def _insert(s: Session, kb_id: int, chunk_ids: list[int], vectors: np.ndarray, d
 def _create_index_sql(kb_id: int, dim: int) -> str:
     return (f'CREATE INDEX IF NOT EXISTS "{index_name(kb_id, dim)}" ON {TABLE} USING hnsw '
             f"((embedding::vector({int(dim)})) vector_ip_ops) WITH (m = {HNSW_M}, ef_construction = {EF_CONSTRUCTION}) "
-            f"WHERE kb_id = {int(kb_id)}")
+            f"WHERE {_predicate(kb_id, dim)}")
+
+
+def _predicate(kb_id: int, dim: int) -> str:
+    """The partial index's predicate, repeated word for word by the query so the planner can match it. The
+    dimension is part of it: CREATE INDEX also reads rows its own transaction deleted (a re-embedding's old
+    vectors), and the cast to ``vector(dim)`` must never be tried on a row of another dimension."""
+    return f"kb_id = {int(kb_id)} AND vector_dims(embedding) = {int(dim)}"
 
 
 def _state(s: Session, kb_id: int, digest: str | None) -> tuple[int, int] | None:

@@ -153,11 +153,41 @@ def test_new_versions_replacements_and_reembedding_keep_the_rows(pg_runtime: Run
     assert _rows(kbs, kb_id) == kbs.get("help").chunks and _indexes(kbs) == [index_name(kb_id, 384)]
     assert search(kbs, "help", QUERIES[0], embedder, k=1, mode="vector").data[0].document == "cards.html"
 
+    # the embedding model's name now resolves to a new version: the next search re-embeds, rows follow
+    registry = pg_runtime.store.registry
+    registry.add(EMBED, registry.get(EMBED).manifest.model_copy(update={"license": "another version"}), replace=True)
+    newer = KernelEmbedder.of(pg_kernel, EMBED, "acme")
+    assert newer.digest != embedder.digest
+    assert search(kbs, "help", QUERIES[0], newer, k=1, mode="vector").data[0].document == "cards.html"
+    with kbs.db.session() as s:
+        digests = s.execute(text("SELECT DISTINCT embed_digest FROM kb_vectors WHERE kb_id = :k"), {"k": kb_id}).scalars()
+        assert list(digests) == [newer.digest]
+    embedder = newer
+
     # rows missing (a base written before the table existed): filled again from the chunks at the next search
     with kbs.db.session() as s:
         s.execute(text("DELETE FROM kb_vectors WHERE kb_id = :k"), {"k": kb_id})
     assert search(kbs, "help", QUERIES[0], embedder, k=1, mode="vector").data[0].document == "cards.html"
     assert _rows(kbs, kb_id) == kbs.get("help").chunks
+
+
+def test_another_dimension_gets_its_own_index(pg_runtime: Runtime, pg_kernel: Kernel, docs: list[Path]) -> None:
+    """A base re-embedded by a model of another size: its rows and index change dimension together."""
+    kbs = KnowledgeBases.of(pg_runtime, "acme")
+    embedder = KernelEmbedder.of(pg_kernel, EMBED, "acme")
+    kbs.create("help", embedder)
+    kbs.add("help", _files(docs), lambda m: embedder)
+    kb_id = kbs.kb_id(kbs.get("help"))
+    ids, vectors, _ = kbs.chunk_rows("help")
+    small = vectors[:, :64] / np.linalg.norm(vectors[:, :64], axis=1, keepdims=True)  # a 64-dim "model"
+    pg = kbs.pgvectors()
+    assert pg is not None
+    with kbs.db.session() as s:
+        pg.replace(s, kb_id, [int(i) for i in ids], small, "sha256:small")
+    assert _indexes(kbs) == [index_name(kb_id, 64)]
+    query = small[3]
+    assert pg.search(kb_id, query, 1)[0].chunk_id == int(ids[3])
+    assert f"Index Scan using {index_name(kb_id, 64)}" in pg.plan(kb_id, query, 1)
 
 
 def test_tenants_are_apart_and_remove_takes_the_vectors(pg_runtime: Runtime, pg_kernel: Kernel,
