@@ -102,19 +102,18 @@ class PgVectors:
 
     # -- reads -------------------------------------------------------------------------------------
     def sync(self, kb_id: int, digest: str | None, chunks: int, rows: ChunkRows) -> bool:
-        """Make the base's rows and index match its chunks; False when pgvector cannot index them
-        (embeddings over ``MAX_DIM``): then the caller searches FAISS."""
+        """Make the base's rows and index match its ``chunks`` chunks; False when pgvector cannot index
+        them (embeddings over ``MAX_DIM``): then the caller searches FAISS."""
         with self.db.session() as s:
-            state = _state(s, kb_id, digest)
-            if state is not None and state[0] == chunks:
-                return chunks == 0 or (state[1] <= MAX_DIM and _has_index(s, kb_id, state[1]))
+            if _in_step(s, kb_id, digest, chunks):
+                return True
         if _stored_dim(self.db, kb_id) > MAX_DIM:
             return False
-        ids, vectors = rows()
         with self.db.session() as s:
-            lock(s)  # then check again: another process may have filled it meanwhile
-            state = _state(s, kb_id, digest)
-            if state is None or state[0] != chunks or (chunks and not _has_index(s, kb_id, state[1])):
+            lock(s)  # writers of the base wait from here on; then look again, at what they committed
+            chunks = int(s.execute(text("SELECT count(*) FROM kb_chunks WHERE kb_id = :k"), {"k": kb_id}).scalar_one())
+            if not _in_step(s, kb_id, digest, chunks):
+                ids, vectors = rows()
                 self.replace(s, kb_id, [int(i) for i in ids], vectors, digest or "")
         return True
 
@@ -201,6 +200,14 @@ def _stored_dim(db: Database, kb_id: int) -> int:
         size = s.execute(text("SELECT octet_length(embedding) FROM kb_chunks WHERE kb_id = :k LIMIT 1"),
                          {"k": kb_id}).scalar()
     return int(size or 0) // 4  # float32
+
+
+def _in_step(s: Session, kb_id: int, digest: str | None, chunks: int) -> bool:
+    """A row from ``digest`` for every chunk, and the index of their dimension."""
+    state = _state(s, kb_id, digest)
+    if state is None or state[0] != chunks:
+        return False
+    return chunks == 0 or _has_index(s, kb_id, state[1])
 
 
 def _has_index(s: Session, kb_id: int, dim: int) -> bool:

@@ -169,6 +169,10 @@ def test_new_versions_replacements_and_reembedding_keep_the_rows(pg_runtime: Run
         s.execute(text("DELETE FROM kb_vectors WHERE kb_id = :k"), {"k": kb_id})
     assert search(kbs, "help", QUERIES[0], embedder, k=1, mode="vector").data[0].document == "cards.html"
     assert _rows(kbs, kb_id) == kbs.get("help").chunks
+    with kbs.db.session() as s:  # the index lost: made again
+        s.execute(text(f'DROP INDEX "{index_name(kb_id, 384)}"'))
+    assert search(kbs, "help", QUERIES[0], embedder, k=1, mode="vector").vector_index == "pgvector-hnsw"
+    assert _indexes(kbs) == [index_name(kb_id, 384)]
 
 
 def test_another_dimension_gets_its_own_index(pg_runtime: Runtime, pg_kernel: Kernel, docs: list[Path]) -> None:
