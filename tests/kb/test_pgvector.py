@@ -194,6 +194,35 @@ def test_another_dimension_gets_its_own_index(pg_runtime: Runtime, pg_kernel: Ke
     assert f"Index Scan using {index_name(kb_id, 64)}" in pg.plan(kb_id, query, 1)
 
 
+def test_a_base_written_before_the_migration_is_filled(pg_runtime: Runtime, pg_kernel: Kernel,
+                                                       docs: list[Path]) -> None:
+    """A database that had bases before 0008 (here: migrated back to 0007, then opened again)."""
+    from alembic import command
+
+    from llmos.db.engine import alembic_config, open_database
+
+    kbs = KnowledgeBases.of(pg_runtime, "acme")
+    embedder = KernelEmbedder.of(pg_kernel, EMBED, "acme")
+    kbs.create("help", embedder)
+    kbs.add("help", _files(docs), lambda m: embedder)
+    url = pg_runtime.db.url
+    with pg_runtime.db.engine.begin() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+    assert "kb_vectors" not in pg_runtime.db.tables()
+    db = open_database(url)
+    try:
+        assert db.revision() == "0008" and "kb_vectors" in db.tables()
+        again = KnowledgeBases(db, kbs.blobs, kbs.root, kbs.locks, "acme")
+        assert _rows(again, again.kb_id(again.get("help"))) == 0
+        found = search(again, "help", QUERIES[0], embedder, k=1, mode="vector")
+        assert (found.vector_index, found.data[0].document) == ("pgvector-hnsw", "cards.html")
+        assert _rows(again, again.kb_id(again.get("help"))) == again.get("help").chunks
+    finally:
+        db.close()
+
+
 def test_tenants_are_apart_and_remove_takes_the_vectors(pg_runtime: Runtime, pg_kernel: Kernel,
                                                         docs: list[Path]) -> None:
     acme, other = KnowledgeBases.of(pg_runtime, "acme"), KnowledgeBases.of(pg_runtime, "other")
