@@ -64,8 +64,8 @@ def search_sql(kb_id: int, dim: int) -> str:
 
 
 def literal(vector: np.ndarray) -> str:
-    """pgvector's text form; float32 -> Python float is exact, and its repr reads back to the same float32."""
-    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
+    """pgvector's text form; nine significant digits read back to the same float32."""
+    return "[" + ",".join("%.9g" % x for x in np.asarray(vector, dtype=np.float32).tolist()) + "]"
 
 
 @dataclass
@@ -187,12 +187,17 @@ def _predicate(kb_id: int, dim: int) -> str:
     return f"kb_id = {int(kb_id)} AND vector_dims(embedding) = {int(dim)}"
 
 
-def _state(s: Session, kb_id: int, digest: str | None) -> tuple[int, int] | None:
-    """(rows made by ``digest``, their largest dimension); None when some row came from another model."""
-    count, other, dim = s.execute(text(
-        f"SELECT count(*) FILTER (WHERE embed_digest = :d), count(*) FILTER (WHERE embed_digest <> :d), "
-        f"coalesce(max(vector_dims(embedding)), 0) FROM {TABLE} WHERE kb_id = :k"), {"d": digest or "", "k": kb_id}).one()
-    return None if other else (int(count), int(dim))
+def _in_step(s: Session, kb_id: int, digest: str | None, chunks: int) -> bool:
+    """A row from ``digest`` for every chunk, all of one dimension, and the index of that dimension (one
+    query: every search asks it)."""
+    mine, other, low, high, indexed = s.execute(text(
+        "SELECT count(*) FILTER (WHERE embed_digest = :d), count(*) FILTER (WHERE embed_digest <> :d), "
+        "min(vector_dims(embedding)), max(vector_dims(embedding)), "
+        f"to_regclass(:prefix || coalesce(max(vector_dims(embedding)), 0)) IS NOT NULL FROM {TABLE} WHERE kb_id = :k"),
+        {"d": digest or "", "k": kb_id, "prefix": index_name(kb_id, 0)[:-1]}).one()
+    if other or mine != chunks:
+        return False
+    return chunks == 0 or (low == high and bool(indexed))
 
 
 def _stored_dim(db: Database, kb_id: int) -> int:
@@ -200,18 +205,6 @@ def _stored_dim(db: Database, kb_id: int) -> int:
         size = s.execute(text("SELECT octet_length(embedding) FROM kb_chunks WHERE kb_id = :k LIMIT 1"),
                          {"k": kb_id}).scalar()
     return int(size or 0) // 4  # float32
-
-
-def _in_step(s: Session, kb_id: int, digest: str | None, chunks: int) -> bool:
-    """A row from ``digest`` for every chunk, and the index of their dimension."""
-    state = _state(s, kb_id, digest)
-    if state is None or state[0] != chunks:
-        return False
-    return chunks == 0 or _has_index(s, kb_id, state[1])
-
-
-def _has_index(s: Session, kb_id: int, dim: int) -> bool:
-    return bool(s.execute(text("SELECT to_regclass(:n) IS NOT NULL"), {"n": index_name(kb_id, dim)}).scalar())
 
 
 def _indexes(s: Session, kb_id: int) -> list[str]:
