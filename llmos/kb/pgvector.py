@@ -101,13 +101,17 @@ class PgVectors:
             s.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
 
     # -- reads -------------------------------------------------------------------------------------
+    def can_index(self, kb_id: int) -> bool:
+        """The base's embeddings fit pgvector's HNSW (an empty base: yes)."""
+        return _stored_dim(self.db, kb_id) <= MAX_DIM
+
     def sync(self, kb_id: int, digest: str | None, chunks: int, rows: ChunkRows) -> bool:
         """Make the base's rows and index match its ``chunks`` chunks; False when pgvector cannot index
         them (embeddings over ``MAX_DIM``): then the caller searches FAISS."""
         with self.db.session() as s:
             if _in_step(s, kb_id, digest, chunks):
                 return True
-        if _stored_dim(self.db, kb_id) > MAX_DIM:
+        if not self.can_index(kb_id):
             return False
         with self.db.session() as s:
             lock(s)  # writers of the base wait from here on; then look again, at what they committed

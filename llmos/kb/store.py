@@ -100,7 +100,9 @@ class KnowledgeBases:
                                     .group_by(KbChunk.document_id)).all())
             docs = s.scalars(select(KbDocument).where(KbDocument.kb_id == row.id).order_by(KbDocument.name)).all()
             versions = s.scalars(select(KbVersion).where(KbVersion.kb_id == row.id).order_by(KbVersion.version)).all()
-            return KbDetail(**self._info(s, row).model_dump(), vector_index="pgvector" if self.pgvectors() else "faiss",
+            pg = self.pgvectors()
+            where = "pgvector" if pg is not None and pg.can_index(row.id) else "faiss"
+            return KbDetail(**self._info(s, row).model_dump(), vector_index=where,
                             document_list=[DocumentInfo(name=d.name, kind=d.kind, digest=d.digest,
                                                         source_digest=d.source_digest, chars=d.chars,
                                                         chunks=counts.get(d.id, 0), version=d.version) for d in docs],
