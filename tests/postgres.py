@@ -5,6 +5,7 @@ folder of its own (pytest's temporary folders are private to root)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -16,6 +17,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+
+
+def debian_bindir() -> Path | None:
+    """The newest Debian PostgreSQL server's binaries (no pgvector there)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin")) if Path("/usr/lib/postgresql").is_dir() else []
+    return found[-1] if found else None
+
+
+def pgserver_bindir() -> Path | None:
+    """The binaries of the ``pgserver`` wheel: a PostgreSQL 16 with the pgvector extension."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
 def can_run(bindir: Path) -> str | None:

@@ -4,7 +4,6 @@ real MiniLM through the kernel."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,21 +26,9 @@ QUERIES = ["my card was stolen, what should I do?", "how long does a refund take
            "transfer money from another country", "change my PIN"]
 
 
-def _bindir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
-
-
-def _debian_bindir() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin")) if Path("/usr/lib/postgresql").is_dir() else []
-    return found[-1] if found else None
-
-
 @pytest.fixture(scope="module")
 def pgvector_server() -> Iterator[str]:
-    bindir = _bindir("pgserver")
+    bindir = postgres.pgserver_bindir()
     why = "the pgserver package (PostgreSQL with pgvector) is not installed" if bindir is None else postgres.can_run(bindir)
     if why:
         pytest.skip(why)
@@ -51,7 +38,7 @@ def pgvector_server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def plain_server() -> Iterator[str]:
-    bindir = _debian_bindir()
+    bindir = postgres.debian_bindir()
     why = "no Debian PostgreSQL server installed" if bindir is None else postgres.can_run(bindir)
     if why:
         pytest.skip(why)
