@@ -10,8 +10,12 @@ Latency (embedding excluded): index build and per-query time at 10k chunks (the 
 of Banking77's rows) and 100k (those vectors, each copied 10 times with Gaussian noise sigma 0.05 and
 renormalised, texts repeated), for FAISS flat, FAISS HNSW (M=32, efSearch=128; with its recall@10
 against the exact answer), BM25, and a brute-force numpy scan (matrix-vector product + argpartition).
+With ``--pgvector URL`` (a PostgreSQL server with the extension; ``pgserver``: start the one bundled in
+the pgserver wheel) also pgvector at 10k: the same vectors as one base's chunks, its HNSW index built
+(M=32, ef_construction 80) and searched through llmos's own path (``PgVectors.search``: a transaction,
+its settings, the query vector as text, the rows back), against FAISS HNSW in the same run.
 
-    .venv/bin/python bench/kb.py [--holdout 10] [--no-100k]
+    .venv/bin/python bench/kb.py [--holdout 10] [--no-100k] [--pgvector URL|pgserver]
 """
 
 from __future__ import annotations
@@ -153,11 +157,89 @@ def latency(vectors: np.ndarray, texts: list[str], queries: np.ndarray, qtexts: 
     print(f"| BM25 (bm25s) | {t_bm25:.2f} | {t_kw:.3f} | - |")
 
 
+def pg_latency(server: str, vectors: np.ndarray, texts: list[str], queries: np.ndarray) -> None:
+    """pgvector's HNSW against FAISS HNSW at the size of ``vectors``, one base in a fresh database."""
+    import contextlib
+    import uuid
+
+    import faiss
+    from sqlalchemy import create_engine, text
+
+    from llmos.db.engine import open_database
+    from llmos.db.tables import KbChunk, KbDocument, KnowledgeBase
+    from llmos.kb.pgvector import vectors_for
+
+    with contextlib.ExitStack() as stack:
+        if server == "pgserver":
+            from tests import postgres  # the tests' throwaway-server helper
+            from tests.conftest import package_dir
+
+            server = stack.enter_context(postgres.server(package_dir("pgserver") / "pginstall" / "bin"))
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        db = open_database(f"{server}/{name}")
+        stack.callback(db.close)
+        pg = vectors_for(db)
+        assert pg is not None, "the server has no pgvector extension"
+        n, d = vectors.shape
+        with db.session() as s:
+            kb = KnowledgeBase(tenant="bench", name="bench", embed_model="minilm-l6", embed_digest="sha256:bench",
+                               chunk_size=500, overlap=50, version=2)
+            s.add(kb)
+            s.flush()
+            doc = KbDocument(kb_id=kb.id, name="rows", kind="text", digest="sha256:x", source_digest="sha256:x",
+                             chars=0, version=2)
+            s.add(doc)
+            s.flush()
+            s.add_all([KbChunk(kb_id=kb.id, document_id=doc.id, ordinal=i, start=0, end=0, digest="sha256:x",
+                               text=texts[i], embedding=vectors[i].tobytes(), embed_digest="sha256:bench")
+                       for i in range(n)])
+            s.flush()
+            kb_id = kb.id
+        with db.session() as s:
+            ids = np.asarray(s.scalars(text(f"SELECT id FROM kb_chunks WHERE kb_id = {kb_id} ORDER BY id")).all())
+        t_pg = _timed(lambda: pg.sync(kb_id, "sha256:bench", n, lambda: (ids, vectors)))
+        hnsw = faiss.IndexHNSWFlat(d, kb_index.HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = kb_index.EF_CONSTRUCTION
+        t_faiss = _timed(lambda: hnsw.add(vectors))
+        hnsw.hnsw.efSearch = kb_index.EF_SEARCH
+        q = queries.astype(np.float32)
+        exact = [set(np.argsort(-(vectors @ q[i]))[:10].tolist()) for i in range(len(q))]
+        row_of = {int(c): r for r, c in enumerate(ids)}
+        pg_found, pg_times, faiss_times, faiss_found = [], [], [], []
+        for i in range(len(q)):
+            t0 = time.perf_counter()
+            hits = pg.search(kb_id, q[i], 10)
+            pg_times.append(time.perf_counter() - t0)
+            pg_found.append({row_of[h.chunk_id] for h in hits})
+            t0 = time.perf_counter()
+            _, rows = hnsw.search(q[i:i + 1], 10)
+            faiss_times.append(time.perf_counter() - t0)
+            faiss_found.append(set(rows[0].tolist()))
+        plan = pg.plan(kb_id, q[0], 10)
+        r_pg = statistics.mean(len(exact[i] & pg_found[i]) / 10 for i in range(len(q)))
+        r_faiss = statistics.mean(len(exact[i] & faiss_found[i]) / 10 for i in range(len(q)))
+        m_pg, m_faiss = statistics.median(pg_times) * 1000, statistics.median(faiss_times) * 1000
+        print(f"\npgvector vs FAISS, {n:,} chunks x {d} dims, {len(q)} queries (plan: {plan.splitlines()[1].strip()})")
+        print("| what | build (s) | median query (ms) | recall@10 |\n|---|---|---|---|")
+        print(f"| pgvector HNSW (rows written + index built; search through PgVectors) | {t_pg:.2f} | {m_pg:.3f} | {r_pg:.3f} |")
+        print(f"| FAISS HNSW (in process) | {t_faiss:.2f} | {m_faiss:.3f} | {r_faiss:.3f} |")
+        print(f"pgvector / FAISS median query time: {m_pg / m_faiss:.1f}x")
+        with admin.connect() as conn:
+            db.close()
+            conn.execute(text(f'DROP DATABASE "{name}"'))
+        admin.dispose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--holdout", type=int, default=10, help="held-out questions per intent")
     ap.add_argument("--no-100k", action="store_true")
     ap.add_argument("--quality-only", action="store_true", help="skip the latency part (it embeds all 10k rows)")
+    ap.add_argument("--pgvector", metavar="URL", help="also pgvector at 10k on this PostgreSQL server (a URL without "
+                    "database name, e.g. postgresql+psycopg://user@host:5432), or 'pgserver' for the bundled one")
     args = ap.parse_args()
     print(f"cpu flags: {cpu_flags()}")
     with tempfile.TemporaryDirectory() as home:
@@ -178,6 +260,8 @@ def main() -> None:
             qtexts = [queries[i][0] for i in pick]
             qv = embedder.embed(qtexts)
             latency(vectors[:10_000], rows[:10_000], qv, qtexts, "10k")
+            if args.pgvector:
+                pg_latency(args.pgvector, vectors[:10_000], rows[:10_000], qv)
             if not args.no_100k:
                 big = np.concatenate([vectors + rng.normal(0, 0.05, vectors.shape).astype(np.float32) for _ in range(10)])
                 big /= np.linalg.norm(big, axis=1, keepdims=True)

@@ -127,7 +127,7 @@ def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -
     if json_out:
         return print_json(data)
     console.print(f"{data['name']} v{data['version']}: {data['documents']} documents, {data['chunks']} chunks, "
-                  f"embeddings {data['embed_model']}")
+                  f"embeddings {data['embed_model']}, vector index {data.get('vector_index', 'faiss')}")
     table = new_table("DOCUMENT", "KIND", "CHARS", "CHUNKS", "VERSION", wrap=("DOCUMENT",))
     for d in data["document_list"]:
         table.add_row(d["name"], d["kind"], count(d["chars"]), str(d["chunks"]), str(d["version"]))

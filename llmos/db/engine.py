@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from llmos.db import vectors
 from llmos.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -96,6 +97,7 @@ def open_database(url: str) -> Database:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            vectors.create(conn)  # a PostgreSQL server that gained pgvector since its migration
     except SQLAlchemyError as exc:
         db.close()
         raise ConfigError(f"cannot open database {_redact(url)}: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from None

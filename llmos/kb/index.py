@@ -7,8 +7,9 @@ chunks, recall@10 1.000 against the exact answer. Keywords: BM25 (bm25s, Lucene'
 tokens with English stop words (scikit-learn's list) removed and a light plural folding.
 
 The files are a cache: the database holds every chunk's text and embedding, so a missing or
-unreadable folder is rebuilt from it (the same code path works over SQLite or PostgreSQL). A build
-writes into a temp folder and renames it into place, so a reader never sees half an index.
+unreadable folder is rebuilt from it. A build writes into a temp folder and renames it into place, so
+a reader never sees half an index. Where the database is PostgreSQL with pgvector, vectors are searched
+there (``llmos.kb.pgvector``) and a version's folder holds the BM25 index alone (``vectors=False``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -36,6 +38,20 @@ _WORD = re.compile(r"(?u)\b\w\w+\b")
 class Hit:
     chunk_id: int
     score: float
+
+
+class SearchIndex(Protocol):
+    """What retrieval ranks with: one version's vector and keyword search (hits carry chunk row ids)."""
+
+    @property
+    def kind(self) -> str | None: ...  # which vector index answers: faiss-flat, faiss-hnsw, pgvector-hnsw
+
+    @property
+    def size(self) -> int: ...
+
+    def vector_search(self, query: np.ndarray, n: int) -> list[Hit]: ...
+
+    def keyword_search(self, query: str, n: int) -> list[Hit]: ...
 
 
 def tokenize(texts: list[str]) -> list[list[str]]:
@@ -61,9 +77,9 @@ def _fold(word: str) -> str:
 
 
 class VersionIndex:
-    """Vector and keyword search over one version's chunks (ids are chunk row ids)."""
+    """Vector (FAISS; None when pgvector has the vectors) and keyword search over one version's chunks."""
 
-    def __init__(self, ids: np.ndarray, vectors_index: object, bm25: object) -> None:
+    def __init__(self, ids: np.ndarray, vectors_index: object | None, bm25: object) -> None:
         self.ids = ids
         self._vectors = vectors_index
         self._bm25 = bm25
@@ -72,9 +88,15 @@ class VersionIndex:
     def size(self) -> int:
         return len(self.ids)
 
+    @property
+    def kind(self) -> str | None:
+        if self._vectors is None:
+            return None
+        return "faiss-flat" if self.size <= EXACT_UNTIL else "faiss-hnsw"
+
     def vector_search(self, query: np.ndarray, n: int) -> list[Hit]:
         n = min(n, self.size)
-        if n == 0:
+        if n == 0 or self._vectors is None:
             return []
         scores, rows = self._vectors.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), n)  # type: ignore[attr-defined]
         return [Hit(int(self.ids[r]), float(s)) for s, r in zip(scores[0], rows[0]) if r >= 0]
@@ -91,9 +113,10 @@ class VersionIndex:
         return [Hit(int(self.ids[r]), float(scores[r])) for r in top if scores[r] > 0]
 
 
-def build(folder: Path, ids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> VersionIndex:
-    """Build both indexes and write them to ``folder`` atomically (temp folder + rename)."""
-    index = VersionIndex(ids, _vector_index(vectors), _bm25_index(texts))
+def build(folder: Path, ids: np.ndarray, vectors: np.ndarray | None, texts: list[str]) -> VersionIndex:
+    """Build both indexes (BM25 alone when ``vectors`` is None) and write them to ``folder`` atomically
+    (temp folder + rename)."""
+    index = VersionIndex(ids, None if vectors is None else _vector_index(vectors), _bm25_index(texts))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
@@ -133,26 +156,28 @@ def _save(index: VersionIndex, folder: Path) -> None:
     import faiss
 
     np.save(folder / "ids.npy", index.ids)
-    faiss.write_index(index._vectors, str(folder / "vectors.faiss"))
+    if index._vectors is not None:
+        faiss.write_index(index._vectors, str(folder / "vectors.faiss"))
     index._bm25.save(str(folder / "bm25"), show_progress=False)  # type: ignore[attr-defined]
 
 
-def load(folder: Path) -> VersionIndex | None:
-    """The index saved in ``folder``; None when it is missing or unreadable (then it is rebuilt)."""
+def load(folder: Path, *, vectors: bool = True) -> VersionIndex | None:
+    """The index saved in ``folder`` (with its FAISS vectors unless ``vectors`` is False); None when it is
+    missing or unreadable (then it is rebuilt)."""
     import bm25s
     import faiss
 
     try:
         ids = np.load(folder / "ids.npy")
-        vectors = faiss.read_index(str(folder / "vectors.faiss"))
+        found = faiss.read_index(str(folder / "vectors.faiss")) if vectors else None
         bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False) if (folder / "bm25").is_dir() else None
     except (OSError, RuntimeError, ValueError):
         return None
-    if bm25 is None or vectors.ntotal != len(ids):
+    if bm25 is None or (found is not None and found.ntotal != len(ids)):
         return None
     if bm25.vocab_dict is None:
         return None
-    return VersionIndex(ids, vectors, bm25)
+    return VersionIndex(ids, found, bm25)
 
 
 class IndexCache:
@@ -163,13 +188,13 @@ class IndexCache:
         self._items: OrderedDict[Path, VersionIndex] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, folder: Path) -> VersionIndex | None:
+    def get(self, folder: Path, *, vectors: bool = True) -> VersionIndex | None:
         with self._lock:
             found = self._items.get(folder)
             if found is not None:
                 self._items.move_to_end(folder)
                 return found
-        loaded = load(folder)
+        loaded = load(folder, vectors=vectors)
         if loaded is not None:
             self.put(folder, loaded)
         return loaded

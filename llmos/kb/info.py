@@ -43,6 +43,7 @@ class VersionInfo(BaseModel):
 
 
 class KbDetail(KbInfo):
+    vector_index: Literal["pgvector", "faiss"] = "faiss"  # where vector search runs (see docs/knowledge.md)
     document_list: list[DocumentInfo] = Field(default_factory=list)
     versions: list[VersionInfo] = Field(default_factory=list)
 
@@ -83,3 +84,4 @@ class SearchResult(BaseModel):
     version: int
     mode: SearchMode
     data: list[Passage]
+    vector_index: str | None = None  # pgvector-hnsw, faiss-flat or faiss-hnsw; None for keyword search

@@ -3,6 +3,10 @@
 Hybrid fuses the two rankings by reciprocal-rank fusion: a chunk scores ``sum 1 / (RRF_K + rank)`` over
 the lists it appears in (rank 1-based, each list cut at ``candidates``). RRF needs no score calibration
 between cosine and BM25, and a chunk both methods rank well beats one only a single method likes.
+
+Vectors are searched by pgvector inside PostgreSQL when the database has it (``llmos.kb.pgvector``),
+otherwise by the version's FAISS index file; keywords always by its BM25 files. The reply names which
+vector index answered (``vector_index``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from llmos.errors import InvalidInput
 from llmos.kb import index as kb_index
 from llmos.kb.embed import Embedder
 from llmos.kb.info import KbInfo, Passage, SearchMode, SearchResult
+from llmos.kb.pgvector import PgVersionIndex
 from llmos.kb.store import KnowledgeBases
 
 RRF_K = 60
@@ -48,16 +53,29 @@ def search(kbs: KnowledgeBases, name: str, query: str, embedder: Embedder, *, k:
     data = [Passage(document=found[r.chunk_id][0], chunk=found[r.chunk_id][1], chunk_id=r.chunk_id, score=r.score,
                     text=found[r.chunk_id][2], vector_rank=r.vector_rank, keyword_rank=r.keyword_rank)
             for r in ranked if r.chunk_id in found]
-    return SearchResult(knowledge_base=name, version=info.version, mode=mode, data=data)
+    return SearchResult(knowledge_base=name, version=info.version, mode=mode, data=data,
+                        vector_index=index.kind if mode != "keyword" else None)
 
 
-def open_index(kbs: KnowledgeBases, info: KbInfo) -> kb_index.VersionIndex:
-    """The version's index: from memory, from its folder, or built again from the stored embeddings."""
+def open_index(kbs: KnowledgeBases, info: KbInfo) -> kb_index.SearchIndex:
+    """The version's index: from memory, from its folder, or built again from the stored embeddings;
+    its vectors in pgvector when the database has it and can index them."""
+    pg = kbs.pgvectors()
+    if pg is not None:
+        kb_id = kbs.kb_id(info)
+        if pg.sync(kb_id, info.embed_digest, info.chunks, lambda: kbs.chunk_rows(info.name)[:2]):
+            return PgVersionIndex(_open_files(kbs, info, vectors=False), pg, kb_id)
+    return _open_files(kbs, info, vectors=True)
+
+
+def _open_files(kbs: KnowledgeBases, info: KbInfo, *, vectors: bool) -> kb_index.VersionIndex:
     folder = kbs.index_folder(info)
-    index = _CACHE.get(folder)
+    if not vectors:  # BM25 alone: its own folder, never mistaken for one with FAISS vectors
+        folder = folder.with_name(f"{folder.name}-bm25")
+    index = _CACHE.get(folder, vectors=vectors)
     if index is None:
-        ids, vectors, texts = kbs.chunk_rows(info.name)
-        index = kb_index.build(folder, ids, vectors, texts)
+        ids, stored, texts = kbs.chunk_rows(info.name)
+        index = kb_index.build(folder, ids, stored if vectors else None, texts)
         _CACHE.put(folder, index)
         _prune(folder)
     return index
@@ -70,7 +88,7 @@ def _prune(folder: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def rank(index: kb_index.VersionIndex, query: str, embedder: Embedder | None, *, k: int,
+def rank(index: kb_index.SearchIndex, query: str, embedder: Embedder | None, *, k: int,
          mode: SearchMode, candidates: int | None = None) -> list[Ranked]:
     n = candidates or max(50, 4 * k)
     vector = index.vector_search(embedder.embed([query])[0], n) if embedder is not None else []

@@ -37,6 +37,7 @@ from llmos.kb.info import (
     VersionInfo,
 )
 from llmos.kb.parse import Document, parse_files
+from llmos.kb.pgvector import PgVectors, vectors_for
 from llmos.store.blobs import BlobStore
 from llmos.store.locks import FileLock
 
@@ -99,7 +100,9 @@ class KnowledgeBases:
                                     .group_by(KbChunk.document_id)).all())
             docs = s.scalars(select(KbDocument).where(KbDocument.kb_id == row.id).order_by(KbDocument.name)).all()
             versions = s.scalars(select(KbVersion).where(KbVersion.kb_id == row.id).order_by(KbVersion.version)).all()
-            return KbDetail(**self._info(s, row).model_dump(),
+            pg = self.pgvectors()
+            where = "pgvector" if pg is not None and pg.can_index(row.id) else "faiss"
+            return KbDetail(**self._info(s, row).model_dump(), vector_index=where,
                             document_list=[DocumentInfo(name=d.name, kind=d.kind, digest=d.digest,
                                                         source_digest=d.source_digest, chars=d.chars,
                                                         chunks=counts.get(d.id, 0), version=d.version) for d in docs],
@@ -110,6 +113,8 @@ class KnowledgeBases:
         with self.db.session() as s:
             row = self._row(s, name)
             kb_id, folder = row.id, _folder(row.id, row.created_at)
+            if (pg := self.pgvectors()) is not None:
+                pg.remove(s, kb_id)
             for table in (KbChunk, KbDocument, KbVersion):  # explicit: SQLite may run without cascades
                 s.execute(delete(table).where(table.kb_id == kb_id))
             s.delete(row)
@@ -160,8 +165,11 @@ class KnowledgeBases:
 
     def _write(self, name: str, docs: list[Document], pieces: list[list[Any]], vectors: np.ndarray, digest: str,
                known: dict[str, str], failed: list[FailedFile]) -> int:
+        pg = self.pgvectors()
         with self.db.session() as s:
             row = self._row(s, name)
+            if pg is not None:  # before a replaced document's chunks cascade into the vector table
+                pg.lock(s)
             for doc in docs:
                 if doc.name in known:  # a new text under a known name replaces the document
                     old = s.scalars(select(KbDocument.id).where(KbDocument.kb_id == row.id,
@@ -170,17 +178,21 @@ class KnowledgeBases:
                     s.execute(delete(KbDocument).where(KbDocument.id == old))
             s.flush()
             row.version += 1
-            at = 0
+            at, chunks = 0, []
             for doc, doc_pieces in zip(docs, pieces):
                 d = KbDocument(kb_id=row.id, name=doc.name, kind=doc.kind, digest=_sha(doc.text.encode("utf-8")),
                                source_digest=doc.source_digest, chars=len(doc.text), version=row.version)
                 s.add(d)
                 s.flush()
                 for i, p in enumerate(doc_pieces):
-                    s.add(KbChunk(kb_id=row.id, document_id=d.id, ordinal=i, start=p.start, end=p.end,
-                                  digest=_sha(p.text.encode("utf-8")), text=p.text,
-                                  embedding=vectors[at].tobytes(), embed_digest=digest))
+                    chunks.append(KbChunk(kb_id=row.id, document_id=d.id, ordinal=i, start=p.start, end=p.end,
+                                          digest=_sha(p.text.encode("utf-8")), text=p.text,
+                                          embedding=vectors[at].tobytes(), embed_digest=digest))
                     at += 1
+            s.add_all(chunks)
+            if pg is not None:  # their vectors in the same transaction
+                s.flush()
+                pg.add(s, row.id, [c.id for c in chunks], vectors[:at], digest)
             s.add(KbVersion(kb_id=row.id, version=row.version, operation="add", embed_digest=digest,
                             detail={"documents": [d.name for d in docs], "chunks": at,
                                     "failed": [f.model_dump() for f in failed]}))
@@ -213,6 +225,8 @@ class KnowledgeBases:
             for cid, vec in zip(ids, vectors):
                 chunk = s.get_one(KbChunk, cid)
                 chunk.embedding, chunk.embed_digest = vec.tobytes(), embedder.digest
+            if (pg := self.pgvectors()) is not None:
+                pg.replace(s, row.id, ids, vectors, embedder.digest)
             row.version += 1
             s.add(KbVersion(kb_id=row.id, version=row.version, operation="reembed", embed_digest=embedder.digest,
                             detail={"embed_model": embedder.model, "from": row.embed_digest, "chunks": len(ids)}))
@@ -240,6 +254,10 @@ class KnowledgeBases:
                  .join(KnowledgeBase, KnowledgeBase.id == KbChunk.kb_id)
                  .where(KbChunk.id.in_(ids), KnowledgeBase.tenant == self.tenant))
             return {cid: (doc, ordinal, text) for cid, doc, ordinal, text in s.execute(q)}
+
+    def pgvectors(self) -> PgVectors | None:
+        """pgvector when the database has it (PostgreSQL with the extension); None: FAISS files."""
+        return vectors_for(self.db)
 
     def index_folder(self, info: KbInfo) -> Path:
         """``<id>-<created>/v<version>``: a database may give a deleted base's row id to a new one, so the

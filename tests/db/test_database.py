@@ -1,8 +1,4 @@
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +7,7 @@ from sqlalchemy import select, text
 from llmos.db.engine import open_database
 from llmos.db.tables import AuditEvent
 from llmos.errors import ConfigError
+from tests import postgres
 
 EXPECTED = {"manifests", "models", "datasets", "jobs", "job_events", "request_log", "feedback", "api_keys",
             "audit_events"}
@@ -54,33 +51,15 @@ def test_unreachable_database_is_a_clear_error() -> None:
         open_database("sqlite:////proc/no/such/dir/llmos.db")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL server (the Debian package on this machine kind), run as user postgres."""
-    bindir = Path("/usr/lib/postgresql")
-    initdb = next(iter(sorted(bindir.glob("*/bin/initdb"))), None) if bindir.is_dir() else None
-    if initdb is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server binaries not installed")
-    # pytest's temp folders are private to root; the server runs as postgres and needs its own.
-    root = Path(tempfile.mkdtemp(prefix="llmos-pg-"))
-    root.chmod(0o777)
-    data = root / "data"
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run([*as_pg, str(initdb), "-D", str(data), "-A", "trust", "-U", "llmos"], check=True,
-                   capture_output=True)
-    port = _free_port()
-    pg_ctl = initdb.parent / "pg_ctl"
-    subprocess.run([*as_pg, str(pg_ctl), "-D", str(data), "-o", f"-p {port} -k {data} -h 127.0.0.1", "-w",
-                    "-l", str(data / "log"), "start"], check=True, capture_output=True)
-    yield f"postgresql+psycopg://llmos@127.0.0.1:{port}/postgres"
-    subprocess.run([*as_pg, str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server (the Debian package on this machine kind)."""
+    bindir = postgres.debian_bindir()
+    why = "PostgreSQL server binaries not installed" if bindir is None else postgres.can_run(bindir)
+    if why:
+        pytest.skip(why)
+    with postgres.server(bindir) as url:  # type: ignore[arg-type]
+        yield f"{url}/postgres"
 
 
 def test_postgresql_works_too(postgres_url: str) -> None:
