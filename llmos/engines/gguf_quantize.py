@@ -281,7 +281,13 @@ def _add_vocab(writer: Any, model: HfModel, n_vocab: int) -> None:
         else:
             tokens.append(text)
             types.append(TokenType.NORMAL)
+    writer.add_type("model")
     writer.add_tokenizer_model("gpt2")
+    # llama.cpp's converter names the pre-tokenizer by a hash of known tokenizers' output; without that
+    # table the generic one is written. llmos tokenises prompts itself, so serving does not depend on it.
     writer.add_tokenizer_pre("default")
+    writer.add_add_space_prefix(False)
+    probe = tok("a")["input_ids"]
+    writer.add_add_bos_token(bool(probe) and tok.bos_token_id is not None and probe[0] == tok.bos_token_id)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
