@@ -43,18 +43,21 @@ def quantize_model(registry: Registry, importer: Importer, ref: str, *, type_nam
         raise Conflict(f"model {new} already exists; remove it first or choose another name with --as",
                        param="as")
     progress = progress or NullProgress()
-    stage = Path(tempfile.mkdtemp(dir=importer.tmp, prefix="quantize-"))
-    try:
-        model, folder = _source(registry, info)
-        template, metadata_from = _template(registry, info, model)
-        write_gguf(model, stage / GGUF_NAME, qt, template=template, progress=progress)
-        _stage_files(folder, stage, info)
-        opts = ImportOptions(engine="llamacpp", tenant=tenant, parent=info.ref, license=info.manifest.license,
-                             source=f"quantize:{info.ref}@{info.digest}",
-                             lineage=_lineage(info, qt, metadata_from))
-        return importer.import_path(stage, str(new), opts, progress)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    # A shared store lock while the staging folder lives: a process starting meanwhile cleans tmp/ only
+    # under the exclusive one.
+    with registry.store_lock(exclusive=False):
+        stage = Path(tempfile.mkdtemp(dir=importer.tmp, prefix="quantize-"))
+        try:
+            model, folder = _source(registry, info)
+            template, metadata_from = _template(registry, info, model)
+            write_gguf(model, stage / GGUF_NAME, qt, template=template, progress=progress)
+            _stage_files(folder, stage, info)
+            opts = ImportOptions(engine="llamacpp", tenant=tenant, parent=info.ref, license=info.manifest.license,
+                                 source=f"quantize:{info.ref}@{info.digest}",
+                                 lineage=_lineage(info, qt, metadata_from))
+            return importer.import_path(stage, str(new), opts, progress)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _check_source(registry: Registry, info: ModelInfo) -> None:
