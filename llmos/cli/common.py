@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, DownloadColumn, Progress as RichBar, SpinnerColumn, TextColumn, TimeElapsedColumn,
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichBar, SpinnerColumn, TextColumn, TimeElapsedColumn,
     TransferSpeedColumn,
 )
 
@@ -21,17 +21,19 @@ err = Console(stderr=True)
 
 
 class RichProgress(Progress):
-    """Shows store work on stderr: a byte bar for copies, a spinner for conversions."""
+    """Shows store work on stderr: a byte bar for copies, a count for item-by-item work, a spinner for conversions."""
 
     def __init__(self) -> None:
         self._bar: RichBar | None = None
         self._task: Any = None
 
-    def start(self, description: str, total: int | None) -> None:
+    def start(self, description: str, total: int | None, unit: str = "bytes") -> None:
         self.finish()
         columns = [SpinnerColumn(), TextColumn("{task.description}")]
-        if total is not None:
+        if total is not None and unit == "bytes":
             columns += [BarColumn(), DownloadColumn(), TransferSpeedColumn()]
+        elif total is not None:  # items: "12/272 tensors"
+            columns += [BarColumn(), MofNCompleteColumn(), TextColumn(unit)]
         columns.append(TimeElapsedColumn())
         self._bar = RichBar(*columns, console=err, transient=False)
         self._bar.start()

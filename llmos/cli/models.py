@@ -1,4 +1,4 @@
-"""`llmos models ...`: list, show, import, rm, tag."""
+"""`llmos models ...`: list, show, import, rm, tag, export, quantize."""
 
 from __future__ import annotations
 
@@ -97,6 +97,23 @@ def export(name: str, dir: Annotated[Path, typer.Argument(help="new folder to wr
 
     out = export_model(runtime().store.registry, name, dir)
     console.print(f"exported {name} to {out}")
+
+
+@app.command()
+def quantize(
+    name: str,
+    type: Annotated[str, typer.Option("--type", help="q8_0, q4_0, q4_1, q5_0 or q5_1")] = "q8_0",
+    as_name: Annotated[Optional[str], typer.Option("--as", help="NAME[:TAG] to register it as "
+                                                   "(default: NAME-TYPE with the source's tag)")] = None,
+) -> None:
+    """Make a quantised GGUF of a stored Llama model (full, fine-tuned, or a LoRA adapter merged) for llama.cpp."""
+    from llmos.train.quantize import quantize_model
+
+    rt = runtime()
+    info = quantize_model(rt.store.registry, rt.store.importer, name, type_name=type, target=as_name,
+                          progress=RichProgress())
+    console.print(f"quantised {name} to [bold]{info.ref}[/bold] {info.digest[:19]} "
+                  f"({human_bytes(info.manifest.size_bytes)}, {type.lower()}; engines: llamacpp)")
 
 
 @app.command()

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmos.engines.gguf_tensors import ARCHITECTURES, mapped_name, permute
 from llmos.engines.llamacpp_server import arch_number
 from llmos.errors import InvalidInput
 
-# GGUF architectures whose HF -> GGUF conversion permutes q / k rows (value: permute them here too).
-ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False}
 _WEIGHTS = ("adapter_model.safetensors",)
 
 
@@ -83,18 +82,6 @@ def unsupported(config: dict[str, Any], architecture: str) -> str | None:
     return None
 
 
-def _mapped_name(stem: str, layers: int, architecture: str) -> str | None:
-    import gguf
-
-    arch = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == architecture)
-    return gguf.get_tensor_name_map(arch, layers).get_name(stem, try_suffixes=(".weight",))
-
-
-def _permute(w: Any, heads: int) -> Any:
-    """convert_hf_to_gguf's LlamaModel.permute on the output rows (the rotary halves interleaved)."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def _scale(config: dict[str, Any], module: str, rank: int) -> float:
     """PEFT's scaling of ``module`` (alpha / r, or alpha / sqrt(r) under rsLoRA; per-module patterns)."""
     alpha = _pattern(config.get("alpha_pattern"), module, float(config.get("lora_alpha", 8)))
@@ -131,7 +118,7 @@ def convert(folder: Path, base_gguf: Path, out: Path, *, adapter: str = "", base
         a, b = a.astype("float32"), b.astype("float32") * (_scale(config, module, a.shape[0]) / (alpha / a.shape[0]))
         _check_fit(label, name, a, b, shape, base_gguf)
         if ARCHITECTURES[shape.architecture] and name.endswith((".attn_q.weight", ".attn_k.weight")):
-            b = _permute(b, shape.heads if ".attn_q." in name else shape.kv_heads)
+            b = permute(b, shape.heads if ".attn_q." in name else shape.kv_heads)
         writer.add_tensor(name + ".lora_a", a)
         writer.add_tensor(name + ".lora_b", b)
     writer.write_header_to_file()
@@ -164,7 +151,7 @@ def _pairs(folder: Path, label: str) -> dict[str, tuple[Any, Any]]:
 
 
 def _target(module: str, shape: BaseShape, label: str) -> str:
-    name = _mapped_name(module + ".weight", shape.layers, shape.architecture)
+    name = mapped_name(module + ".weight", shape.layers, shape.architecture)
     if name is None or name not in shape.tensors:
         raise InvalidInput(f"adapter {label}: llama.cpp has no tensor for {module} in this {shape.architecture} model")
     return name

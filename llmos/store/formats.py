@@ -134,6 +134,18 @@ def check_gguf(path: Path) -> dict[str, object]:
     return {"architecture": arch, "tensors": len(reader.tensors)}
 
 
+def gguf_summary(path: Path) -> WeightsSummary:
+    """Parameters of a (checked) GGUF file per tensor type (``q8_0``, ``f32``...)."""
+    from gguf import GGUFReader
+
+    summary = WeightsSummary()
+    for t in GGUFReader(path).tensors:
+        kind = t.tensor_type.name.lower()
+        summary.parameters += int(t.n_elements)
+        summary.dtypes[kind] = summary.dtypes.get(kind, 0) + int(t.n_elements)
+    return summary
+
+
 def read_json(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -17,7 +17,7 @@ from typing import Any
 
 from llmos.errors import Conflict, ImportFailed, UnsafeFormat
 from llmos.store.formats import (
-    PICKLE_SUFFIXES, WeightsSummary, check_gguf, check_safetensors, read_json, tasks_for,
+    PICKLE_SUFFIXES, WeightsSummary, check_gguf, check_safetensors, gguf_summary, read_json, tasks_for,
 )
 from llmos.store.manifest import FileEntry, Lineage, ManifestData, ModelInfo
 from llmos.store.names import key_of, parse_ref
@@ -82,6 +82,8 @@ class Importer:
         if not adapter and not (src / "config.json").is_file():
             raise ImportFailed(f"{src}: no config.json; a model folder needs its config (and tokenizer files)")
         weights = sorted(src.rglob("*.safetensors"))
+        if not weights and not adapter and opts.engine == "llamacpp" and any(src.glob("*.gguf")):
+            return self._gguf_folder(src, ref, opts, progress)
         pickles = [p for p in src.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file()]
         if not weights and pickles:
             if not opts.allow_pickle:
@@ -97,6 +99,17 @@ class Importer:
         if not adapter:
             meta["engines"] = _engines(src, opts.engine)
         return self._store(src, files, ref, meta, opts, progress)
+
+    def _gguf_folder(self, src: Path, ref: str, opts: ImportOptions, progress: Progress) -> ModelInfo:
+        """A GGUF with its config and tokenizer files and no safetensors (a quantised model):
+        stored for llama.cpp alone."""
+        found = sorted(src.glob("*.gguf"))
+        if len(found) != 1:
+            raise ImportFailed(f"{src}: expected one .gguf file, found {len(found)}")
+        check_llamacpp_architecture(found[0], str(check_gguf(found[0])["architecture"]))
+        meta = {**self._metadata(src, False, gguf_summary(found[0]), opts), **opts.overrides}
+        meta["engines"] = ["llamacpp"]
+        return self._store(src, _walk(src), ref, meta, opts, progress)
 
     def _metadata(self, src: Path, adapter: bool, summary: WeightsSummary, opts: ImportOptions) -> dict[str, Any]:
         if adapter:
