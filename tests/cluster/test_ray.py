@@ -57,7 +57,7 @@ def test_the_openai_client_is_served_by_actors_and_a_dead_worker_s_model_is_plac
     assert where[SMOL].startswith("node-") and where[MINILM].startswith("node-")
 
     # The worker node hosting SmolLM2 dies; the next request is served from the other worker.
-    key = next(m["model"] for m in httpx.get(url + "/admin/ps").json()["models"] if m["model"].startswith(SMOL))
+    key = next(m["model"] for m in httpx.get(url + "/admin/ps", timeout=BACKSTOP_S).json()["models"] if m["model"].startswith(SMOL))
     pool = app.state.kernel.resources  # type: ignore[attr-defined]
     engine = pool.acquire(f"{key}@llamacpp")
     _, pid = ray.get(engine._actor.where.remote())  # noqa: SLF001 - which worker process group to kill
@@ -72,7 +72,7 @@ def test_the_openai_client_is_served_by_actors_and_a_dead_worker_s_model_is_plac
     wait_until(lambda: alive_workers() == 1, "the killed worker marked dead", interval=0.2)
     ray_cluster.add_worker()
     wait_until(lambda: alive_workers() == 2, "a worker node back", interval=0.2)
-    wait_until(lambda: len([d for d in httpx.get(url + "/admin/ps").json()["devices"] if d["kind"] == "node"]) == 3,
+    wait_until(lambda: len([d for d in httpx.get(url + "/admin/ps", timeout=BACKSTOP_S).json()["devices"] if d["kind"] == "node"]) == 3,
                "the new node among the daemon's devices", interval=0.2)
 
 
