@@ -4,15 +4,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install browser screenshots bench clean-venv
+.PHONY: serve test test-slow test-all install browser screenshots bench clean-venv
 
 serve: install  ## install everything and start the daemon on 127.0.0.1 with the built-in models
 	HF_HUB_OFFLINE=1 $(BIN)/llmos serve
 
-test: install browser  ## install everything (incl. test tools), check the layers, run the whole test suite
+test: install browser  ## install everything (incl. test tools), check the layers, run the suite but its slow end-to-end tests
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check --select F --output-format concise llmos
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install browser  ## the slow end-to-end tests (marked slow): real fine-tunes, daemon crashes, a Ray cluster
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: test test-slow  ## everything CI runs: the suite, then its slow end-to-end tests
 
 install: $(STAMP)
 
