@@ -36,6 +36,7 @@ def test_unknown_model_exit_code_and_suggestion(home: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_import_tag_rm_gc_cycle(tmp_path: Path, minilm_dir: Path) -> None:
     h = tmp_path / "h"
     out = llmos(h, "models", "import", str(minilm_dir), "enc:v1", builtins=False)

@@ -24,6 +24,7 @@ def llmos(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=BACKSTOP_S)
 
 
+@pytest.mark.slow
 def test_import_show_clean_split_augment_list(tmp_path: Path, head) -> None:  # type: ignore[no-untyped-def]
     home = tmp_path / "home"
     spam = head("sms_spam/SMSSpamCollection", 500)

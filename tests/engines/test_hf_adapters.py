@@ -16,6 +16,7 @@ def prompt(lora_engine) -> list[int]:
     return lora_engine.encode(PROMPT)
 
 
+@pytest.mark.slow
 def test_mixed_batch_equals_each_alone(lora_engine, prompt):
     specs = [
         spec("base", prompt, max_tokens=8),

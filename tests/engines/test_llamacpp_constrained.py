@@ -29,6 +29,7 @@ def ask(llama: LlamaCppEngine) -> list[int]:  # noqa: F811
     return llama.encode_chat([ChatMessage("user", "Describe a person as JSON with a name and an age.")])
 
 
+@pytest.mark.slow
 def test_sampled_sequences_all_follow_the_schema_beside_a_free_one(llama: LlamaCppEngine, ask) -> None:  # noqa: F811
     c = constrain.json_schema(PERSON)
     specs = [SequenceSpec(f"j{i}", ask, SamplingParams(max_tokens=40, temperature=1.0, seed=i, constraint=c))

@@ -72,6 +72,7 @@ def _greedy(engine: LlamaCppEngine, prompt: str, adapter: str | None, n: int = 1
     return _collect(engine, [SequenceSpec("g", engine.encode(prompt), SamplingParams(max_tokens=n), adapter)])["g"]
 
 
+@pytest.mark.slow
 def test_conversion_reads_back_with_base_names_shapes_and_the_rotary_permutation(
         smollm2_dir: Path, loras: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "l1.gguf"

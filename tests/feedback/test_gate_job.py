@@ -65,6 +65,7 @@ def gate(loop: Loop, jobs: JobRunner) -> tuple[list[str], JobInfo, EvaluateSpec,
     return loop.tick(), info, EvaluateSpec.model_validate(info.spec), EvaluateResult.model_validate(info.result)
 
 
+@pytest.mark.slow
 def test_the_gate_is_an_evaluate_job_whose_verdict_drives_the_loop(gate_home: LoopHome, datasets: Path) -> None:
     reg = gate_home.rt.store.registry
     create_prompt_task(reg, "senti", MINILM, kind="classify", labels=["negative", "positive"], descriptions=SWAPPED)

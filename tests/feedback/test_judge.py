@@ -39,6 +39,7 @@ def test_the_judge_must_be_a_stored_chat_model(home: LoopHome) -> None:
         check_judge(reg, MINILM, "default")
 
 
+@pytest.mark.slow
 def test_the_judge_reads_both_orders_so_swapping_the_versions_mirrors_its_preference(
         home: LoopHome, code: list[dict[str, str]]) -> None:
     home.add_builtin(SMOL)
@@ -76,6 +77,7 @@ def test_a_judge_that_confidently_prefers_the_serving_answers_vetoes_the_candida
     assert kept.passed and "judge smollm2-135m-instruct" in kept.reason and kept.judge_upper > 0.5
 
 
+@pytest.mark.slow
 def test_the_gate_judges_the_rows_both_versions_answered(home: LoopHome, code: list[dict[str, str]]) -> None:
     """``judge_gate`` pairs each held-out request with both reports' answers (the generated rows only),
     loads the judge from the store and returns its verdict; reports without answers give no rows."""

@@ -172,6 +172,7 @@ def llmos(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_creates_and_lists_prompt_tasks(daemon: Daemon, tmp_path: Path) -> None:
     home = daemon.rt.settings.home
     shots = tmp_path / "shots.jsonl"
