@@ -42,6 +42,19 @@ def can_run(bindir: Path) -> str | None:
     return None
 
 
+def started(bindir: Path | None, missing: str) -> Iterator[str]:
+    """A fixture's body: a server from ``bindir`` (its URL without a database name), or the test skipped
+    with ``missing`` (no binaries) or why they cannot run here."""
+    import pytest
+
+    why = missing if bindir is None else can_run(bindir)
+    if why:
+        pytest.skip(why)
+    assert bindir is not None
+    with server(bindir) as url:
+        yield url
+
+
 @contextmanager
 def server(bindir: Path) -> Iterator[str]:
     """A running server; yields its SQLAlchemy URL without a database name."""

@@ -122,11 +122,7 @@ def judge_gate(registry: Registry, ref: str, tenant: str, splits: dict[str, list
     if not requests:
         return verdict(ref, [], confidence, seed)
     loaded = load_trained(registry, check_judge(registry, ref, tenant).key)
-    try:
-        prefs = preferences(loaded.model, loaded.tokenizer, loaded.chat_template, requests, c_answers, s_answers,
-                            batch_size)
-    finally:
-        del loaded
+    prefs = preferences(loaded.model, loaded.tokenizer, loaded.chat_template, requests, c_answers, s_answers, batch_size)
     return verdict(ref, prefs, confidence, seed)
 
 

@@ -258,3 +258,16 @@ def test_two_tenants_models_of_one_name_never_share_a_metrics_series(world: Worl
         line = f'llmos_requests_total{{model="{tenant}/{name}:latest",route="chat",status="200"}} {float(n)}'
         assert line in text, text
     assert f'model="{name}:latest"' not in text
+
+
+def test_a_loop_judge_must_be_a_chat_model_the_tenant_sees(world: World) -> None:
+    """PUT /v1/loop/NAME checks the judge at the edge: a name the tenant cannot read, or a model that is
+    no chat model, is a 400 naming `judge`, and the policy keeps its old settings."""
+    put = lambda judge: world.client.put(f"/v1/loop/{world.target}", headers=world.a_headers,  # noqa: E731
+                                         json={"judge": judge})
+    for bad, why in ((world.absent, "is not a stored model"), ("minilm-l6", "is not a chat model")):
+        r = put(bad)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "judge" and why in r.json()["error"]["message"]
+    ok = put(world.hidden)  # the tenant's own chat model
+    assert ok.status_code == 200 and ok.json()["settings"]["judge"] == world.hidden, ok.text
+    put(None)

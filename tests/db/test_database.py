@@ -54,11 +54,7 @@ def test_unreachable_database_is_a_clear_error() -> None:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server (the Debian package on this machine kind)."""
-    bindir = postgres.debian_bindir()
-    why = "PostgreSQL server binaries not installed" if bindir is None else postgres.can_run(bindir)
-    if why:
-        pytest.skip(why)
-    with postgres.server(bindir) as url:  # type: ignore[arg-type]
+    for url in postgres.started(postgres.debian_bindir(), "PostgreSQL server binaries not installed"):
         yield f"{url}/postgres"
 
 

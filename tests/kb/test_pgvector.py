@@ -28,22 +28,13 @@ QUERIES = ["my card was stolen, what should I do?", "how long does a refund take
 
 @pytest.fixture(scope="module")
 def pgvector_server() -> Iterator[str]:
-    bindir = postgres.pgserver_bindir()
-    why = "the pgserver package (PostgreSQL with pgvector) is not installed" if bindir is None else postgres.can_run(bindir)
-    if why:
-        pytest.skip(why)
-    with postgres.server(bindir) as url:  # type: ignore[arg-type]
-        yield url
+    yield from postgres.started(postgres.pgserver_bindir(), "the pgserver package (PostgreSQL with pgvector) is not "
+                                "installed")
 
 
 @pytest.fixture(scope="module")
 def plain_server() -> Iterator[str]:
-    bindir = postgres.debian_bindir()
-    why = "no Debian PostgreSQL server installed" if bindir is None else postgres.can_run(bindir)
-    if why:
-        pytest.skip(why)
-    with postgres.server(bindir) as url:  # type: ignore[arg-type]
-        yield url
+    yield from postgres.started(postgres.debian_bindir(), "no Debian PostgreSQL server installed")
 
 
 def _runtime(server_url: str, home: Path, builtin: Runtime) -> Runtime:
