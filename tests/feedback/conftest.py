@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> 
     h.add_builtin(MINILM)
     yield h
     h.close()
+    shutil.rmtree(h.root.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ so the better version is known without training anything."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def gate_home(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     h.rt.store.importer.import_path(minilm_dir, MINILM, ModelImport(license="apache-2.0"))
     yield h
     h.close()
+    shutil.rmtree(h.root.parent, ignore_errors=True)
 
 
 def round_dataset(home: LoopHome, datasets: Path) -> str:

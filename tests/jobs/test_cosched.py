@@ -8,6 +8,7 @@ The tests of the policy's timing (hysteresis, share) move the co-scheduler's clo
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -93,6 +94,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterat
     rt.store.importer.import_path(minilm_dir, MODEL)
     yield rt
     rt.close()
+    shutil.rmtree(rt.settings.home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ port, and small slices of the real datasets."""
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ def store(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) ->
         copy_builtin(rt, builtin_runtime, name)
     yield rt
     rt.close()
+    shutil.rmtree(rt.settings.home.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
