@@ -7,7 +7,8 @@ talks to the database and store like any runner, so the nodes must see the daemo
 path (a shared file system) and the database must be one every node reaches (PostgreSQL). Its
 control requests (pause, cancel) travel through the database as always; the daemon's supervisor
 polls and signals the process through the actor. A node that dies takes its runner with it: the
-supervisor sees an exit without a record and handles it as it handles any crashed runner.
+supervisor is told the node was lost (``NODE_LOST_EXIT``) and requeues the job, so a runner on
+another node resumes it from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from llmos.jobs.procs import UNKNOWN_EXIT
+from llmos.jobs.procs import NODE_LOST_EXIT, UNKNOWN_EXIT
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class RemoteRunner:
             return None  # a busy node: ask again at the next poll
         except ray.exceptions.RayError as exc:
             log.error("the node running job runner %s is gone: %s", self.pid, type(exc).__name__)
-            code = UNKNOWN_EXIT
+            code = NODE_LOST_EXIT
         if code is not None:
             self._exit = code
             ray.kill(self._actor, no_restart=True)

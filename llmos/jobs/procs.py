@@ -19,6 +19,8 @@ import psutil
 
 UNKNOWN_EXIT = -(1 << 16)
 """What ``poll`` returns for a process that is gone but whose exit status cannot be known."""
+NODE_LOST_EXIT = UNKNOWN_EXIT - 1
+"""What ``poll`` returns for a runner whose cluster node is gone (the runner went with it)."""
 _START_TOLERANCE_S = 0.1  # create_time comes from clock ticks; a reused pid starts seconds or days later
 
 
@@ -28,7 +30,8 @@ class RunnerProcess(Protocol):
     pid: int
 
     def poll(self) -> int | None:
-        """None while running; else the exit code (negative: killed by that signal) or UNKNOWN_EXIT."""
+        """None while running; else the exit code (negative: killed by that signal), UNKNOWN_EXIT, or
+        NODE_LOST_EXIT when the cluster node it ran on is gone."""
 
     def send_signal(self, sig: int) -> None: ...
 
@@ -83,6 +86,8 @@ class AdoptedProcess:
 
 def describe_exit(returncode: int) -> str:
     """Words for a runner that exited without recording a final state."""
+    if returncode == NODE_LOST_EXIT:
+        return "the cluster node running it was lost"
     if returncode == UNKNOWN_EXIT:
         return "runner process exited; its exit status is unknown (an earlier daemon started it)"
     if returncode < 0:

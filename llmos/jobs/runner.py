@@ -10,7 +10,8 @@ what a job kind's function gets). The daemon and a runner talk only through the 
 * runner -> daemon: state changes, progress, checkpoints and results as rows, each one transaction.
 
 A supervisor thread in the daemon notices runners that exit without recording an outcome (a crash,
-``kill -9``) and fails their jobs with the reason and the end of their log; it also starts queued jobs
+``kill -9``) and fails their jobs with the reason and the end of their log (a runner whose cluster
+node was lost is requeued instead, to resume from its last checkpoint on another node); it also starts queued jobs
 while fewer than ``max_jobs`` runners live. ``recover()`` at start adopts runners that outlived the last
 daemon and requeues jobs whose runner is gone, to resume from their last checkpoint.
 
@@ -36,7 +37,7 @@ from llmos.jobs.store import JobStore
 from llmos.jobs.submit import queue_job
 from llmos.jobs.kinds import is_driver_kind, job_kind_entry
 from llmos.jobs.procs import (
-    UNKNOWN_EXIT, AdoptedProcess, RunnerProcess, Spawn, describe_exit, process_alive, process_started,
+    NODE_LOST_EXIT, UNKNOWN_EXIT, AdoptedProcess, RunnerProcess, Spawn, describe_exit, process_alive, process_started,
     runner_argv, spawn_runner, tail_text,
 )
 from llmos.jobs.types import (
@@ -48,6 +49,7 @@ from llmos.runtime import Runtime
 log = logging.getLogger("llmos.jobs")
 _CLEARED = {"pid": None, "pid_started": None}
 _LOG_TAIL_IN_ERROR = 4000  # bytes of the runner log kept with a crash's error
+NODE_LOSSES = 3  # a job whose node is lost this often fails (it may be what kills its nodes)
 _SCHEDULE_EVERY_S = 2.0  # also pick up jobs queued by another process (an in-process CLI)
 
 
@@ -74,6 +76,7 @@ class JobRunner:
         self._spawn = spawn
         self._clock = clock
         self._procs: dict[str, RunnerProcess] = {}
+        self._node_losses: dict[str, int] = {}  # job id -> runners of it whose cluster node was lost
         self._drivers: set[str] = set()  # live runners of driver kinds: not counted against max_jobs
         self._cancel_deadlines: dict[str, float] = {}
         self._holds: set[str] = set()
@@ -419,11 +422,20 @@ class JobRunner:
         elif info.requested == Control.CANCEL:
             self.store.transition(job_id, JobState.CANCELLED, control=_CLEARED,
                                   data={"reason": info.reason, "runner": describe_exit(rc)})
+        elif rc == NODE_LOST_EXIT and self._count_node_loss(job_id) < NODE_LOSSES:
+            self._recover_gone(info, reason="node lost")
         else:
             self._fail_exited(info, rc)
 
+    def _count_node_loss(self, job_id: str) -> int:
+        """How many of this job's runners lost their node while this daemon watched, this one included."""
+        self._node_losses[job_id] = self._node_losses.get(job_id, 0) + 1
+        return self._node_losses[job_id]
+
     def _fail_exited(self, info: JobInfo, rc: int) -> None:
         reason = describe_exit(rc)
+        if rc == NODE_LOST_EXIT:
+            reason += f" ({NODE_LOSSES} times: a job that loses its node this often is not started again)"
         tail = tail_text(JobPaths.of(self.settings.jobs_dir, info.id).log, _LOG_TAIL_IN_ERROR)
         error = f"{reason}\n--- end of the runner log ---\n{tail}" if tail else reason
         self.store.transition(info.id, JobState.FAILED, sources=[JobState.RUNNING, JobState.PAUSED],
@@ -447,8 +459,10 @@ class JobRunner:
             self.store.request(info.id, Control.NONE, None)  # the daemon is back: no need to leave
         log.info("job %s: adopted runner pid %d left by the previous daemon", info.id, info.pid)
 
-    def _recover_gone(self, info: JobInfo) -> bool:
-        """A running/paused job whose runner is gone (the daemon was down). True if requeued."""
+    def _recover_gone(self, info: JobInfo, reason: str = "recovered") -> bool:
+        """A running/paused job whose runner is gone (the daemon was down, or its cluster node was
+        lost): requeued to resume from its last checkpoint, unless cancelled or paused by a person.
+        True if requeued."""
         if info.requested == Control.CANCEL:
             self.store.transition(info.id, JobState.CANCELLED, control=_CLEARED, data={"reason": info.reason})
             return False
@@ -457,6 +471,6 @@ class JobRunner:
             return False
         self.store.transition(info.id, JobState.QUEUED, sources=[JobState.RUNNING, JobState.PAUSED],
                               control={**_CLEARED, "requested": 0, "reason": None},
-                              data={"reason": "recovered", "resume_from": info.checkpoint})
-        log.info("job %s: runner gone; requeued to resume from %s", info.id, info.checkpoint or "the start")
+                              data={"reason": reason, "resume_from": info.checkpoint})
+        log.info("job %s: runner gone (%s); requeued to resume from %s", info.id, reason, info.checkpoint or "the start")
         return True

@@ -1,6 +1,7 @@
 """The daemon over a real local Ray cluster (a head and two one-CPU workers on loopback): the built-in
 models served by engine actors on the workers, the official openai client unchanged, a worker killed
-and its model placed again, a fine-tune run by a worker and then served."""
+and its model placed again, a fine-tune run by a worker and then served, a job whose worker dies
+resumed from its checkpoint on the other."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 from openai import OpenAI
 
 from llmos.daemon import create_app
+from llmos.jobs import register_job_kind
 from llmos.runtime import Runtime
 from tests.api.server import serving
 from tests.cluster.conftest import LocalCluster, alive_workers
+from tests.jobs.jobkinds import release
 from tests.train.conftest import MINILM, SMOL, Home, finished, import_sst2
 from tests.waiting import BACKSTOP_S, wait_until
 
@@ -103,3 +106,30 @@ def test_a_fine_tune_runs_on_a_worker_and_its_model_is_served(ray_cluster: Local
             assert any("ray-sst2" in m and d.startswith("node-") for m, d in where.items()), where
     finally:
         home.close()
+
+
+def test_a_job_whose_node_dies_resumes_from_its_checkpoint_on_another_node(
+        ray_cluster: LocalCluster, builtin_runtime: Runtime, tmp_path: Path) -> None:
+    register_job_kind("count", "tests.jobs.jobkinds:count", replace=True)
+    home = Home(tmp_path / "home", builtin_runtime)
+    try:
+        rt = home.open()
+        rt.settings = cluster_settings(rt.settings, ray_cluster)
+        app = create_app(rt)
+        with serving(app):
+            jobs, spawn = app.state.jobs, app.state.jobs._spawn  # noqa: SLF001 - where each runner ran
+            job_id = jobs.submit("count", {"n": 30, "delay": 0.02, "checkpoint_every": 5, "hold_after": 12})
+            wait_until(lambda: jobs.get(job_id).progress.step >= 12, "the job held at step 12", job=(jobs, job_id))
+            [(pid, first_node)] = spawn.started
+            ray_cluster.kill(ray_cluster.node_of(pid))  # the runner goes down with its node
+            wait_until(lambda: len(spawn.started) == 2, "the job started again", job=(jobs, job_id))
+            release(jobs.settings.jobs_dir / job_id / "work")
+            info = finished(jobs, job_id)
+            assert (info.result["started_at"], info.attempts) == (10, 2)  # from its checkpoint at step 10
+            assert spawn.started[1][1] != first_node  # on the node still alive
+            reasons = [e.data.get("reason") for e in jobs.events(job_id) if e.kind == "state"]
+            assert "node lost" in reasons
+    finally:
+        home.close()
+        wait_until(lambda: alive_workers() == 1, "the killed worker marked dead", interval=0.2)
+        ray_cluster.add_worker()

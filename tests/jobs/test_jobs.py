@@ -13,7 +13,7 @@ import pytest
 from llmos.errors import Conflict, InvalidInput, NotFound
 from llmos.jobs import JobInfo, JobRunner, JobState, register_job_kind
 from llmos.jobs.freeze import is_stopped
-from llmos.jobs.procs import RunnerProcess, Spawn, process_alive, spawn_runner
+from llmos.jobs.procs import NODE_LOST_EXIT, RunnerProcess, Spawn, process_alive, spawn_runner
 from llmos.runtime import Runtime, open_runtime
 from tests.conftest import make_settings
 from tests.jobs.jobkinds import release, steps_done
@@ -251,6 +251,63 @@ def test_kill_9_of_the_runner_fails_the_job(jobs: JobRunner) -> None:
     assert info.error.startswith("runner killed by signal 9 (SIGKILL)")
     assert "counting from 0 to 10" in info.error  # the end of the runner log comes with it
     runner_gone(jobs, job_id)
+
+
+class NodeRunner:
+    """A real runner process whose exit reads as its cluster node lost once ``lose`` killed it: what
+    the cluster's runner host reports when the node under a runner dies (``llmos.cluster.jobs``)."""
+
+    def __init__(self, proc: RunnerProcess) -> None:
+        self.proc, self.pid, self.lost = proc, proc.pid, False
+
+    def poll(self) -> int | None:
+        rc = self.proc.poll()
+        return NODE_LOST_EXIT if rc is not None and self.lost else rc
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def lose(self) -> None:
+        self.lost = True
+        os.kill(self.pid, signal.SIGKILL)
+
+
+def on_nodes(started: list[NodeRunner]) -> Spawn:
+    def spawn(argv: list[str], log_path: Path) -> NodeRunner:
+        started.append(NodeRunner(spawn_runner(argv, log_path)))
+        return started[-1]
+
+    return spawn
+
+
+def test_a_runner_whose_node_is_lost_resumes_from_its_last_checkpoint(make_runner: MakeRunner) -> None:
+    started: list[NodeRunner] = []
+    jobs = make_runner(spawn=on_nodes(started))
+    job_id = jobs.submit("count", {"n": 30, "delay": 0.02, "checkpoint_every": 5, "hold_after": 12})
+    reach_step(jobs, job_id, 12)
+    started[0].lose()
+    wait_until(lambda: len(started) == 2, "a second runner started")
+    release(work_dir(jobs, job_id))
+    info = wait_for_job(jobs, job_id)
+    assert info.state == JobState.SUCCEEDED, info.error
+    assert (info.result["started_at"], info.attempts) == (10, 2)  # the checkpoint at step 10, not the start
+    assert steps_done(work_dir(jobs, job_id))[-20:] == list(range(11, 31))
+    requeued = [e.data for e in jobs.events(job_id) if e.kind == "state" and e.data.get("reason") == "node lost"]
+    assert len(requeued) == 1 and requeued[0]["resume_from"].endswith("counter.json")
+
+
+def test_a_job_that_loses_its_node_three_times_fails_saying_so(make_runner: MakeRunner) -> None:
+    started: list[NodeRunner] = []
+    jobs = make_runner(spawn=on_nodes(started))
+    job_id = jobs.submit("count", {"n": 30, "delay": 0.02, "checkpoint_every": 5, "hold_after": 12})
+    for attempt in range(1, 4):
+        wait_until(lambda: len(started) == attempt and jobs.get(job_id).progress.step >= 12,
+                   f"attempt {attempt} held at step 12", job=(jobs, job_id))
+        started[-1].lose()
+    info = wait_for_job(jobs, job_id)
+    assert info.state == JobState.FAILED and info.attempts == 3
+    assert info.error.startswith("the cluster node running it was lost (3 times")
+    assert len(started) == 3  # not started a fourth time
 
 
 def test_a_restarted_daemon_resumes_a_killed_runner_from_its_last_checkpoint(make_runner: MakeRunner) -> None:
