@@ -104,7 +104,7 @@ def build_daemon(runtime: Runtime, kernel: Kernel | None = None, jobs: JobRunner
     cluster = None
     if runtime.settings.cluster and kernel is None:
         cluster, kernel = _cluster_kernel(runtime)
-        jobs = jobs or JobRunner(runtime, spawn=RaySpawn())
+        jobs = jobs or JobRunner(runtime, spawn=RaySpawn(node_of=cluster.node))
     kernel = kernel or Kernel(runtime.settings, runtime.store.registry)
     jobs = jobs or JobRunner(runtime)
     cosched = CoScheduler(runtime.settings, kernel, jobs)

@@ -6,6 +6,10 @@ node it chose: it starts an ``EngineHost`` actor pinned to that node (hard node 
 digest unless the node's cache already holds them, builds the engine there and hands the kernel a
 ``RemoteEngine``. Only the files the engine kind reads travel (the GGUF for llama.cpp, the rest for
 transformers). A LoRA adapter over the base travels the same way when a request first names it.
+
+On one of a node's GPUs (a NODE_GPU device) the actor sees that GPU alone (``gpu_env``) and the
+engine runs there as on a local GPU: transformers in ``gpu_dtype`` on ``cuda:0``, llama.cpp with
+every layer offloaded. Ray is not asked for the GPU: placement is the kernel's, as for the CPUs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from llmos.cluster.ray_cluster import gpu_env
 from llmos.config import Settings
 from llmos.engines.base import Engine
 from llmos.engines.loader import base_of, runs_on, shares_base
@@ -55,13 +60,13 @@ class ClusterLoader:
                                "LoRA adapters only")
         base = base_of(self.registry, info)
         node = self._node_of(device)
-        actor = self._start_actor(node, key)
+        actor = self._start_actor(node, key, device)
         try:
             folder_key = f"{base.digest.replace(':', '-')}-{kind}"
             ship_folder(actor, self.registry.snapshot(base), folder_key, lambda ref: ray.get(ref, timeout=ACTOR_START_S),
                         keep=_keep(kind))
             spec = EngineSpec(kind, folder_key, base.key, list(base.manifest.tasks), base.manifest.chat_template,
-                              self._options(kind, base, node.cpus))
+                              engine_options(self.settings, kind, base, node.cpus, device.gpu))
             engine_info, streams = ray.get(actor.load.remote(spec))
         except Exception as exc:
             ray.kill(actor, no_restart=True)
@@ -74,7 +79,7 @@ class ClusterLoader:
         log.info("loaded %s (%s) on cluster node %s", base.ref, kind, device.id)
         return engine
 
-    def _start_actor(self, node: Any, key: str) -> Any:
+    def _start_actor(self, node: Any, key: str, device: Device) -> Any:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -83,15 +88,19 @@ class ClusterLoader:
             memory=max(self.estimate(key) if self.estimate else 0, 1),
             max_concurrency=4,  # the stream poller beside the kernel's calls
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+            runtime_env={"env_vars": gpu_env(device.id)} if device.gpu else None,
         )
         return host.remote(self.settings.cluster_cache)
 
-    def _options(self, kind: str, base: Any, cpus: float) -> dict[str, Any]:
-        threads = max(int(cpus), 1)
-        if kind == HF:
-            return {"max_batch_size": self.settings.max_batch, "dtype": self.settings.dtype, "device": "cpu",
-                    "torch_threads": threads}
-        return {"max_batch_size": self.settings.max_batch, "threads": self.settings.llamacpp_threads or threads,
-                "kv_tokens": self.settings.llamacpp_kv_tokens, "kv_layout": self.settings.llamacpp_kv,
-                "context_length": base.manifest.context_length,
-                "lora_cache": f"{self.settings.cluster_cache}/lora-gguf"}
+
+def engine_options(settings: Settings, kind: str, base: Any, cpus: float, gpu: bool) -> dict[str, Any]:
+    """How a node builds the engine: its cores as threads; on a GPU (the only one the actor sees) in
+    ``gpu_dtype`` or with every llama.cpp layer offloaded."""
+    threads = max(int(cpus), 1)
+    if kind == HF:
+        return {"max_batch_size": settings.max_batch, "dtype": settings.gpu_dtype if gpu else settings.dtype,
+                "device": "cuda:0" if gpu else "cpu", "torch_threads": threads}
+    return {"max_batch_size": settings.max_batch, "threads": settings.llamacpp_threads or threads,
+            "kv_tokens": settings.llamacpp_kv_tokens, "kv_layout": settings.llamacpp_kv,
+            "context_length": base.manifest.context_length, "gpu_layers": -1 if gpu else 0, "main_gpu": 0,
+            "lora_cache": f"{settings.cluster_cache}/lora-gguf"}

@@ -3,7 +3,8 @@
 A *probe* lists the devices (``probe_devices`` asks psutil and torch.cuda; tests inject one that
 reports fake GPUs), and ``budgets`` turns the settings into the bytes the kernel may fill on each:
 the host gets ``memory_budget``, every GPU ``gpu_budget`` (a share of its memory, or a size).
-Which engine kinds can use a GPU is decided here too: transformers whenever torch sees CUDA,
+A cluster's nodes and their GPUs are devices too (kinds NODE and NODE_GPU, listed by
+``llmos.cluster``). Which engine kinds can use a GPU is decided here too: transformers whenever torch sees CUDA,
 llama.cpp only when its wheel was built with a GPU backend (the CPU wheels are not).
 """
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 CPU = "cpu"
 CUDA = "cuda"
 NODE = "node"  # a cluster node (``llmos.cluster``): its engines run in Ray actors there
+NODE_GPU = "node-gpu"  # one GPU of a cluster node: ``node-<id>/cuda:<its CUDA id on that node>``
+GPU_KINDS = (CUDA, NODE_GPU)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,15 @@ class Device:
     def index(self) -> int | None:
         """The CUDA ordinal (None for the host)."""
         return int(self.id.split(":", 1)[1]) if self.kind == CUDA else None
+
+    @property
+    def gpu(self) -> bool:
+        return self.kind in GPU_KINDS
+
+    @property
+    def rank(self) -> int:
+        """Placement order: GPUs first, then cluster nodes' CPUs, then the host."""
+        return 0 if self.gpu else 1 if self.kind == NODE else 2
 
 
 DeviceProbe = Callable[[], list[Device]]
@@ -82,7 +94,7 @@ def budgets(devices: list[Device], host_budget: int, gpu_setting: float) -> dict
     """Device id -> budget bytes; devices with no room at all are left out."""
     out: dict[str, int] = {}
     for d in devices:
-        if d.kind == CUDA:
+        if d.gpu:
             nbytes = gpu_budget(d, gpu_setting)
         else:  # the host, or a cluster node: the same budget, never more than the node has
             nbytes = host_budget if d.kind == CPU else min(host_budget, d.free_bytes)
@@ -115,6 +127,6 @@ def can_use(engine: str, device: Device) -> bool:
 
 def cpu_note(engine: str, devices: list[Device]) -> str | None:
     """Why ``engine`` stays on the host although there are GPUs (said plainly in ``ps``), or None."""
-    if any(d.kind == CUDA for d in devices) and not any(can_use(engine, d) for d in devices if d.kind == CUDA):
+    if any(d.gpu for d in devices) and not any(can_use(engine, d) for d in devices if d.gpu):
         return f"{engine} runs on CPU: its installed build has no GPU backend"
     return None

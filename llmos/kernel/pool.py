@@ -62,7 +62,7 @@ class DevicePool:
         usable = [d for d in devices if d.id in budgets]  # may be empty: a cluster whose workers join later
         self._keep_alive_s = keep_alive_s
         # GPUs first: a model goes to the host only when no GPU its engine can use has room.
-        self.devices = sorted(usable, key=lambda d: (d.kind == CPU, d.id))
+        self.devices = sorted(usable, key=lambda d: (d.rank, d.id))
         self._estimate = estimate
         self._can_run = can_run
         self._rm_options = {"clock": clock, "wait_timeout_s": wait_timeout_s}
@@ -95,7 +95,7 @@ class DevicePool:
             self._rms[device.id] = ResourceManager(budget, loader=self._loader_on(loader, device),
                                                    estimate=self._estimate, keep_alive_s=self._keep_alive_s,
                                                    device=device.id, **self._rm_options)
-            self.devices = sorted([*self.devices, device], key=lambda d: (d.kind == CPU, d.id))
+            self.devices = sorted([*self.devices, device], key=lambda d: (d.rank, d.id))
 
     def manager(self, device_id: str) -> ResourceManager:
         return self._rms[device_id]
@@ -123,7 +123,7 @@ class DevicePool:
             # Among devices with free room, GPUs first, then the one with the most free (models spread
             # over equal nodes or GPUs rather than piling onto the first).
             free = sorted((d for d in candidates if self._rms[d.id].free() >= need),
-                          key=lambda d: (d.kind == CPU, -self._rms[d.id].free()))
+                          key=lambda d: (d.rank, -self._rms[d.id].free()))
             roomy = [d for d in candidates if self._rms[d.id].room() >= need]
             where = (free or roomy or sorted(candidates, key=lambda d: -self._rms[d.id].room()))[0].id
             self._placed[model] = where
@@ -269,7 +269,7 @@ class DevicePool:
     def _too_large(self, model: str, need: int, able: list[Device]) -> WontFit:
         largest = max(able, key=lambda d: self._rms[d.id].budget_bytes)
         budget = self._rms[largest.id].budget_bytes
-        hint = "raise LLMOS_MEMORY_BUDGET" if largest.kind == CPU else "raise LLMOS_GPU_BUDGET"
+        hint = "raise LLMOS_GPU_BUDGET" if largest.gpu else "raise LLMOS_MEMORY_BUDGET"
         return WontFit(
             f"model {model!r} needs about {_size(need)} but the largest device, {largest.id} ({largest.name}), "
             f"has a memory budget of {_size(budget)}; {hint} or use a smaller or quantised model",

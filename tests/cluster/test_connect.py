@@ -1,5 +1,6 @@
 """Joining a cluster: an address that does not answer fails start-up with the address and the reason;
-the node list as devices (a node list injected: no cluster needed)."""
+the node list as devices, a node's GPUs among them (a node list and a GPU probe injected: no cluster
+and no GPU needed, placement logic only)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import socket
 
 import pytest
 
-from llmos.cluster.ray_cluster import DEAD_HOLD_S, RayCluster, connect, device_id, parse_address
+from llmos.cluster.ray_cluster import (
+    DEAD_HOLD_S, NOSET_CUDA, GpuInfo, NodeInfo, RayCluster, connect, device_id, gpu_env, parse_address,
+)
 from llmos.errors import ConfigError
-from llmos.kernel.devices import NODE
+from llmos.kernel.devices import NODE, NODE_GPU, budgets, can_use, llamacpp_has_gpu
+from llmos.kernel.pool import DevicePool
+from tests.kernel.test_devices import GB, Loads
 
 
 def closed_port() -> int:
@@ -47,3 +52,72 @@ def test_alive_nodes_with_cpus_are_devices_and_a_node_seen_dying_leaves_placemen
     nodes[2] = node("b" * 20, 2, alive=False)
     cluster.refresh()
     assert [d.id for d in cluster.devices()] == []
+
+
+def gpu_node(node_id: str, gpus: float) -> dict[str, object]:
+    n = node(node_id, 4)
+    n["Resources"] = {**n["Resources"], "GPU": gpus}  # type: ignore[dict-item]
+    return n
+
+
+def test_a_node_s_gpus_are_devices_of_their_own_placed_first_and_dying_with_their_node(
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, b, c = "a" * 20, "b" * 20, "c" * 20
+    probed: list[str] = []
+
+    def probe(n: NodeInfo) -> list[GpuInfo]:
+        probed.append(n.node_id)
+        if n.node_id == c:
+            raise TimeoutError("no answer")
+        return [GpuInfo("0", "Fake GPU", 24 * GB, 20 * GB), GpuInfo("GPU-5f2e", "Fake GPU", 80 * GB, 80 * GB)] \
+            if n.node_id == a else []
+
+    cluster = RayCluster("ray://x:1", nodes=lambda: [gpu_node(a, 2), gpu_node(b, 1), gpu_node(c, 1)], gpus=probe)
+    cluster.refresh()
+    assert sorted(probed) == [a, b, c]  # once per node, however often the list is read
+    devices = {d.id: d for d in cluster.devices()}
+    gpu0, gpu1 = f"{device_id(a)}/cuda:0", f"{device_id(a)}/cuda:GPU-5f2e"
+    assert set(devices) == {device_id(a), gpu0, gpu1, device_id(b), device_id(c)}
+    assert devices[gpu0].kind == NODE_GPU and devices[gpu0].free_bytes == 20 * GB and devices[gpu0].gpu
+    assert "torch sees none" in caplog.text and "could not be probed (no answer)" in caplog.text  # b, then c
+    assert cluster.node(devices[gpu1]).node_id == a and cluster.node(gpu0).node_id == a
+    assert gpu_env(gpu1) == {NOSET_CUDA: "1", "CUDA_VISIBLE_DEVICES": "GPU-5f2e"} and gpu_env(device_id(a)) == {}
+
+    # GPUs first, a share of each for its budget; an engine with no GPU build goes to a node's CPUs.
+    found = cluster.devices()
+    budget = budgets(found, 16 * GB, 0.5)
+    assert budget[gpu0] == 10 * GB and budget[device_id(a)] == 4 * GB  # a node: its Ray memory, at most
+    loads = Loads()
+    p = DevicePool(found, budget, loader=loads, estimate=Loads.size, wait_timeout_s=0.0,
+                   can_run=lambda model, d: can_use(model.partition("@")[2] or "hf", d))  # this wheel: CPU-only llama.cpp
+    assert p.devices[0].gpu and p.devices[1].gpu and p.devices[2].kind == NODE
+    p.acquire("m3")
+    p.acquire("m2@llamacpp")
+    assert not llamacpp_has_gpu()
+    assert dict(loads.where) == {"m3": gpu1, "m2@llamacpp": device_id(a)}  # the roomiest GPU; CPUs for llama.cpp
+
+    cluster.mark_dead(gpu1)  # its engine saw the actor die: the whole node goes, GPUs and all
+    assert not any(cluster.alive(devices[i]) for i in (device_id(a), gpu0, gpu1))
+    assert cluster.alive(devices[device_id(b)])
+
+
+def test_engines_and_runners_on_a_node_gpu_see_that_gpu_alone() -> None:
+    from llmos.cluster.engines import engine_options
+    from llmos.cluster.jobs import RaySpawn
+    from llmos.config import load_settings
+
+    settings = load_settings(gpu_dtype="bfloat16", dtype="float32")
+    base = type("Base", (), {"manifest": type("M", (), {"context_length": 2048})()})()
+    on_gpu, on_cpu = (engine_options(settings, "hf", base, 4, gpu) for gpu in (True, False))
+    assert (on_gpu["device"], on_gpu["dtype"], on_cpu["device"], on_cpu["dtype"]) == ("cuda:0", "bfloat16", "cpu", "float32")
+    assert engine_options(settings, "llamacpp", base, 4, True)["gpu_layers"] == -1
+    assert engine_options(settings, "llamacpp", base, 4, False)["gpu_layers"] == 0
+
+    a = "a1" * 28  # Ray's node ids: 28 bytes in hex
+    nodes = {device_id(a): NodeInfo(a, "127.0.0.1", 4, 1, 4 * 10**9, True)}
+    spawn = RaySpawn(node_of=lambda d: nodes[d.split("/")[0]] if d.split("/")[0] in nodes else next(iter(())))
+    gpu, cpu = spawn._options(f"{device_id(a)}/cuda:0"), spawn._options(device_id(a))  # noqa: SLF001
+    assert gpu["num_cpus"] == 0 and gpu["scheduling_strategy"].node_id == a and not gpu["scheduling_strategy"].soft
+    assert cpu["num_cpus"] == 1 and cpu["scheduling_strategy"].soft  # that node if it has a free core
+    assert spawn._options(f"{device_id('f' * 56)}") == {"num_cpus": 1.0}  # noqa: SLF001 - a node gone: anywhere
+    assert spawn._options("cpu") == spawn._options(None) == {"num_cpus": 1.0}  # noqa: SLF001

@@ -133,3 +133,17 @@ def test_a_job_whose_node_dies_resumes_from_its_checkpoint_on_another_node(
         home.close()
         wait_until(lambda: alive_workers() == 1, "the killed worker marked dead", interval=0.2)
         ray_cluster.add_worker()
+
+
+def test_the_gpu_probe_runs_on_each_node_and_finds_no_gpu_on_a_cpu_build(ray_cluster: LocalCluster) -> None:
+    import ray
+    import torch
+
+    from llmos.cluster.ray_cluster import RayCluster, probe_node_gpus
+
+    cluster = RayCluster(ray_cluster.address, owned=False)  # probes nodes Ray counts GPUs on: none here
+    workers = [cluster.node(d) for d in cluster.devices()]
+    assert len(workers) == alive_workers() == 2
+    for node in workers:  # a task pinned to the node, told to see all its GPUs: torch there has no CUDA
+        assert probe_node_gpus(node) == [] and not torch.cuda.is_available()
+    assert ray.is_initialized()
