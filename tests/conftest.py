@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,25 @@ def copy_builtin(rt: Runtime, builtin: Runtime, name: str) -> None:
                                       ImportOptions(license=info.manifest.license))
         return
     rt.store.registry.add(name, info.manifest)
+
+
+ModuleDirs = Callable[[str], Path]
+
+
+@pytest.fixture(scope="module")
+def module_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleDirs]:
+    """``module_dirs(name)``: a new folder for one module's fixtures, removed when the module ends. A
+    passing test's own ``tmp_path`` goes when the test does (pyproject); without this, the homes of
+    module fixtures (trained models, stores) would pile up until the session ends, past a CI disk."""
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -16,15 +16,15 @@ from llmos.auth import create_key
 from llmos.engines.base import FakeEngine
 from llmos.kernel.core import Kernel
 from llmos.runtime import open_runtime
-from tests.conftest import make_settings
+from tests.conftest import ModuleDirs, make_settings
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 HUGE = 2**64
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    home: Path = tmp_path_factory.mktemp("edge")
+def client(module_dirs: ModuleDirs) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    home: Path = module_dirs("edge")
     rt = open_runtime(make_settings(home, auth="on"), builtins=False)
     kernel = Kernel(rt.settings, rt.store.registry, engine_factory=lambda ref: FakeEngine(ref))
     key = create_key(rt.db, tenant="edge", name="edge", scopes=["admin"])[1]

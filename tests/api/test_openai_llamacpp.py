@@ -22,6 +22,7 @@ from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 from llmos.store.importer import ImportOptions
 from tests.api.server import serving
+from tests.conftest import ModuleDirs
 
 pytestmark = pytest.mark.slow
 SMOL = "smollm2-135m-instruct"
@@ -31,14 +32,14 @@ QUESTION = [{"role": "system", "content": "Answer in one short sentence."},
 
 
 @pytest.fixture(scope="module")
-def adapter(builtin_runtime: Runtime, smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def adapter(builtin_runtime: Runtime, smollm2_dir: Path, module_dirs: ModuleDirs) -> str:
     name = "llama-test-lora"
     if not builtin_runtime.store.registry.exists(name):
         from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(7)
         cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        out = tmp_path_factory.mktemp(name)
+        out = module_dirs(name)
         get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_dir), cfg).save_pretrained(out)
         builtin_runtime.store.importer.import_path(out, name, ImportOptions(parent=SMOL))
     return name

@@ -16,6 +16,7 @@ from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime
 from llmos.store.importer import ImportOptions
 from tests.api.server import serving
+from tests.conftest import ModuleDirs
 
 pytestmark = pytest.mark.slow
 SMOL = "smollm2-135m-instruct"
@@ -23,7 +24,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def adapters(builtin_runtime: Runtime, smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def adapters(builtin_runtime: Runtime, smollm2_dir: Path, module_dirs: ModuleDirs) -> list[str]:
     """Two LoRA adapters over SmolLM2 with random (non-zero) weights, registered in the store."""
     from peft import LoraConfig, get_peft_model
 
@@ -33,7 +34,7 @@ def adapters(builtin_runtime: Runtime, smollm2_dir: Path, tmp_path_factory: pyte
         if not builtin_runtime.store.registry.exists(name):
             torch.manual_seed(100 + i)
             cfg = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-            out = tmp_path_factory.mktemp(name)
+            out = module_dirs(name)
             get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_dir), cfg).save_pretrained(out)
             builtin_runtime.store.importer.import_path(out, name, ImportOptions(parent=SMOL))
         names.append(name)

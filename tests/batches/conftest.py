@@ -20,7 +20,7 @@ from llmos.jobs import JobRunner
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import free_port, serving
-from tests.conftest import copy_builtin, make_settings
+from tests.conftest import ModuleDirs, copy_builtin, make_settings
 
 SMOL, MINILM = "smollm2-135m-instruct", "minilm-l6"
 FAST = {"auth": "on", "job_progress_interval": 0.0, "job_poll_interval": 0.05, "keep_alive": 600}
@@ -44,9 +44,9 @@ class Daemon:
 
 
 @pytest.fixture(scope="module")
-def daemon(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def daemon(builtin_runtime: Runtime, module_dirs: ModuleDirs) -> Iterator[Daemon]:
     port = free_port()
-    rt = open_runtime(make_settings(tmp_path_factory.mktemp("batches") / "home", port=port, **FAST), builtins=False)
+    rt = open_runtime(make_settings(module_dirs("batches") / "home", port=port, **FAST), builtins=False)
     for name in (SMOL, MINILM):
         copy_builtin(rt, builtin_runtime, name)
     kernel = Kernel(rt.settings, rt.store.registry)

@@ -15,15 +15,15 @@ from llmos.cli import app
 from llmos.errors import NotFound
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import free_port
-from tests.conftest import copy_builtin, make_settings
+from tests.conftest import ModuleDirs, copy_builtin, make_settings
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def home(builtin_runtime: Runtime, module_dirs: ModuleDirs) -> Path:
     """A home whose store holds the built-ins (blobs linked from the session store)."""
-    path = tmp_path_factory.mktemp("kb-cli") / "home"
+    path = module_dirs("kb-cli") / "home"
     rt = open_runtime(make_settings(path), builtins=False)
     for name in ("minilm-l6", "smollm2-135m-instruct"):
         copy_builtin(rt, builtin_runtime, name)
@@ -32,9 +32,9 @@ def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def files(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def files(datasets: Path, module_dirs: ModuleDirs) -> list[Path]:
     """Two FAQ pages written from Banking77 rows (one Markdown, one HTML) and a PDF that is not one."""
-    folder = tmp_path_factory.mktemp("kb-files")
+    folder = module_dirs("kb-files")
     with open(datasets / "banking77" / "train.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     card = [r["text"] for r in rows if r["category"] == "card_arrival"][:20]

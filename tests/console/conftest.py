@@ -15,7 +15,7 @@ from llmos.auth import create_key
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime, open_runtime
 from tests.api.conftest import SlowFakeEngine
-from tests.conftest import make_settings
+from tests.conftest import ModuleDirs, make_settings
 
 SCRIPT = '<script>alert("pwned")</script>'
 TENANT = "console-test"
@@ -41,9 +41,9 @@ def fake_kernel(rt: Runtime) -> Kernel:
 
 
 @pytest.fixture(scope="module")
-def fresh_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+def fresh_runtime(module_dirs: ModuleDirs) -> Iterator[Runtime]:
     """An empty store (no built-ins), auth off: the loopback default."""
-    rt = open_runtime(make_settings(tmp_path_factory.mktemp("console-home")), builtins=False)
+    rt = open_runtime(make_settings(module_dirs("console-home")), builtins=False)
     yield rt
     rt.close()
 

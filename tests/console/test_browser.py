@@ -21,7 +21,7 @@ from llmos.jobs import JobRunner
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import serving
 from tests.console.conftest import SCRIPT, TENANT
-from tests.conftest import copy_builtin, make_settings
+from tests.conftest import ModuleDirs, copy_builtin, make_settings
 from tests.waiting import BACKSTOP_S
 
 pytestmark = pytest.mark.slow
@@ -48,10 +48,10 @@ def _slice(src: Path, out: Path, n: int, skip: int = 0, inject: bool = False) ->
 
 
 @pytest.fixture(scope="module")
-def daemon(builtin_runtime: Runtime, datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def daemon(builtin_runtime: Runtime, datasets: Path, module_dirs: ModuleDirs) -> Iterator[Daemon]:
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
-    root = tmp_path_factory.mktemp("console-browser")
+    root = module_dirs("console-browser")
     rt = open_runtime(make_settings(root / "home", **FAST), builtins=False)
     for name in (SMOL, MINILM):  # the session store's built-ins, linked in (they are never touched)
         copy_builtin(rt, builtin_runtime, name)
@@ -74,10 +74,10 @@ def daemon(builtin_runtime: Runtime, datasets: Path, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="module")
-def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shots(request: pytest.FixtureRequest, module_dirs: ModuleDirs) -> Path:
     """Where the screenshots go: a temporary folder unless ``--console-shots`` names one."""
     chosen = request.config.getoption("--console-shots")
-    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("console-shots")
+    folder = Path(chosen) if chosen else module_dirs("console-shots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -19,6 +19,7 @@ from llmos.engines.hf import HFEngine
 from llmos.engines.llamacpp import LlamaCppEngine
 from llmos.engines.types import SamplingParams
 from llmos.kernel.local import stream
+from tests.conftest import ModuleDirs
 
 # Layer 3 whole (the permuted q / k among them), the final norm and the tied embeddings.
 SUBSET = ["model.embed_tokens.weight", "model.norm.weight",
@@ -109,8 +110,8 @@ MIN_AGREEMENT = 0.2
 
 
 @pytest.fixture(scope="module")
-def q8_engine(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppEngine]:
-    folder = tmp_path_factory.mktemp("q8")
+def q8_engine(smollm2_dir: Path, module_dirs: ModuleDirs) -> Iterator[LlamaCppEngine]:
+    folder = module_dirs("q8")
     model = HfModel("smol", read_config(smollm2_dir), FolderWeights(smollm2_dir), smollm2_dir, None)
     write_gguf(model, folder / "model.gguf", quant_type("q8_0"), template=smollm2_dir / "model.gguf")
     for name in ("tokenizer.json", "tokenizer_config.json"):

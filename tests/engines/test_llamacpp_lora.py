@@ -19,6 +19,7 @@ from llmos.engines.llamacpp import LlamaCppEngine
 from llmos.engines.llamacpp_lora import convert, read_base, unsupported
 from llmos.engines.types import SamplingParams, SequenceSpec, StepOutput
 from llmos.errors import InvalidInput
+from tests.conftest import ModuleDirs
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "Water boils at",
@@ -38,16 +39,16 @@ def _save_lora(base_dir: Path, out: Path, seed: int, **config: object) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loras(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def loras(smollm2_dir: Path, module_dirs: ModuleDirs) -> dict[str, Path]:
     """Two random LoRA adapters on every projection (scale 1): each visibly changes the answers."""
-    root = tmp_path_factory.mktemp("llama-loras")
+    root = module_dirs("llama-loras")
     return {name: _save_lora(smollm2_dir, root / name, seed, r=4, lora_alpha=4, target_modules=ALL)
             for name, seed in (("l1", 11), ("l2", 12))}
 
 
 @pytest.fixture(scope="module")
-def engine(smollm2_dir: Path, loras: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppEngine]:
-    e = LlamaCppEngine(smollm2_dir, name="smol-q4-lora", max_batch_size=4, lora_cache=tmp_path_factory.mktemp("cache"))
+def engine(smollm2_dir: Path, loras: dict[str, Path], module_dirs: ModuleDirs) -> Iterator[LlamaCppEngine]:
+    e = LlamaCppEngine(smollm2_dir, name="smol-q4-lora", max_batch_size=4, lora_cache=module_dirs("cache"))
     for name, path in loras.items():
         e.add_adapter(name, str(path))
     yield e

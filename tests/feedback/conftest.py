@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from llmos.kernel.core import Kernel
 from llmos.jobs import JobRunner
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import serving
-from tests.conftest import make_settings
+from tests.conftest import ModuleDirs, make_settings
 from tests.train.conftest import FAST, MINILM, Daemon, Home
 
 INTENTS = ["card_arrival", "exchange_rate", "top_up_failed", "lost_or_stolen_card"]
@@ -56,12 +55,11 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopHome]:
-    h = LoopHome(tmp_path_factory.mktemp("loop") / "home", builtin_runtime)
+def home(builtin_runtime: Runtime, module_dirs: ModuleDirs) -> Iterator[LoopHome]:
+    h = LoopHome(module_dirs("loop") / "home", builtin_runtime)
     h.add_builtin(MINILM)
     yield h
     h.close()
-    shutil.rmtree(h.root.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ so the better version is known without training anything."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,18 +19,18 @@ from llmos.store.importer import ImportOptions as ModelImport
 from tests.feedback.conftest import LoopHome
 from tests.prompt_tasks.conftest import sst2_dev
 from tests.train.conftest import MINILM, finished
+from tests.conftest import ModuleDirs
 
 RIGHT = {"negative": "a negative, bad review", "positive": "a positive, good review"}
 SWAPPED = {"negative": RIGHT["positive"], "positive": RIGHT["negative"]}
 
 
 @pytest.fixture(scope="module")
-def gate_home(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopHome]:
-    h = LoopHome(tmp_path_factory.mktemp("gate") / "home", None)  # type: ignore[arg-type] - MiniLM only
+def gate_home(minilm_dir: Path, module_dirs: ModuleDirs) -> Iterator[LoopHome]:
+    h = LoopHome(module_dirs("gate") / "home", None)  # type: ignore[arg-type] - MiniLM only
     h.rt.store.importer.import_path(minilm_dir, MINILM, ModelImport(license="apache-2.0"))
     yield h
     h.close()
-    shutil.rmtree(h.root.parent, ignore_errors=True)
 
 
 def round_dataset(home: LoopHome, datasets: Path) -> str:

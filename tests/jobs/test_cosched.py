@@ -8,7 +8,6 @@ The tests of the policy's timing (hysteresis, share) move the co-scheduler's clo
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from llmos.jobs import JobEventInfo, JobRunner, JobState, register_job_kind
 from llmos.kernel.request import Request
 from llmos.engines.types import SamplingParams
 from llmos.runtime import Runtime, open_runtime
-from tests.conftest import make_settings
+from tests.conftest import ModuleDirs, make_settings
 from tests.kernel.conftest import FakeClock
 from tests.api.conftest import SlowFakeEngine
 from tests.api.server import serving
@@ -89,12 +88,11 @@ def kinds() -> None:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[Runtime]:
-    rt = open_runtime(make_settings(tmp_path_factory.mktemp("models")), builtins=False)
+def models(module_dirs: ModuleDirs, minilm_dir: Path) -> Iterator[Runtime]:
+    rt = open_runtime(make_settings(module_dirs("models")), builtins=False)
     rt.store.importer.import_path(minilm_dir, MODEL)
     yield rt
     rt.close()
-    shutil.rmtree(rt.settings.home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ port, and small slices of the real datasets."""
 from __future__ import annotations
 
 import csv
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from llmos.daemon import create_app
 from llmos.kernel.core import Kernel
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import serving
-from tests.conftest import copy_builtin, make_settings
+from tests.conftest import ModuleDirs, copy_builtin, make_settings
 
 MINILM, SMOL = "minilm-l6", "smollm2-135m-instruct"
 
@@ -40,14 +39,13 @@ class Daemon:
 
 
 @pytest.fixture(scope="module")
-def store(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+def store(builtin_runtime: Runtime, module_dirs: ModuleDirs) -> Iterator[Runtime]:
     """A store of this module's own, holding copies of both built-ins (the session's stay untouched)."""
-    rt = open_runtime(make_settings(tmp_path_factory.mktemp("prompt") / "home", keep_alive=600), builtins=False)
+    rt = open_runtime(make_settings(module_dirs("prompt") / "home", keep_alive=600), builtins=False)
     for name in (MINILM, SMOL):
         copy_builtin(rt, builtin_runtime, name)
     yield rt
     rt.close()
-    shutil.rmtree(rt.settings.home.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

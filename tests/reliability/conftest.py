@@ -16,7 +16,7 @@ import pytest
 
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import free_port, wait_healthy
-from tests.conftest import copy_builtin, make_settings
+from tests.conftest import ModuleDirs, copy_builtin, make_settings
 from tests.waiting import BACKSTOP_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +72,9 @@ class Daemon:
 
 
 @pytest.fixture(scope="module")
-def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def home(builtin_runtime: Runtime, module_dirs: ModuleDirs) -> Iterator[Path]:
     """A fresh home holding both built-in models, for daemons that get killed."""
-    root = tmp_path_factory.mktemp("reliability") / "home"
+    root = module_dirs("reliability") / "home"
     rt = open_runtime(make_settings(root), builtins=False)
     for name in ("minilm-l6", "smollm2-135m-instruct"):
         copy_builtin(rt, builtin_runtime, name)

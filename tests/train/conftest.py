@@ -20,7 +20,7 @@ from llmos.kernel.core import Kernel
 from llmos.jobs import JobInfo, JobRunner, JobState
 from llmos.runtime import Runtime, open_runtime
 from tests.api.server import serving
-from tests.conftest import copy_builtin, make_settings
+from tests.conftest import ModuleDirs, copy_builtin, make_settings
 from tests.waiting import BACKSTOP_S, wait_for_job
 
 TRAINING_BACKSTOP_S = 6 * BACKSTOP_S
@@ -74,8 +74,8 @@ def crash(jobs: JobRunner) -> None:
 
 
 @pytest.fixture(scope="module")
-def home(builtin_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    h = Home(tmp_path_factory.mktemp("train") / "home", builtin_runtime)
+def home(builtin_runtime: Runtime, module_dirs: ModuleDirs) -> Iterator[Home]:
+    h = Home(module_dirs("train") / "home", builtin_runtime)
     yield h
     h.close()
 

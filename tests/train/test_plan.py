@@ -19,13 +19,13 @@ from llmos.train import TrainEnv, TrainSpec, plan_training
 from llmos.train.hpo import TuneSpec, load_tuning, plan_tuning
 from llmos.train.plan import load_plan
 from llmos.train.plan_record import PlannedSpec, RowPick
-from tests.conftest import make_settings
+from tests.conftest import ModuleDirs, make_settings
 from tests.train.conftest import MINILM
 
 
 @pytest.fixture(scope="module")
-def rt(minilm_dir: Path, datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    root = tmp_path_factory.mktemp("plan")
+def rt(minilm_dir: Path, datasets: Path, module_dirs: ModuleDirs) -> Iterator[Runtime]:
+    root = module_dirs("plan")
     runtime = open_runtime(make_settings(root / "home"), builtins=False)
     runtime.store.importer.import_path(minilm_dir, MINILM, ModelImport(license="apache-2.0"))
     with open(datasets / "banking77/train.csv", newline="", encoding="utf-8") as fh:

@@ -22,6 +22,7 @@ from llmos.train.preference import _divergence_guard, pair_record
 from llmos.train.runner import NullReporter
 from llmos.train.task_kinds import get_task
 from tests.train.conftest import MINILM, SMOL, Home
+from tests.conftest import ModuleDirs
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,8 @@ def test_a_diverging_loss_fails_the_run() -> None:
 
 
 @pytest.fixture(scope="module")
-def dpo_run(home: Home, pairs_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainPlan, RunResult]:
-    tmp = tmp_path_factory.mktemp("dpo")
+def dpo_run(home: Home, pairs_dataset: str, module_dirs: ModuleDirs) -> tuple[TrainPlan, RunResult]:
+    tmp = module_dirs("dpo")
     plan = plan_training(env(home), spec(pairs_dataset, max_steps=2, batch_size=2, max_length=96, lora_r=4,
                                          report_rows=2, max_new_tokens=8))
     return plan, run_plan(plan, env(home), NullReporter(tmp / "ckpt"), tmp)
