@@ -54,11 +54,22 @@ class Cluster:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         time.sleep(5)  # the head's GCS port; the daemon's own check fails loudly if it is not up yet
         for i in range(workers):
-            self.procs.append(subprocess.Popen(
+            self.procs.append(self._worker(i, env))
+        self.workers = workers
+
+    def _worker(self, i: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Worker node i, started one at a time: two nodes starting at once on one host can race for
+        the same port, and the loser's ``ray start`` exits; it is started again (three tries)."""
+        for _ in range(3):
+            proc = subprocess.Popen(
                 ["taskset", "-c", str(i % os.cpu_count()), RAY, "start", "--block", "--address",  # type: ignore[operator]
                  f"127.0.0.1:{self.port}", "--num-cpus", "1", "--disable-usage-stats"],
-                env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.workers = workers
+                env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout=20)  # still running after its start-up: it joined
+            except subprocess.TimeoutExpired:
+                return proc
+        raise RuntimeError(f"worker node {i} could not start")
 
     @property
     def address(self) -> str:

@@ -10,9 +10,10 @@ Every alive node with CPUs is a device (``kind`` NODE); the head started with ``
 the daemon alone. Each GPU of a node that Ray counts GPUs on is a device of its own (``kind``
 NODE_GPU, ``node-<id>/cuda:<its CUDA id there>``), with the total and free memory that torch reports
 on that node (``probe_node_gpus``, asked once per node: a task pinned to the node that sees all its
-GPUs). A node whose GPUs torch cannot see (a CPU build of torch there) offers none, and says so. A node that dies is marked dead at once (the engine that saw it die reports it)
-and dropped from placement (Ray's own health checks take seconds to agree); a node that joins, or a
-restarted one (Ray gives it a new id), is added by ``refresh``.
+GPUs). A node whose GPUs torch cannot see (a CPU build of torch there) offers none, and says so. A
+node that dies is marked dead at once (the engine that saw it die reports it) and dropped from
+placement (Ray's own health checks take seconds to agree); a node that joins, or a restarted one
+(Ray gives it a new id), is added by ``refresh``.
 """
 
 from __future__ import annotations
