@@ -10,10 +10,11 @@ Every alive node with CPUs is a device (``kind`` NODE); the head started with ``
 the daemon alone. Each GPU of a node that Ray counts GPUs on is a device of its own (``kind``
 NODE_GPU, ``node-<id>/cuda:<its CUDA id there>``), with the total and free memory that torch reports
 on that node (``probe_node_gpus``, asked once per node: a task pinned to the node that sees all its
-GPUs). A node whose GPUs torch cannot see (a CPU build of torch there) offers none, and says so. A
-node that dies is marked dead at once (the engine that saw it die reports it) and dropped from
-placement (Ray's own health checks take seconds to agree); a node that joins, or a restarted one
-(Ray gives it a new id), is added by ``refresh``.
+GPUs; by ``refresh``, never by placement's look at which nodes are alive). A node whose GPUs torch
+cannot see (a CPU build of torch there) offers none, and says so. A node that dies is marked dead at
+once (the engine that saw it die reports it) and dropped from placement (Ray's own health checks
+take seconds to agree); a node that joins, or a restarted one (Ray gives it a new id), is added by
+``refresh``.
 """
 
 from __future__ import annotations
@@ -148,8 +149,10 @@ class RayCluster:
         self._read_at = float("-inf")
         self.refresh()
 
-    def refresh(self) -> list[NodeInfo]:
-        """Read the node list from Ray; returns the nodes seen alive for the first time (or again)."""
+    def refresh(self, *, probe: bool = True) -> list[NodeInfo]:
+        """Read the node list from Ray; returns the nodes seen alive for the first time (or again).
+        ``probe``: also ask each alive node not yet probed for its GPUs (seconds each; placement's
+        quick look at which nodes are alive skips it, the node watcher does it)."""
         found = {}
         for n in self._list():
             res = n.get("Resources", {})
@@ -160,7 +163,8 @@ class RayCluster:
                    and (i not in self._nodes or not self._nodes[i].alive)]
             self._nodes = found
             self._read_at = time.monotonic()
-            unprobed = [n for n in new if n.gpus > 0 and n.node_id not in self._gpus]
+            unprobed = [n for n in found.values()
+                        if probe and n.alive and n.gpus > 0 and n.node_id not in self._gpus]
         for n in unprobed:  # outside the lock: a probe takes seconds
             self._gpus[n.node_id] = self._probe_gpus(n)
         return new
@@ -204,7 +208,7 @@ class RayCluster:
 
     def alive(self, device: Device) -> bool:
         if time.monotonic() - self._read_at > REFRESH_S:
-            self.refresh()
+            self.refresh(probe=False)
         with self._lock:
             if self._held_dead(node_part(device.id)):
                 return False  # Ray notices a dead node only after its health checks fail

@@ -11,8 +11,8 @@ what a job kind's function gets). The daemon and a runner talk only through the 
 
 A supervisor thread in the daemon notices runners that exit without recording an outcome (a crash,
 ``kill -9``) and fails their jobs with the reason and the end of their log (a runner whose cluster
-node was lost is requeued instead, to resume from its last checkpoint on another node); it also starts queued jobs
-while fewer than ``max_jobs`` runners live. ``recover()`` at start adopts runners that outlived the last
+node was lost is requeued instead, to resume from its last checkpoint on another node); it also
+starts queued jobs while fewer than ``max_jobs`` runners live. ``recover()`` at start adopts runners that outlived the last
 daemon and requeues jobs whose runner is gone, to resume from their last checkpoint.
 
 Hooks for the kernel's co-scheduling: ``pause_all(reason)`` / ``resume_all(reason)`` (in place, or
@@ -472,5 +472,6 @@ class JobRunner:
         self.store.transition(info.id, JobState.QUEUED, sources=[JobState.RUNNING, JobState.PAUSED],
                               control={**_CLEARED, "requested": 0, "reason": None},
                               data={"reason": reason, "resume_from": info.checkpoint})
-        log.info("job %s: runner gone (%s); requeued to resume from %s", info.id, reason, info.checkpoint or "the start")
+        log.info("job %s: runner gone (%s); requeued to resume from %s", info.id, reason,
+                 info.checkpoint or "the start")
         return True

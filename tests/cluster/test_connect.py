@@ -72,7 +72,8 @@ def test_a_node_s_gpus_are_devices_of_their_own_placed_first_and_dying_with_thei
         return [GpuInfo("0", "Fake GPU", 24 * GB, 20 * GB), GpuInfo("GPU-5f2e", "Fake GPU", 80 * GB, 80 * GB)] \
             if n.node_id == a else []
 
-    cluster = RayCluster("ray://x:1", nodes=lambda: [gpu_node(a, 2), gpu_node(b, 1), gpu_node(c, 1)], gpus=probe)
+    listed = [gpu_node(a, 2), gpu_node(b, 1), gpu_node(c, 1)]
+    cluster = RayCluster("ray://x:1", nodes=lambda: listed, gpus=probe)
     cluster.refresh()
     assert sorted(probed) == [a, b, c]  # once per node, however often the list is read
     devices = {d.id: d for d in cluster.devices()}
@@ -99,6 +100,14 @@ def test_a_node_s_gpus_are_devices_of_their_own_placed_first_and_dying_with_thei
     cluster.mark_dead(gpu1)  # its engine saw the actor die: the whole node goes, GPUs and all
     assert not any(cluster.alive(devices[i]) for i in (device_id(a), gpu0, gpu1))
     assert cluster.alive(devices[device_id(b)])
+
+    # A node that joins is probed by the node watcher's refresh, never inside placement's look.
+    d = "d" * 20
+    listed.append(gpu_node(d, 1))
+    cluster._read_at = float("-inf")  # noqa: SLF001 - the next alive() reads the list again
+    assert cluster.alive(devices[device_id(b)]) and d not in probed
+    cluster.refresh()
+    assert probed.count(d) == 1 and sorted(probed) == [a, b, c, d]
 
 
 def test_engines_and_runners_on_a_node_gpu_see_that_gpu_alone() -> None:
