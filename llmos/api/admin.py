@@ -23,7 +23,7 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 @router.get("/health")
 def health(request: Request, runtime: RuntimeDep) -> dict[str, object]:
-    return {"status": "ok", "version": __version__, "models": len(runtime.store.registry.list()),
+    return {"status": "ok", "version": __version__, "models": runtime.store.registry.count(),
             "uptime_s": round(time.time() - request.app.state.started, 1)}
 
 

@@ -376,8 +376,4 @@ def _version(registry: Any, info: ModelInfo | None) -> str | None:
     """The ``name:tag`` (not ``latest``) holding the same manifest as ``info``: what actually serves."""
     if info is None:
         return None
-    if info.tag != "latest":
-        return info.ref
-    same = [i.ref for i in registry.list() if i.name == info.name and i.tenant == info.tenant
-            and i.tag != "latest" and i.digest == info.digest]
-    return same[-1] if same else info.ref
+    return registry.version_of(info).ref

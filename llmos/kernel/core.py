@@ -165,11 +165,7 @@ class Kernel:
         """``name:latest`` runs as the version tag holding the same manifest. Engines and adapters are
         keyed by ref, so re-pointing ``latest`` (a promotion, a rollback, a new fine-tune) switches the
         weights at the next request instead of serving the ones loaded under the old pointer."""
-        if info.tag != "latest":
-            return info
-        same = [i for i in self.registry.list()
-                if i.name == info.name and i.tenant == info.tenant and i.tag != "latest" and i.digest == info.digest]
-        return same[-1] if same else info
+        return self.registry.version_of(info)
 
     def _lora_unsupported(self, adapter: ModelInfo, base: ModelInfo) -> str | None:
         """What llama.cpp cannot serve about ``adapter`` (its PEFT config, read once per digest)."""

@@ -71,7 +71,7 @@ def _manifest(base: ModelInfo, spec: PromptTaskSpec) -> ManifestData:
 def _next_version(registry: Registry, name: str, owner: str | None, replace: bool) -> str:
     """``vN`` after the name's highest in ``owner``'s namespace; a ``latest`` outside such a series is
     only re-pointed on request."""
-    tags = {i.tag: i for i in registry.list() if i.name == name and i.tenant == owner}
+    tags = {i.tag: i for i in registry.versions(name, owner)}
     versions = [int(t[1:]) for t in tags if t[:1] == "v" and t[1:].isdigit()]
     latest = tags.get("latest")
     in_series = latest is not None and any(tags[f"v{n}"].digest == latest.digest for n in versions)

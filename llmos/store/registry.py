@@ -69,6 +69,28 @@ class Registry:
         own = {i.name for i in infos if i.tenant == tenant}
         return [i for i in infos if i.tenant == tenant or (i.tenant is None and i.name not in own)]
 
+    def versions(self, name: str, tenant: str | None) -> list[ModelInfo]:
+        """Every tag of ``name`` in exactly ``tenant``'s namespace (``None``: the public one), ordered by
+        tag: one indexed query, where ``list`` reads the whole store."""
+        who = ModelTag.tenant.is_(None) if tenant is None else ModelTag.tenant == tenant
+        with self.db.session() as s:
+            rows = s.execute(select(ModelTag, Manifest).join(Manifest).where(ModelTag.name == name, who)
+                             .order_by(ModelTag.tag))
+            return [_info(t, m) for t, m in rows]
+
+    def version_of(self, info: ModelInfo) -> ModelInfo:
+        """The version tag (``name:vN``, anything but ``latest``) holding ``info``'s manifest; ``info``
+        itself when it is one, or when no other tag holds that manifest."""
+        if info.tag != "latest":
+            return info
+        same = [i for i in self.versions(info.name, info.tenant) if i.tag != "latest" and i.digest == info.digest]
+        return same[-1] if same else info
+
+    def count(self) -> int:
+        """Tags in the store, all tenants (what ``len(list())`` gives, without reading them)."""
+        with self.db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(ModelTag)) or 0)
+
     def names(self) -> list[str]:
         return [i.ref for i in self.list()]
 
@@ -180,8 +202,7 @@ class Registry:
     def next_version(self, name: str, tenant: str | None) -> str:
         """``name:vN`` one past the highest ``vN`` in ``tenant``'s namespace (``None``: public)."""
         ref = parse_ref(name)
-        taken = [int(i.tag[1:]) for i in self.list() if i.name == ref.name and i.tenant == tenant
-                 and i.tag[:1] == "v" and i.tag[1:].isdigit()]
+        taken = [int(i.tag[1:]) for i in self.versions(ref.name, tenant) if i.tag[:1] == "v" and i.tag[1:].isdigit()]
         return f"{ref.name}:v{max(taken, default=0) + 1}"
 
     # -- files ---------------------------------------------------------------------------------

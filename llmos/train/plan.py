@@ -203,7 +203,7 @@ def _output(registry: Registry, spec: TrainSpec, base: ModelInfo, dataset: Datas
         if registry.find_key(key_of(owner, ref)) is not None:
             raise Conflict(f"model {ref} already exists; choose another name or tag", param="name")
         return name, owner
-    tags = [i.tag for i in registry.list() if i.name == ref.name and i.tenant == owner]
+    tags = [i.tag for i in registry.versions(ref.name, owner)]
     if tags and not any(re.fullmatch(r"v\d+", t) for t in tags):
         raise Conflict(f"model {ref.name} already exists and is not a fine-tuned series (name:v1, name:v2...); "
                        "choose another name, or give a new name:tag", param="name")

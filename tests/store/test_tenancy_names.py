@@ -59,3 +59,21 @@ def test_a_private_name_published_later_stays_its_owners(runtime: Runtime) -> No
     assert reg.get("later", tenant="acme").digest == mine.digest  # its own name shadows the public one
     assert reg.get("later", tenant="beta").public
     assert [i.key for i in reg.list(tenant="acme") if i.name == "later"] == ["acme/later:latest"]
+
+
+def test_versions_are_read_per_namespace_and_latest_pins_to_its_version(runtime: Runtime) -> None:
+    reg = runtime.store.registry
+    before = reg.count()
+    v1 = reg.add("bot:v1", manifest("one"), tenant="acme")
+    v2 = reg.add("bot:v2", manifest("two"), tenant="acme")
+    reg.tag("bot:v1", "bot:latest", tenant="acme")
+    reg.add("bot:v1", manifest("theirs"), tenant="beta")
+    assert [i.tag for i in reg.versions("bot", "acme")] == ["latest", "v1", "v2"]
+    assert [i.tag for i in reg.versions("bot", "beta")] == ["v1"]
+    assert reg.versions("bot", None) == []  # no public name of it
+    latest = reg.get("bot", tenant="acme")
+    assert reg.version_of(latest).ref == v1.ref  # what actually serves under the pointer
+    reg.tag("bot:v2", "bot:latest", replace=True, tenant="acme")  # a promotion re-points it
+    assert reg.version_of(reg.get("bot", tenant="acme")).ref == v2.ref
+    assert reg.version_of(v1) is v1  # a version is its own
+    assert reg.count() == before + 4 == len(reg.list())
