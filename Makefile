@@ -11,7 +11,7 @@ serve: install  ## install everything and start the daemon on 127.0.0.1 with the
 
 test: install browser  ## install everything (incl. test tools), check the layers, run the suite but its slow end-to-end tests
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/ruff check --select F --output-format concise llmos
+	$(BIN)/ruff check --select F --output-format concise llmos tests bench
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install browser  ## the slow end-to-end tests (marked slow): real fine-tunes, daemon crashes, a Ray cluster

@@ -398,6 +398,8 @@ class JobRunner:
             self._cancel_deadlines.pop(job_id, None)
             self._released(job_id)
             self._on_exit(job_id, rc)
+            if self.store.get(job_id).state.final:
+                self._node_losses.pop(job_id, None)  # counted per job while it may still run again
             self._dirty = True
 
     def _enforce_cancel(self, job_id: str, proc: RunnerProcess) -> None:

@@ -6,7 +6,6 @@ import json
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from llmos.daemon import create_app
 from llmos.db.tables import RequestLog

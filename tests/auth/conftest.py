@@ -55,7 +55,7 @@ def make_key(builtin_runtime: Runtime) -> MakeKey:
 
 
 @pytest.fixture
-def secure_client(secure_runtime: Runtime, fake_kernel_factory) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def secure_client(secure_runtime: Runtime, fake_kernel_factory) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]  # noqa: F811
     """Requests against the auth-on app; no lifespan, so no job runner starts what tests queue."""
     kernel = fake_kernel_factory(**SECURE)
     client = TestClient(create_app(secure_runtime, kernel))

@@ -308,6 +308,7 @@ def test_a_job_that_loses_its_node_three_times_fails_saying_so(make_runner: Make
     assert info.state == JobState.FAILED and info.attempts == 3
     assert info.error.startswith("the cluster node running it was lost (3 times")
     assert len(started) == 3  # not started a fourth time
+    wait_until(lambda: job_id not in jobs._node_losses, "its node-loss count forgotten once it ended")  # noqa: SLF001
 
 
 def test_a_restarted_daemon_resumes_a_killed_runner_from_its_last_checkpoint(make_runner: MakeRunner) -> None:
