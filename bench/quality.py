@@ -72,6 +72,22 @@ BENCHMARKS = {b.key: b for b in [
 ]}
 
 
+class ProgressReporter(NullReporter):
+    """NullReporter that prints the step, its total and the latest metrics at most every ``every`` seconds:
+    a full run trains for tens of minutes per dataset."""
+
+    def __init__(self, checkpoint_dir: Path, label: str, every: float = 60.0) -> None:
+        super().__init__(checkpoint_dir)
+        self.label, self.every, self._last = label, every, time.monotonic()
+
+    def progress(self, step: int, total: int | None = None, **metrics: float) -> None:
+        if time.monotonic() - self._last < self.every and step != total:
+            return
+        self._last = time.monotonic()
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in metrics.items())
+        print(f"[{self.label}] step {step:,}/{total or '?'}{'; ' + shown if shown else ''}", flush=True)
+
+
 def run(rt: Runtime, bench: Benchmark, hp: dict[str, int]) -> tuple[float, dict, float]:
     """Fine-tune with the defaults (``hp`` only limits rows) and return (score, report, seconds)."""
     env = TrainEnv.of(rt)
@@ -86,7 +102,7 @@ def run(rt: Runtime, bench: Benchmark, hp: dict[str, int]) -> tuple[float, dict,
     work = Path(tempfile.mkdtemp(prefix=f"llmos-quality-{bench.key}-"))
     started = time.perf_counter()
     try:
-        result = run_plan(plan, env, NullReporter(work / "checkpoints"), work)
+        result = run_plan(plan, env, ProgressReporter(work / "checkpoints", bench.key), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result.report.metric(bench.metric), result.report.to_json(), time.perf_counter() - started
