@@ -78,12 +78,12 @@ class ProgressReporter(NullReporter):
 
     def __init__(self, checkpoint_dir: Path, label: str, every: float = 60.0) -> None:
         super().__init__(checkpoint_dir)
-        self.label, self.every, self._last = label, every, time.monotonic()
+        self.label, self.every, self._last, self._step = label, every, time.monotonic(), -1
 
     def progress(self, step: int, total: int | None = None, **metrics: float) -> None:
-        if time.monotonic() - self._last < self.every and step != total:
+        if step == self._step or (time.monotonic() - self._last < self.every and step != total):
             return
-        self._last = time.monotonic()
+        self._last, self._step = time.monotonic(), step
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in metrics.items())
         print(f"[{self.label}] step {step:,}/{total or '?'}{'; ' + shown if shown else ''}", flush=True)
 
