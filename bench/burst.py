@@ -2,8 +2,8 @@
 
 Each server gets a warm-up burst (its slots then hold other prompts), a "cold" burst of new prompts,
 and the same burst again ("warm": every prompt is in some slot's cache). For llmos the daemon runs in a
-child process with a timestamp (one monotonic clock for all processes) at each stage of a request:
-the HTTP request in, the model resolved, the request queued (``submit``), its sequence handed to
+child process with a timestamp at each stage of a request (``perf_counter``: one system-wide clock on
+Linux, which the client's ``bench/common`` driver reads too): the HTTP request in, the model resolved, the request queued (``submit``), its sequence handed to
 llama.cpp (``engine start``) and llama.cpp's first chunk; the client stamps the first content token.
 Rows: llmos on the llama.cpp engine with the shared KV cache (default), the same with llama.cpp's
 idle-slot saving off, the per-slot KV cache, and llama.cpp's own server on the same GGUF.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
 
-from common import free_port, instructions, stop, wait_healthy  # noqa: E402
+from common import _drive, free_port, instructions, stop, wait_healthy  # noqa: E402
 from engines import SERVER, cpu_flags  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -53,7 +53,7 @@ def serve(home: str, port: int) -> None:
 
     def mark(stage: str) -> None:
         with lock:
-            stamps[stage].append(time.monotonic())
+            stamps[stage].append(time.perf_counter())  # CLOCK_MONOTONIC on Linux: the client's clock too
 
     def after(owner, name: str, stage: str, each=None) -> None:  # type: ignore[no-untyped-def]
         original = getattr(owner, name)
@@ -109,25 +109,6 @@ def serve(home: str, port: int) -> None:
     uvicorn.run(stamped, host="127.0.0.1", port=port, log_level="warning")
 
 
-async def _one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> tuple[float, float | None]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True}
-    sent, first = time.monotonic(), None
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        async for line in r.aiter_lines():
-            if first is None and line.startswith("data: {"):
-                if any((c.get("delta") or {}).get("content") for c in json.loads(line[6:]).get("choices") or []):
-                    first = time.monotonic()
-    return sent, first
-
-
-def burst(url: str, prompts: list[str], max_tokens: int) -> list[tuple[float, float | None]]:
-    async def run() -> list[tuple[float, float | None]]:
-        async with httpx.AsyncClient(timeout=600) as client:
-            return await asyncio.gather(*[_one(client, url, p, max_tokens) for p in prompts])
-    return asyncio.run(run())
-
-
 def stage_line(name: str, t0: float, times: list[float]) -> str:
     xs = sorted(t - t0 for t in times)
     if not xs:
@@ -137,18 +118,18 @@ def stage_line(name: str, t0: float, times: list[float]) -> str:
 
 
 def measure(label: str, url: str, prompts: list[str], warm_up: list[str], max_tokens: int, llmos: bool) -> None:
-    burst(url, warm_up, 4)
+    models = [MODEL] * len(prompts)
+    asyncio.run(_drive(url, models, warm_up, 4))
     for phase in ("cold", "warm"):
         if llmos:
             httpx.get(url + "/bench/stamps")
-        got = burst(url, prompts, max_tokens)
-        t0 = min(s for s, _ in got)
+        done, t0 = asyncio.run(_drive(url, models, prompts, max_tokens))
         print(f"{label}, {phase} burst")
         if llmos:
             stamps = httpx.get(url + "/bench/stamps").json()
             for stage in STAGES:
                 print(stage_line(stage, t0, stamps.get(stage, [])))
-        print(stage_line("first token", t0, [f for _, f in got if f is not None]), flush=True)
+        print(stage_line("first token", 0.0, [ttft for ttft, _, _ in done]), flush=True)
 
 
 def main() -> None:
