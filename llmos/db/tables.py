@@ -47,6 +47,16 @@ class ModelTag(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
+class RegistryClock(Base):
+    """One row whose ``tick`` every write of ``models`` / ``manifests`` moves on, in the same transaction:
+    a process that caches what names resolve to reads this one number to know whether the store changed
+    (writes come from the daemon and from job runners in other processes)."""
+
+    __tablename__ = "registry_clock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tick: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Dataset(Base):
     """One immutable dataset version: rows as a canonical-JSONL blob (``digest``) plus what they are.
 

@@ -14,10 +14,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from llmos.db.engine import Database
-from llmos.db.tables import Dataset, KbDocument, Manifest, ModelTag, StoredFile
+from llmos.db.tables import Dataset, KbDocument, Manifest, ModelTag, RegistryClock, StoredFile
 from llmos.errors import Conflict, IntegrityError, InvalidInput, ModelNotFound, PublicModel
 from llmos.store.blobs import BlobStore
 from llmos.store.locks import FileLock
@@ -90,6 +91,12 @@ class Registry:
         """Tags in the store, all tenants (what ``len(list())`` gives, without reading them)."""
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(ModelTag)) or 0)
+
+    def clock(self) -> int:
+        """A number that moves on with every write of a name or manifest, by any process: a cached
+        reading of the registry holds while it stays the same (``llmos.kernel.resolving``)."""
+        with self.db.session() as s:
+            return int(s.scalar(select(RegistryClock.tick).where(RegistryClock.id == 1)) or 0)
 
     def names(self) -> list[str]:
         return [i.ref for i in self.list()]
@@ -177,6 +184,7 @@ class Registry:
                 s.add(ModelTag(name=r.name, tag=r.tag, manifest_digest=digest, tenant=tenant))
             else:
                 row.manifest_digest = digest
+            _tick(s)
         return self.get_key(key_of(tenant, r))
 
     def tag(self, src: str, dst: str, *, replace: bool = False, tenant: str | None = DEFAULT_TENANT) -> ModelInfo:
@@ -197,6 +205,7 @@ class Registry:
                              .where(ModelTag.manifest_digest == info.digest))
             if not users:
                 s.execute(delete(Manifest).where(Manifest.digest == info.digest))
+            _tick(s)
         return info
 
     def next_version(self, name: str, tenant: str | None) -> str:
@@ -270,6 +279,11 @@ class Registry:
 
     def users_of(self, digest: str) -> list[str]:
         return [i.key for i in self.list() if any(f.digest == digest for f in i.manifest.files)]
+
+
+def _tick(s: Session) -> None:
+    """Move the registry clock on inside the writing transaction (committed with the write, or not at all)."""
+    s.execute(update(RegistryClock).where(RegistryClock.id == 1).values(tick=RegistryClock.tick + 1))
 
 
 def _info(tag: ModelTag, manifest: Manifest) -> ModelInfo:
