@@ -27,6 +27,7 @@ from llmos.kernel.pool import DevicePool, DeviceState
 from llmos.engines.types import OutputConstraint, StepOutput
 from llmos.kernel.placement import HF, LLAMACPP, engine_key, place, preferred, split_key
 from llmos.kernel.request import Request
+from llmos.kernel.resolving import ClockedCache
 from llmos.kernel.scheduler import Scheduler, SchedulerStats
 from llmos.kernel.worker import ModelWorker
 from llmos.store.manifest import ModelInfo
@@ -38,7 +39,7 @@ PlacedFactory = Callable[[str, Device], Engine]  # (engine key, the device chose
 KV_RESERVE = 1.25  # weights x this: room for activations and KV caches of a full batch
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resolved:
     info: ModelInfo  # what the caller named
     base: ModelInfo  # the full-weights model that runs
@@ -121,6 +122,7 @@ class Kernel:
         self._workers: dict[str, ModelWorker] = {}
         self._routed: dict[str, set[str]] = {}  # engine key -> why requests were routed to it
         self._lora_checks: dict[tuple[str, str], str | None] = {}  # (adapter, base digest) -> unsupported
+        self.resolutions: ClockedCache[Resolved] = ClockedCache()  # (name, task, tenant, needs) -> Resolved
         self._listeners: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
         self._good_constraints: set[tuple[str, tuple[str, str, str, str]]] = set()
         self._checking: dict[tuple[str, tuple[str, str, str, str]], asyncio.Future[None]] = {}
@@ -143,6 +145,16 @@ class Kernel:
         """
         if key is not None and self.router is not None:
             name = self.router(name, key, tenant)
+        clock = self.registry.clock()  # read first: a write landing during the resolution stales it
+        found = self.resolutions.get((name, task, tenant, needs), clock)
+        if found is None:
+            found = self._resolve(name, task, tenant, needs)
+            self.resolutions.put((name, task, tenant, needs), clock, found)
+        if found.note is not None:
+            self._routed.setdefault(engine_key(found.base.key, found.engine), set()).add(found.note)
+        return found
+
+    def _resolve(self, name: str, task: str, tenant: str | None, needs: str | None) -> Resolved:
         info = self.registry.get(name, tenant=tenant)
         if task not in info.manifest.tasks:
             able = [i.ref for i in self.registry.list(tenant=tenant) if task in i.manifest.tasks]
@@ -156,8 +168,6 @@ class Kernel:
         where = place(base.manifest, self.settings.engine, task=task, adapter=adapter is not None,
                       scores=info.manifest.kind == "prompt_task", needs=needs,
                       adapter_unsupported=None if adapter is None else self._lora_unsupported(target, base))
-        if where.note is not None:
-            self._routed.setdefault(engine_key(base.key, where.engine), set()).add(where.note)
         version = pinned.ref if pinned is not info else None
         return Resolved(info, base, adapter, where.engine, where.note, version)
 
