@@ -5,10 +5,12 @@ and the same burst again ("warm": every prompt is in some slot's cache). For llm
 child process with a timestamp at each stage of a request (``perf_counter``: one system-wide clock on
 Linux, which the client's ``bench/common`` driver reads too): the HTTP request in, the model resolved, the request queued (``submit``), its sequence handed to
 llama.cpp (``engine start``) and llama.cpp's first chunk; the client stamps the first content token.
-Rows: llmos on the llama.cpp engine with the shared KV cache (default), the same with llama.cpp's
-idle-slot saving off, the per-slot KV cache, and llama.cpp's own server on the same GGUF.
+Rows (``--rows``, all by default): llmos on the llama.cpp engine with the shared KV cache (default),
+the same with the kernel's remembered resolutions off (every request reads the registry), with
+llama.cpp's idle-slot saving off, with the per-slot KV cache, and llama.cpp's own server on the same GGUF.
 
     .venv/bin/python bench/burst.py [--clients 16] [--max-tokens 64] [--threads 2]
+                                    [--rows default,unremembered,idle-off,per-slot,server]
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from engines import SERVER, cpu_flags  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 STAGES = ("http in", "resolved", "submit", "engine start", "first chunk")
+ROWS = {"default": ("llmos, shared KV (default)", {}),
+        "unremembered": ("llmos, shared KV, resolutions not remembered", {"BENCH_REMEMBER": "0"}),
+        "idle-off": ("llmos, shared KV, idle-slot saving off", {"BENCH_IDLE_SAVE": "0"}),
+        "per-slot": ("llmos, per-slot KV", {"LLMOS_LLAMACPP_KV": "per-slot"})}
 
 
 def serve(home: str, port: int) -> None:
@@ -92,6 +98,9 @@ def serve(home: str, port: int) -> None:
             params.cache_idle_slots = False
         return server(params)
     xllamacpp.Server = idle_saving
+    if os.environ.get("BENCH_REMEMBER") == "0":
+        cache = core.ClockedCache
+        core.ClockedCache = lambda: cache(max_entries=0)  # type: ignore[assignment,misc]
     app = create_app(open_runtime(load_settings(home=Path(home))))
 
     async def stamped(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -132,36 +141,7 @@ def measure(label: str, url: str, prompts: list[str], warm_up: list[str], max_to
         print(stage_line("first token", 0.0, [ttft for ttft, _, _ in done]), flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--home", help="llmos home (default: a fresh temporary one)")
-    ap.add_argument("--serve", nargs=2, metavar=("HOME", "PORT"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.serve:
-        return serve(a.serve[0], int(a.serve[1]))
-    home = a.home or tempfile.mkdtemp(prefix="llmos-bench-")
-    from llmos.config import load_settings
-    from llmos.runtime import open_runtime
-
-    registry = open_runtime(load_settings(home=Path(home))).store.registry  # the built-ins, registered once
-    gguf = registry.snapshot(registry.get(MODEL)) / "model.gguf"
-    texts = instructions(2 * a.clients)
-    prompts, warm_up = texts[:a.clients], texts[a.clients:]
-    base = {"LLMOS_HOME": home, "LLMOS_MAX_BATCH": str(a.clients), "LLMOS_LLAMACPP_THREADS": str(a.threads)}
-    rows = [("llmos, shared KV (default)", {}), ("llmos, shared KV, idle-slot saving off", {"BENCH_IDLE_SAVE": "0"}),
-            ("llmos, per-slot KV", {"LLMOS_LLAMACPP_KV": "per-slot"})]
-    for label, env in rows:
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", home, str(port)], env={**os.environ, **base, **env},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}", proc)
-            measure(label, f"http://127.0.0.1:{port}", prompts, warm_up, a.max_tokens, llmos=True)
-        finally:
-            stop(proc)
+def server_row(gguf: Path, prompts: list[str], warm_up: list[str], a: argparse.Namespace) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(gguf), str(port), str(a.clients),
                              str(max(8192, a.clients * 1024)), str(a.threads)],
@@ -172,6 +152,44 @@ def main() -> None:
                 warm_up, a.max_tokens, llmos=False)
     finally:
         stop(proc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--home", help="llmos home (default: a fresh temporary one)")
+    ap.add_argument("--rows", default=",".join(ROWS) + ",server", help="which servers, in this order")
+    ap.add_argument("--serve", nargs=2, metavar=("HOME", "PORT"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.serve:
+        return serve(a.serve[0], int(a.serve[1]))
+    unknown = [r for r in a.rows.split(",") if r not in ROWS and r != "server"]
+    if unknown:
+        ap.error(f"unknown rows {', '.join(unknown)}; choose from {', '.join(ROWS)}, server")
+    home = a.home or tempfile.mkdtemp(prefix="llmos-bench-")
+    from llmos.config import load_settings
+    from llmos.runtime import open_runtime
+
+    registry = open_runtime(load_settings(home=Path(home))).store.registry  # the built-ins, registered once
+    gguf = registry.snapshot(registry.get(MODEL)) / "model.gguf"
+    texts = instructions(2 * a.clients)
+    prompts, warm_up = texts[:a.clients], texts[a.clients:]
+    base = {"LLMOS_HOME": home, "LLMOS_MAX_BATCH": str(a.clients), "LLMOS_LLAMACPP_THREADS": str(a.threads)}
+    for row in a.rows.split(","):
+        if row == "server":
+            server_row(gguf, prompts, warm_up, a)
+            continue
+        label, env = ROWS[row]
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, __file__, "--serve", home, str(port)], env={**os.environ, **base, **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+            measure(label, f"http://127.0.0.1:{port}", prompts, warm_up, a.max_tokens, llmos=True)
+        finally:
+            stop(proc)
     print(f"cpu flags: {cpu_flags()}")
 
 
