@@ -1,4 +1,8 @@
-"""Request-scoped dependencies: the kernel, the runtime, and who is calling."""
+"""Request-scoped dependencies: the kernel, the runtime, and who is calling.
+
+They are ``async def`` because they only read what the app and the access middleware already hold:
+FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off to a thread and back for each
+one of every request, which under a burst queued up in front of the handlers."""
 
 from __future__ import annotations
 
@@ -41,14 +45,14 @@ class Caller:
         return ADMIN in self.scopes
 
 
-def get_kernel(request: Request) -> Kernel:
+async def get_kernel(request: Request) -> Kernel:
     return request.app.state.kernel
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     caller = getattr(request.state, "caller", None)
     return caller if isinstance(caller, Caller) else Caller()

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_loop(request: Request) -> Loop:
+async def get_loop(request: Request) -> Loop:
     return request.app.state.loop
 
 
