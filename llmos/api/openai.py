@@ -69,7 +69,7 @@ async def chat_completions(body: ChatCompletionIn, kernel: KernelDep, runtime: R
     check_prompt_size(kernel, prompt_text)
     if plan.constraint is not None:  # a schema the engine cannot enforce is a 400 now, not a failed stream later
         await kernel.check_constraint(resolved, plan.constraint)
-    codec = await run_in_threadpool(kernel.codec, resolved)
+    codec = await kernel.codec_async(resolved)
     ids = codec.encode_chat(messages, plan.offered or None)
     job = make_job(kernel, body, resolved, ids, caller, "chat", conversation_json(messages), plan.constraint, plan,
                    request_id=rid, keep=learns(request, resolved.info.name, caller.tenant))
@@ -124,7 +124,7 @@ async def completions(body: CompletionIn, kernel: KernelDep, runtime: RuntimeDep
     rid = new_request_id()  # before resolving: a canary splits traffic by request id
     resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "generate", key=rid, tenant=caller.tenant))
     check_prompt_size(kernel, body.text())
-    codec = await run_in_threadpool(kernel.codec, resolved)
+    codec = await kernel.codec_async(resolved)
     job = make_job(kernel, body, resolved, codec.encode(body.text()), caller, "completion", body.text(),
                    request_id=rid, keep=learns(request, resolved.info.name, caller.tenant))
     if body.stream:
@@ -157,7 +157,7 @@ async def embeddings(body: EmbeddingsIn, kernel: KernelDep, runtime: RuntimeDep,
     resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "embed", tenant=caller.tenant))
     texts = body.texts()
     check_prompt_size(kernel, "".join(texts))
-    codec = await run_in_threadpool(kernel.codec, resolved)
+    codec = await kernel.codec_async(resolved)
     n_tokens = sum(codec.count(t) for t in texts)
     vectors = await kernel.call(resolved, lambda e: e.embed(texts, adapter=resolved.adapter),
                                 background=caller.background)

@@ -50,7 +50,7 @@ async def rerank(body: RerankIn, kernel: KernelDep, runtime: RuntimeDep, caller:
     resolved = await run_in_threadpool(lambda: kernel.resolve(body.model, "embed", tenant=caller.tenant))
     texts = [body.query, *body.documents]
     check_prompt_size(kernel, "".join(texts))
-    codec = await run_in_threadpool(kernel.codec, resolved)
+    codec = await kernel.codec_async(resolved)
     n_tokens = sum(codec.count(t) for t in texts)
     vectors = await kernel.call(resolved, lambda e: e.embed(texts, adapter=resolved.adapter),
                                 background=caller.background)

@@ -38,6 +38,11 @@ class CodecCache:
         self._codecs: dict[str, PromptCodec] = {}
         self._lock = threading.Lock()
 
+    def loaded(self, info: ModelInfo) -> PromptCodec | None:
+        """The codec for ``info`` when it is already loaded (no file is read: safe on an event loop)."""
+        with self._lock:
+            return self._codecs.get(info.digest)
+
     def get(self, info: ModelInfo, base: ModelInfo) -> PromptCodec:
         """The codec for ``info``; an adapter uses its base's tokenizer and its own chat template."""
         with self._lock:

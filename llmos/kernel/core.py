@@ -190,6 +190,10 @@ class Kernel:
     def codec(self, r: Resolved) -> PromptCodec:
         return self.codecs.get(r.info, r.base)
 
+    async def codec_async(self, r: Resolved) -> PromptCodec:
+        """``codec`` from an event loop: a loaded codec at once, a first load in a thread of its own."""
+        return self.codecs.loaded(r.info) or await asyncio.to_thread(self.codec, r)
+
     # Engines, workers and adapters are keyed by ``ModelInfo.key`` (two tenants' NAME never share one),
     # with the engine kind appended for kinds other than hf (``llmos.kernel.placement.engine_key``).
     def _load_engine(self, key: str, device: Device) -> Engine:
