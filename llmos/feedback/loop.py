@@ -45,7 +45,14 @@ log = logging.getLogger("llmos.feedback")
 ACTOR = "loop"
 # settings the serving version's lineage records as resolved for its own data: a round's dataset has
 # another size, so they are fitted to it again (``train.config.fit_to_data``) unless the policy sets them
-FITTED_TO_DATA = ("epochs", "early_stopping_patience")
+FITTED_TO_DATA = ("epochs", "max_steps", "eval_steps", "early_stopping_patience")
+
+
+def round_hyperparameters(serving: dict[str, Any], policy: dict[str, Any]) -> dict[str, Any]:
+    """A round's hyperparameters: the serving version's, less those fitted to its own data, then the
+    policy's overrides."""
+    kept = {k: v for k, v in serving.items() if k in Hyperparameters.model_fields and k not in FITTED_TO_DATA}
+    return {**kept, **policy}
 
 
 class Loop:
@@ -164,9 +171,7 @@ class Loop:
                                  f"{found} so far")
         built = build_round(datasets, p.name, root, examples, p.settings.holdout, p.settings.seed,
                             confirmed(answers), p.settings.thumbs_up_train)
-        hp = {k: v for k, v in (lin.hyperparameters or {}).items()
-              if k in Hyperparameters.model_fields and k not in FITTED_TO_DATA}
-        hp.update(p.settings.hyperparameters)
+        hp = round_hyperparameters(lin.hyperparameters or {}, p.settings.hyperparameters)
         owner = self.registry.owner(p.name, p.tenant)  # a public name's loop was set by an admin
         spec = TrainSpec.parse({"base": lin.base.ref, "dataset": built.dataset.ref, "task": lin.task,
                                 "method": method, "hyperparameters": hp,

@@ -236,3 +236,16 @@ def test_a_canary_short_of_ratings_at_its_deadline_ends_with_the_gates_verdict(r
     event = loop.history("spam", "default")["events"][-1]
     assert "time ran out with 0 of 30 ratings" in event["reason"] and event["p_value"] is None
     assert runtime.store.registry.get("spam:latest").digest == runtime.store.registry.get("spam:v2").digest
+
+
+def test_a_round_fits_step_counts_to_its_own_data() -> None:
+    """The serving version's epochs and step counts were fitted to its data; a round's data is another
+    size, so they are dropped (a v1 trained with max_steps 2 capped every round at 2 steps), while the
+    rest is kept and the policy's settings win."""
+    from llmos.feedback.loop import round_hyperparameters
+
+    served = {"epochs": 3.0, "max_steps": 2, "eval_steps": 5, "early_stopping_patience": 2,
+              "learning_rate": 1e-4, "lora_r": 4, "not_a_setting": 1}
+    assert round_hyperparameters(served, {}) == {"learning_rate": 1e-4, "lora_r": 4}
+    assert round_hyperparameters(served, {"max_steps": 7, "lora_r": 8}) == \
+        {"learning_rate": 1e-4, "lora_r": 8, "max_steps": 7}
