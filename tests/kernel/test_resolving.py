@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmos.errors import ModelNotFound
+from llmos.errors import Conflict, ModelNotFound
 from llmos.kernel.core import Kernel
 from llmos.kernel.resolving import ClockedCache
 from llmos.runtime import Runtime
@@ -56,7 +56,7 @@ def test_the_clock_moves_with_every_write_and_no_read(runtime: Runtime) -> None:
     after_repoint = reg.clock()
     reg.remove("m:latest", tenant="acme")
     assert start < after_add < after_tag < after_repoint < reg.clock()
-    with pytest.raises(Exception):
+    with pytest.raises(Conflict):
         reg.add("m:v1", described("m"), tenant="acme")  # a refused write (the tag exists) moves nothing
     assert reg.clock() == after_repoint + 1
 
