@@ -63,21 +63,20 @@ class Registry:
         """Every model of every tenant; with ``tenant``, what it may see: its own private models and the
         public ones it does not shadow with a private name."""
         with self.db.session() as s:
-            rows = s.execute(select(ModelTag, Manifest).join(Manifest).order_by(ModelTag.name, ModelTag.tag))
-            infos = [_info(t, m) for t, m in rows]
+            rows = s.execute(select(ModelTag, Manifest).join(Manifest))
+            infos = sorted((_info(t, m) for t, m in rows), key=lambda i: (i.name, _tag_order(i.tag)))
         if tenant is None:
             return infos
         own = {i.name for i in infos if i.tenant == tenant}
         return [i for i in infos if i.tenant == tenant or (i.tenant is None and i.name not in own)]
 
     def versions(self, name: str, tenant: str | None) -> list[ModelInfo]:
-        """Every tag of ``name`` in exactly ``tenant``'s namespace (``None``: the public one), ordered by
-        tag: one indexed query, where ``list`` reads the whole store."""
+        """Every tag of ``name`` in exactly ``tenant``'s namespace (``None``: the public one): other tags by
+        name, then ``v1, v2 ... v10`` by number. One indexed query, where ``list`` reads the whole store."""
         who = ModelTag.tenant.is_(None) if tenant is None else ModelTag.tenant == tenant
         with self.db.session() as s:
-            rows = s.execute(select(ModelTag, Manifest).join(Manifest).where(ModelTag.name == name, who)
-                             .order_by(ModelTag.tag))
-            return [_info(t, m) for t, m in rows]
+            rows = s.execute(select(ModelTag, Manifest).join(Manifest).where(ModelTag.name == name, who))
+            return sorted((_info(t, m) for t, m in rows), key=lambda i: _tag_order(i.tag))
 
     def version_of(self, info: ModelInfo) -> ModelInfo:
         """The version tag (``name:vN``, anything but ``latest``) holding ``info``'s manifest; ``info``
@@ -284,6 +283,12 @@ class Registry:
 def _tick(s: Session) -> None:
     """Move the registry clock on inside the writing transaction (committed with the write, or not at all)."""
     s.execute(update(RegistryClock).where(RegistryClock.id == 1).values(tick=RegistryClock.tick + 1))
+
+
+def _tag_order(tag: str) -> tuple[bool, int, str]:
+    """Sort key of a tag: any other tag by name first, then ``vN`` by its number (``v10`` after ``v9``)."""
+    number = tag[1:] if tag[:1] == "v" and tag[1:].isdigit() else None
+    return (number is not None, int(number or 0), tag)
 
 
 def _info(tag: ModelTag, manifest: Manifest) -> ModelInfo:

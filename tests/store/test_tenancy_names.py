@@ -77,3 +77,14 @@ def test_versions_are_read_per_namespace_and_latest_pins_to_its_version(runtime:
     assert reg.version_of(reg.get("bot", tenant="acme")).ref == v2.ref
     assert reg.version_of(v1) is v1  # a version is its own
     assert reg.count() == before + 4 == len(reg.list())
+
+
+def test_versions_order_by_number_and_latest_pins_to_the_highest_holding_it(runtime: Runtime) -> None:
+    reg = runtime.store.registry
+    for n in (1, 2, 9):
+        reg.add(f"long:v{n}", manifest(f"n{n}"), tenant="acme")
+    reg.tag("long:v9", "long:v10", tenant="acme")  # one manifest under two versions
+    reg.tag("long:v9", "long:latest", tenant="acme")
+    assert [i.tag for i in reg.versions("long", "acme")] == ["latest", "v1", "v2", "v9", "v10"]
+    assert reg.version_of(reg.get("long", tenant="acme")).ref == "long:v10"  # not v9, as "v10" < "v9" reads
+    assert reg.next_version("long", "acme") == "long:v11"
