@@ -1,6 +1,6 @@
 """`llmos ask` planning quality: plain-language requests against the plans they should give.
 
-bench/data/ask_requests.jsonl holds requests written for this bench (varied wording, some ambiguous,
+bench/ask_cases.py holds requests written for this bench (varied wording, some ambiguous,
 some naming things that do not exist, some sent with a key that may not do them), each with the
 expected outcome: a plan (operation + arguments per step), "question" or "refused". A daemon app with
 auth on (in-process, the real built-in models: MiniLM-L6 picks the operation, SmolLM2 fills open
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from bench.ask_cases import CASES  # noqa: E402
 from bench.engines import cpu_flags  # noqa: E402
 from llmos.auth import create_key  # noqa: E402
 from llmos.cli.ask import local_files  # noqa: E402
@@ -43,7 +44,6 @@ from llmos.daemon import create_app  # noqa: E402
 from llmos.runtime import Runtime, open_runtime  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REQUESTS = HERE / "data" / "ask_requests.jsonl"
 DATA = HERE.parents[1] / "shared" / "datasets"
 TENANT = "bench"
 KEYS = {"admin": ["admin"], "reader": ["read"], "trainer": ["train", "read", "infer"]}
@@ -117,16 +117,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--show-all", action="store_true", help="print every request, not only the misses")
     args = ap.parse_args()
-    cases = [json.loads(line) for line in REQUESTS.read_text().splitlines() if line.strip()]
     with tempfile.TemporaryDirectory() as home:
         rt = open_runtime(load_settings(home=Path(home), auth="on", job_cpu_priority="normal"))
         client = TestClient(create_app(rt))  # no lifespan: jobs stay queued, nothing is started
         keys, marks = build_world(rt, client, Path(home) / "caller")
         outcomes: dict[str, int] = {"exact": 0, "safe": 0, "wrong": 0}
         latencies = []
-        for case in cases:
-            text, expect = _fill(case["text"], marks), _fill(case["expect"], marks)
-            headers = {"Authorization": f"Bearer {keys[case['key']]}"}
+        for case in CASES:
+            text, expect = _fill(case.text, marks), _fill(case.expect, marks)
+            headers = {"Authorization": f"Bearer {keys[case.key]}"}
             t0 = time.perf_counter()
             # as `llmos ask` does: the paths in the words that exist on the asking machine go along
             r = client.post("/v1/ask", headers=headers, json={"text": text, "local_files": local_files(text)})
@@ -138,10 +137,10 @@ def main() -> None:
             if verdict != "exact" or args.show_all:
                 shown = [[s["operation"], s["arguments"]] for s in got["steps"]] if got["status"] == "planned" else (
                     f"{got['status']}: {got['message'][:120]}")
-                print(f"{verdict:5}  [{case['key']}] {text!r}\n       expected {expect}\n       got      {shown}")
+                print(f"{verdict:5}  [{case.key}] {text!r}\n       expected {expect}\n       got      {shown}")
         client.app.state.kernel.close()  # type: ignore[attr-defined]
         rt.close()
-    n = len(cases)
+    n = len(CASES)
     print(f"\nrequests: {n} (embedding: minilm-l6; chat model: smollm2-135m-instruct)")
     print(f"exact plans / outcomes: {outcomes['exact'] / n:.3f}  ({outcomes['exact']})")
     print(f"safe (question or refusal where a plan or another answer was expected): {outcomes['safe'] / n:.3f}  "
