@@ -210,7 +210,7 @@ class Registry:
     def next_version(self, name: str, tenant: str | None) -> str:
         """``name:vN`` one past the highest ``vN`` in ``tenant``'s namespace (``None``: public)."""
         ref = parse_ref(name)
-        taken = [int(i.tag[1:]) for i in self.versions(ref.name, tenant) if i.tag[:1] == "v" and i.tag[1:].isdigit()]
+        taken = [n for i in self.versions(ref.name, tenant) if (n := _version_number(i.tag)) is not None]
         return f"{ref.name}:v{max(taken, default=0) + 1}"
 
     # -- files ---------------------------------------------------------------------------------
@@ -285,10 +285,15 @@ def _tick(s: Session) -> None:
     s.execute(update(RegistryClock).where(RegistryClock.id == 1).values(tick=RegistryClock.tick + 1))
 
 
+def _version_number(tag: str) -> int | None:
+    """N of a version tag ``vN``; None for any other tag."""
+    return int(tag[1:]) if tag[:1] == "v" and tag[1:].isdigit() else None
+
+
 def _tag_order(tag: str) -> tuple[bool, int, str]:
     """Sort key of a tag: any other tag by name first, then ``vN`` by its number (``v10`` after ``v9``)."""
-    number = tag[1:] if tag[:1] == "v" and tag[1:].isdigit() else None
-    return (number is not None, int(number or 0), tag)
+    number = _version_number(tag)
+    return (number is not None, number or 0, tag)
 
 
 def _info(tag: ModelTag, manifest: Manifest) -> ModelInfo:
